@@ -1,0 +1,153 @@
+//! The config file exactly as written: serde types with every field optional,
+//! so that validation (not serde) decides what is missing and says so with
+//! the key's line. Unknown keys are collected by `serde_ignored`, not refused
+//! one at a time, so all of them are reported together.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub workers: Option<i64>,
+    pub state_file: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub services: OrderedMap<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawService {
+    pub split: Option<OrderedMap<i64>>,
+    pub sticky: Option<String>,
+    pub cookie: Option<RawCookie>,
+    pub drain_timeout: Option<String>,
+    pub override_header: Option<String>,
+    pub override_token: Option<String>,
+    pub access_log: Option<bool>,
+    pub timeouts: Option<RawTimeouts>,
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub pools: OrderedMap<RawPool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCookie {
+    pub name: Option<String>,
+    pub max_age: Option<String>,
+    pub secure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTimeouts {
+    pub connect: Option<String>,
+    pub response_header: Option<String>,
+    pub header_read: Option<String>,
+    pub idle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub max_connections: Option<i64>,
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListener {
+    pub listen: Option<String>,
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPool {
+    pub backends: Option<Vec<RawBackend>>,
+    pub protocol: Option<String>,
+}
+
+/// A backend: `"10.0.1.10:8080"` or `{ addr = "...", weight = 2, protocol = "h2c" }`.
+#[derive(Debug, Default)]
+pub struct RawBackend {
+    pub addr: Option<String>,
+    pub weight: Option<i64>,
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawBackendTable {
+    addr: Option<String>,
+    weight: Option<i64>,
+    protocol: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBackend;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a backend address string like \"10.0.1.10:8080\" or a table like { addr = \"10.0.1.10:8080\", weight = 2 }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawBackend, E> {
+                Ok(RawBackend {
+                    addr: Some(s.to_string()),
+                    ..RawBackend::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
+                let t = RawBackendTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(RawBackend {
+                    addr: t.addr,
+                    weight: t.weight,
+                    protocol: t.protocol,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A table whose keys keep the order they have in the file (pool order is
+/// ticket order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v = map.next_value::<V>()?;
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(MapVisitor(PhantomData))
+    }
+}

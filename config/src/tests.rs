@@ -1,0 +1,274 @@
+//! Validation and diff tests: pure data, no I/O but reading the shipped examples.
+
+use crate::*;
+
+const GOOD: &str = r#"
+[services.web]
+split = { blue = 90, green = 10 }
+
+[[services.web.listeners]]
+listen = "127.0.0.1:8080"
+
+[[services.web.listeners]]
+listen = "127.0.0.1:8081"
+pool = "green"
+
+[services.web.pools.blue]
+backends = ["10.0.1.10:8080", { addr = "10.0.1.11:8080", weight = 2 }]
+
+[services.web.pools.green]
+backends = ["10.0.2.10:8080"]
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match parse("t.toml", text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+fn has(errs: &[ConfigError], line: usize, key: &str, fragment: &str) {
+    assert!(
+        errs.iter().any(|e| e.line == Some(line)
+            && e.key == key
+            && e.message.contains(fragment)
+            && e.origin == "t.toml"),
+        "no error at line {line} key `{key}` containing `{fragment}` in:\n{}",
+        ConfigErrors(errs.to_vec())
+    );
+}
+
+#[test]
+fn good_config_validates_with_defaults() {
+    let c = parse("t.toml", GOOD).unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.name, "web");
+    assert_eq!(
+        s.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["blue", "green"]
+    );
+    assert_eq!(s.split, [90, 10]);
+    assert_eq!(s.pools[0].backends[1].weight, 2);
+    assert_eq!(s.pools[0].backends[0].weight, 1);
+    assert_eq!(s.listeners[1].pool, Some(1));
+    assert_eq!(s.sticky, Sticky::None);
+    assert_eq!(s.drain_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+}
+
+#[test]
+fn pool_order_is_file_order_not_alphabetical() {
+    let text = GOOD
+        .replace("pools.blue]", "pools.zeta]")
+        .replace("blue = 90", "zeta = 90");
+    let c = parse("t.toml", &text).unwrap();
+    assert_eq!(c.services[0].pools[0].name, "zeta");
+    assert_eq!(c.services[0].split, [90, 10]);
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_line() {
+    let text = GOOD
+        .replace("split = {", "colour = \"red\"\nsplit = {")
+        .replace("pool = \"green\"", "pool = \"green\"\nmode = \"fast\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{}", ConfigErrors(errs.clone()));
+    has(
+        &errs,
+        3,
+        "services.web.colour",
+        "unknown key; allowed here: split, sticky",
+    );
+    has(
+        &errs,
+        12,
+        "services.web.listeners[1].mode",
+        "allowed here: listen, pool",
+    );
+}
+
+#[test]
+fn split_errors_name_the_pool_and_line() {
+    let errs = errors(&GOOD.replace("green = 10 }", "purple = 10 }"));
+    has(
+        &errs,
+        3,
+        "services.web.split.purple",
+        "does not exist; pools: blue, green",
+    );
+    has(
+        &errs,
+        3,
+        "services.web.split",
+        "pool `green` is missing from the split",
+    );
+
+    let errs = errors(&GOOD.replace("blue = 90, green = 10", "blue = 0, green = 0"));
+    has(&errs, 3, "services.web.split", "all weights are zero");
+
+    let errs = errors(&GOOD.replace("blue = 90", "blue = -5"));
+    has(
+        &errs,
+        3,
+        "services.web.split.blue",
+        "out of range; allowed: 0 to",
+    );
+}
+
+#[test]
+fn listener_errors() {
+    let errs = errors(&GOOD.replace("127.0.0.1:8081", "127.0.0.1:8080"));
+    has(
+        &errs,
+        9,
+        "services.web.listeners[1].listen",
+        "already used by `services.web.listeners[0].listen`",
+    );
+
+    let errs = errors(&GOOD.replace("pool = \"green\"", "pool = \"teal\""));
+    has(
+        &errs,
+        10,
+        "services.web.listeners[1].pool",
+        "preview pool `teal` does not exist",
+    );
+
+    let errs = errors(&GOOD.replace("127.0.0.1:8080\"", "localhost:eighty\""));
+    has(
+        &errs,
+        6,
+        "services.web.listeners[0].listen",
+        "not a socket address",
+    );
+}
+
+#[test]
+fn backend_errors() {
+    let errs = errors(&GOOD.replace("[\"10.0.2.10:8080\"]", "[]"));
+    has(
+        &errs,
+        16,
+        "services.web.pools.green.backends",
+        "the backend list is empty",
+    );
+
+    let errs = errors(&GOOD.replace("\"10.0.1.10:8080\", {", "\"10.0.1.10\", {"));
+    has(&errs, 13, "services.web.pools.blue.backends[0]", "no port");
+
+    let errs = errors(&GOOD.replace("weight = 2", "weight = -1"));
+    has(
+        &errs,
+        13,
+        "services.web.pools.blue.backends[1].weight",
+        "out of range",
+    );
+}
+
+#[test]
+fn all_errors_at_once_in_line_order() {
+    let text = GOOD
+        .replace("green = 10 }", "green = 10 }\nsticky = \"sometimes\"")
+        .replace("127.0.0.1:8081", "127.0.0.1:8080")
+        .replace("[\"10.0.2.10:8080\"]", "[\"nope\"]");
+    let errs = errors(&text);
+    assert!(errs.len() >= 3, "{}", ConfigErrors(errs.clone()));
+    has(
+        &errs,
+        4,
+        "services.web.sticky",
+        "allowed: \"none\", \"client_ip\", \"cookie\"",
+    );
+    let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+}
+
+#[test]
+fn syntax_and_type_errors_have_a_line() {
+    let errs = errors("[services.web]\nsplit = { blue = \"lots\" }\n");
+    assert_eq!(errs[0].line, Some(2), "{}", ConfigErrors(errs.clone()));
+    let errs = errors("[services.web\n");
+    assert_eq!(errs[0].line, Some(1));
+}
+
+#[test]
+fn durations_and_admin() {
+    let errs = errors(&GOOD.replace("green = 10 }", "green = 10 }\ndrain_timeout = \"soon\""));
+    has(&errs, 4, "services.web.drain_timeout", "is not a duration");
+
+    let errs = errors(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD}"));
+    has(&errs, 2, "admin.listen", "set admin.token");
+    let with_token = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"t\"\n{GOOD}");
+    assert!(parse("t.toml", &with_token).is_ok());
+}
+
+#[test]
+fn display_names_file_line_and_key() {
+    let errs = parse("/etc/cutover.toml", &GOOD.replace("blue = 90", "blue = -5")).unwrap_err();
+    let shown = errs.to_string();
+    assert!(
+        shown.starts_with(
+            "/etc/cutover.toml:3: `services.web.split.blue`: weight -5 is out of range"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn backend_address_forms() {
+    use crate::validate_backend_addr as check;
+    for ok in [
+        "10.0.0.1:80",
+        "[::1]:8080",
+        "app.internal:8080",
+        "localhost:1",
+    ] {
+        assert!(check(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "10.0.0.1",
+        ":80",
+        "host:0",
+        "host:99999",
+        "[::1:80",
+        "bad_host:80",
+        "-x.y:80",
+    ] {
+        assert!(check(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn shipped_examples_all_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn diff_sees_split_but_not_reordering_of_split_keys() {
+    let a = parse("t.toml", GOOD).unwrap();
+    let b = parse(
+        "t.toml",
+        &GOOD.replace(
+            "split = { blue = 90, green = 10 }",
+            "split = { green = 10, blue = 90 }",
+        ),
+    )
+    .unwrap();
+    assert!(diff(&a, &b).is_empty());
+    let c = parse("t.toml", &GOOD.replace("blue = 90", "blue = 50")).unwrap();
+    let d = diff(&a, &c);
+    assert_eq!(d.split_changed, ["web"]);
+    assert!(d.pools_changed.is_empty());
+    let e = parse("t.toml", &GOOD.replace("10.0.2.10", "10.0.2.11")).unwrap();
+    assert_eq!(diff(&a, &e).pools_changed, ["web"]);
+}
