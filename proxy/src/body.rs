@@ -1,0 +1,170 @@
+//! The response body cutover sends downstream: either the backend's body,
+//! streamed frame by frame with a guard that closes the request's books when
+//! it ends (or is dropped), or a short body cutover wrote itself.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::snapshot::{Backend, Pool};
+
+/// Per downstream connection: requests in progress and the last activity,
+/// for the idle timeout.
+pub(crate) struct ConnActivity {
+    base: Instant,
+    active: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl ConnActivity {
+    pub fn new() -> ConnActivity {
+        ConnActivity {
+            base: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn begin(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    pub fn end(&self) {
+        self.touch();
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long the connection has had no request in progress.
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let now = self.base.elapsed().as_millis() as u64;
+        Some(std::time::Duration::from_millis(now.saturating_sub(last)))
+    }
+}
+
+/// What the access log line needs beyond the guard's own fields.
+pub(crate) struct AccessInfo {
+    pub client: std::net::SocketAddr,
+    pub service: String,
+    pub method: http::Method,
+    pub path: String,
+    pub status: u16,
+}
+
+/// Held from routing until the response body ends: in-flight counts,
+/// duration, the access log line.
+pub(crate) struct RequestGuard {
+    pub pool: Arc<Pool>,
+    pub backend: Option<Arc<Backend>>,
+    pub start: Instant,
+    pub conn: Arc<ConnActivity>,
+    pub access: Option<Box<AccessInfo>>,
+    pub bytes: u64,
+}
+
+impl RequestGuard {
+    pub fn new(pool: Arc<Pool>, backend: Arc<Backend>, start: Instant, conn: Arc<ConnActivity>) -> RequestGuard {
+        pool.metrics.in_flight.inc();
+        backend.enter();
+        RequestGuard {
+            pool,
+            backend: Some(backend),
+            start,
+            conn,
+            access: None,
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        self.pool.metrics.in_flight.dec();
+        self.pool.metrics.duration.observe(elapsed.as_secs_f64());
+        if let Some(b) = &self.backend {
+            b.leave();
+        }
+        self.conn.end();
+        if let Some(a) = &self.access {
+            tracing::info!(
+                target: "cutover::access",
+                client = %a.client,
+                service = %a.service,
+                pool = %self.pool.name,
+                backend = self.backend.as_ref().map(|b| b.addr.as_str()).unwrap_or("-"),
+                method = %a.method,
+                path = %a.path,
+                status = a.status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes = self.bytes,
+            );
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ProxyBodyProj]
+    pub enum ProxyBody {
+        Upstream { #[pin] inner: Incoming, guard: RequestGuard },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    pub fn text(s: impl Into<Bytes>) -> ProxyBody {
+        let data: Bytes = s.into();
+        ProxyBody::Full {
+            data: if data.is_empty() { None } else { Some(data) },
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { inner, guard } => {
+                let polled = inner.poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(d) = frame.data_ref() {
+                        guard.bytes += d.len() as u64;
+                    }
+                }
+                polled
+            }
+            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

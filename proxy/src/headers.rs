@@ -1,0 +1,131 @@
+//! Header rewriting between downstream and upstream: hop-by-hop headers
+//! removed, `X-Forwarded-*` set, the ticket cookie read and written.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::ticket::Ticket;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in
+/// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::TE {
+                headers.remove(&n);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for h in [&KEEP_ALIVE, &PROXY_CONNECTION] {
+        headers.remove(h);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = headers.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` (appending the client to any list already there),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is
+/// present (HTTP/2 clients send `:authority` instead).
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, authority: Option<&str>) {
+    let client = client.to_canonical();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if !headers.contains_key(header::HOST) {
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// The ticket from a request's `Cookie` headers, if one is there and valid.
+pub fn cookie_ticket(headers: &HeaderMap, name: &str) -> Option<Ticket> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| Ticket::from_cookie_value(v.trim()))
+}
+
+pub fn set_cookie_value(name: &str, ticket: Ticket, attributes: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("{name}={}{attributes}", ticket.to_cookie_value())).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("x-keep") && h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_keep_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some("ignored"));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "www.example.com");
+        assert_eq!(h[header::HOST], "www.example.com");
+
+        let mut h2 = HeaderMap::new();
+        set_forwarded(&mut h2, "::ffff:127.0.0.3".parse().unwrap(), "http", Some("api.example.com:8443"));
+        assert_eq!(h2["x-forwarded-for"], "127.0.0.3");
+        assert_eq!(h2[header::HOST], "api.example.com:8443");
+    }
+
+    #[test]
+    fn cookie_ticket_is_found_among_others_and_garbage_is_ignored() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; cutover_ticket=00000000000000ff; b=2"));
+        assert_eq!(cookie_ticket(&h, "cutover_ticket"), Some(Ticket(255)));
+        let mut bad = HeaderMap::new();
+        bad.append(header::COOKIE, HeaderValue::from_static("cutover_ticket=../../etc"));
+        assert_eq!(cookie_ticket(&bad, "cutover_ticket"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Data-plane metrics. A `prometheus::Registry` is passed in; handles are
+//! resolved once per pool when a snapshot is built, never per request.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::error::ErrorKind;
+
+/// Every metric name cutover exports, in one place.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+    pub const REQUEST_DURATION: &str = "cutover_request_duration_seconds";
+    pub const IN_FLIGHT: &str = "cutover_in_flight_requests";
+    pub const UPSTREAM_ERRORS: &str = "cutover_upstream_errors_total";
+    pub const DOWNSTREAM_CONNECTIONS: &str = "cutover_downstream_connections";
+    pub const DOWNSTREAM_REFUSED: &str = "cutover_downstream_refused_total";
+    pub const SPLIT_WEIGHT: &str = "cutover_split_weight";
+    pub const GENERATION: &str = "cutover_generation";
+    pub const ADMIN_REQUESTS: &str = "cutover_admin_requests_total";
+    pub const CHANGES: &str = "cutover_changes_total";
+}
+
+/// Status classes used as the `code` label.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+pub struct ProxyMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+    downstream_connections: IntGaugeVec,
+    downstream_refused: IntCounterVec,
+}
+
+impl ProxyMetrics {
+    pub fn new(registry: &Registry) -> Result<ProxyMetrics, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(names::REQUESTS_TOTAL, "Requests answered, by service, pool and status class"),
+            &["service", "pool", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::REQUEST_DURATION,
+                "Time from request head to the end of the response body",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["service", "pool"],
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(names::IN_FLIGHT, "Requests in flight (head received, body not finished)"),
+            &["service", "pool"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                names::UPSTREAM_ERRORS,
+                "Failed proxied requests, by who caused them (client, backend, cutover) and cause",
+            ),
+            &["service", "pool", "source", "cause"],
+        )?;
+        let downstream_connections = IntGaugeVec::new(
+            Opts::new(names::DOWNSTREAM_CONNECTIONS, "Open downstream connections"),
+            &["listener"],
+        )?;
+        let downstream_refused = IntCounterVec::new(
+            Opts::new(names::DOWNSTREAM_REFUSED, "Downstream connections closed at accept"),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(downstream_connections.clone()))?;
+        registry.register(Box::new(downstream_refused.clone()))?;
+        Ok(ProxyMetrics {
+            requests,
+            duration,
+            in_flight,
+            upstream_errors,
+            downstream_connections,
+            downstream_refused,
+        })
+    }
+
+    /// Handles for one pool, resolved once.
+    pub fn pool(&self, service: &str, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            requests: CLASSES.map(|c| self.requests.with_label_values(&[service, pool, c])),
+            duration: self.duration.with_label_values(&[service, pool]),
+            in_flight: self.in_flight.with_label_values(&[service, pool]),
+            errors: ErrorKind::ALL.map(|k| {
+                self.upstream_errors
+                    .with_label_values(&[service, pool, k.source().as_str(), k.cause()])
+            }),
+        }
+    }
+
+    /// Counts a request refused before it had a pool (a bad override header).
+    pub fn unrouted(&self, service: &str, kind: ErrorKind, status: u16) {
+        self.requests
+            .with_label_values(&[service, "none", CLASSES[class_index(status)]])
+            .inc();
+        self.upstream_errors
+            .with_label_values(&[service, "none", kind.source().as_str(), kind.cause()])
+            .inc();
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            connections: self.downstream_connections.with_label_values(&[listener]),
+            refused_limit: self.downstream_refused.with_label_values(&[listener, "max_connections"]),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PoolMetrics {
+    requests: [IntCounter; 6],
+    pub duration: Histogram,
+    pub in_flight: IntGauge,
+    errors: [IntCounter; ErrorKind::ALL.len()],
+}
+
+impl PoolMetrics {
+    pub fn count_status(&self, status: u16) {
+        self.requests[class_index(status)].inc();
+    }
+
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}
+
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub connections: IntGauge,
+    pub refused_limit: IntCounter,
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
