@@ -1,1 +1,127 @@
-fn main() {}
+//! cutover: parse the command line, build the runtime, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cutover::cli::{Cli, Command};
+use cutover::{ctl, demo, logging, App};
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().thread_name("cutover-worker").build()
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_signal().await;
+    tracing::info!("shutdown signal received; draining (send it again to exit at once)");
+    tokio::spawn(async {
+        wait_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_level.as_deref(), cli.log_format);
+    match cli.command {
+        Command::Check { configs } => {
+            let mut bad = false;
+            for path in &configs {
+                match cutover_config::load(path) {
+                    Ok(_) => println!("{}: ok", path.display()),
+                    Err(errs) => {
+                        bad = true;
+                        eprintln!("{errs}");
+                        eprintln!("{}: {} error(s)", path.display(), errs.0.len());
+                    }
+                }
+            }
+            if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run { config, workers } => {
+            let cfg = match cutover_config::load(&config) {
+                Ok(c) => c,
+                Err(errs) => return fail(format!("invalid config:\n{errs}")),
+            };
+            let rt = match runtime(workers.or(cfg.workers)) {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            rt.block_on(async {
+                let app = match App::start(cfg).await {
+                    Ok(a) => a,
+                    Err(e) => return fail(e),
+                };
+                shutdown_signal().await;
+                app.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo(args) => {
+            let rt = match runtime(args.workers) {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            match rt.block_on(demo::run(args, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Ctl(args) => {
+            let rt = match runtime(Some(1)) {
+                Ok(rt) => rt,
+                Err(e) => return fail(format!("cannot start the runtime: {e}")),
+            };
+            match rt.block_on(ctl::run(&args)) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        #[cfg(feature = "edge")]
+        Command::Edge(cmd) => edge_command(cmd),
+    }
+}
+
+#[cfg(feature = "edge")]
+fn edge_command(_cmd: cutover::cli::EdgeCommand) -> ExitCode {
+    fail("edge commands are being wired in")
+}

@@ -12,14 +12,19 @@ use crate::raw::*;
 
 const MAX_WEIGHT: i64 = 1_000_000;
 
-struct Errs<'a> {
+pub(crate) struct Errs<'a> {
     origin: &'a str,
     loc: Locator<'a>,
     list: Vec<ConfigError>,
 }
 
 impl Errs<'_> {
-    fn push(&mut self, path: &[Seg], message: impl Into<String>) {
+    /// How many errors so far (lets a caller see whether a part added any).
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn push(&mut self, path: &[Seg], message: impl Into<String>) {
         self.list.push(ConfigError {
             origin: self.origin.to_string(),
             line: self.loc.line(path),
@@ -29,13 +34,13 @@ impl Errs<'_> {
     }
 }
 
-fn key(path: &[Seg], k: &str) -> Vec<Seg> {
+pub(crate) fn key(path: &[Seg], k: &str) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.push(Seg::Key(k.to_string()));
     p
 }
 
-fn idx(path: &[Seg], i: usize) -> Vec<Seg> {
+pub(crate) fn idx(path: &[Seg], i: usize) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.push(Seg::Index(i));
     p
@@ -63,7 +68,12 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         })
         .collect();
     match shape.as_slice() {
-        [_] => "workers, state_file, shutdown_timeout, admin, services",
+        [_] => "workers, state_file, shutdown_timeout, admin, services, edge",
+        ["edge", _] => crate::edge::ALLOWED_EDGE_KEYS,
+        ["edge", "records", "[]", _] => crate::edge::ALLOWED_RECORD_KEYS,
+        ["edge", "records", "[]", "alias", _] => crate::edge::ALLOWED_ALIAS_KEYS,
+        ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
+        ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
         ["admin", _] => "listen, token",
         ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, listeners, pools",
         ["services", _, "cookie", _] => "name, max_age, secure",
@@ -108,7 +118,7 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
     }
 }
 
-fn duration(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Duration) -> Duration {
+pub(crate) fn duration(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Duration) -> Duration {
     match raw {
         None => default,
         Some(s) => match crate::parse_duration(s) {
@@ -278,8 +288,14 @@ fn validate(raw: &RawConfig, errs: &mut Errs) -> Config {
         services.push(validate_service(name, rs, &path, errs, &mut listen_seen));
     }
 
+    let edge = raw
+        .edge
+        .as_ref()
+        .map(|e| crate::edge::validate_edge(e, &key(&root, "edge"), &services, errs));
+
     Config {
         workers,
+        edge,
         admin: AdminConfig {
             listen: admin_listen,
             token,
@@ -566,14 +582,16 @@ fn validate_service(
             continue;
         };
         let here = format!("services.{name}.listeners[{i}].listen");
-        if let Some(first) = listen_seen.get(&listen) {
+        // Port 0 asks the OS for a free port: never a clash.
+        let first = listen_seen.get(&listen).filter(|_| listen.port() != 0);
+        if let Some(first) = first {
             errs.push(
                 &key(&lp, "listen"),
                 format!(
                     "{listen} is already used by `{first}`; every listen address must be unique"
                 ),
             );
-        } else {
+        } else if listen.port() != 0 {
             listen_seen.insert(listen, here);
         }
         let pool = match &rl.pool {

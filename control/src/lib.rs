@@ -1,1 +1,14 @@
+//! cutover's control plane: the switch logic ([`Controller`]), runtime state
+//! persistence, and the admin API.
 
+pub mod admin;
+pub mod controller;
+#[cfg(feature = "edge")]
+pub mod edge;
+pub mod error;
+pub mod state;
+mod status;
+
+pub use admin::Admin;
+pub use controller::{Action, ChangeOutcome, ChangeRequest, Controller};
+pub use error::ControlError;

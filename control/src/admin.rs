@@ -1,0 +1,356 @@
+//! The admin API: JSON over HTTP on its own listener. Reads status, changes
+//! splits, exports metrics. Every bad input is a 4xx with `{"error": ...}`
+//! and changes nothing.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::controller::{Action, ChangeRequest, Controller};
+use crate::status;
+
+const MAX_BODY: usize = 64 * 1024;
+
+/// Extra status providers (edge sync) plug in here.
+pub type StatusExtra = Arc<dyn Fn() -> Value + Send + Sync>;
+
+pub struct Admin {
+    pub controller: Arc<Controller>,
+    pub registry: Registry,
+    pub token: Option<String>,
+    /// False once shutdown has begun: `/readyz` answers 503.
+    pub ready: Arc<AtomicBool>,
+    /// Bound listeners, for `/v1/status`: (service, address, preview pool).
+    pub listeners: Vec<(String, SocketAddr, Option<String>)>,
+    pub extra: Vec<(&'static str, StatusExtra)>,
+    requests: IntCounterVec,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(status: StatusCode, body: &Value) -> Resp {
+    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Resp {
+    json_response(status, &json!({ "error": message.into() }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed here; allowed: {allow}"),
+    );
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    split: serde_json::Map<String, Value>,
+    reason: Option<String>,
+    expect_generation: Option<u64>,
+    who: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: String,
+    reason: Option<String>,
+    expect_generation: Option<u64>,
+    who: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    reason: Option<String>,
+    expect_generation: Option<u64>,
+    who: Option<String>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Admin {
+    pub fn new(
+        controller: Arc<Controller>,
+        registry: Registry,
+        token: Option<String>,
+        listeners: Vec<(String, SocketAddr, Option<String>)>,
+    ) -> Result<Admin, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(cutover_proxy::metrics::names::ADMIN_REQUESTS, "Admin API requests, by route and status code"),
+            &["route", "code"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        Ok(Admin {
+            controller,
+            registry,
+            token,
+            ready: Arc::new(AtomicBool::new(true)),
+            listeners,
+            extra: Vec::new(),
+            requests,
+        })
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Infallible> {
+        let path = req.uri().path().to_string();
+        let (route, resp) = self.route(req, peer, &path).await;
+        self.requests
+            .with_label_values(&[route, resp.status().as_str()])
+            .inc();
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr, path: &str) -> (&'static str, Resp) {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method().clone();
+        match segs.as_slice() {
+            ["healthz"] => ("healthz", json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            ["readyz"] => {
+                if self.ready.load(Ordering::Relaxed) {
+                    ("readyz", json_response(StatusCode::OK, &json!({"status": "ready"})))
+                } else {
+                    (
+                        "readyz",
+                        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "shutting down"})),
+                    )
+                }
+            }
+            _ if !self.authorized(&req) => (
+                "unauthorized",
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token: send `Authorization: Bearer <admin.token>`",
+                ),
+            ),
+            ["metrics"] => match method {
+                Method::GET => ("metrics", self.metrics()),
+                _ => ("metrics", method_not_allowed("GET")),
+            },
+            ["v1", "status"] => match method {
+                Method::GET => ("status", json_response(StatusCode::OK, &self.status())),
+                _ => ("status", method_not_allowed("GET")),
+            },
+            ["v1", "audit"] => match method {
+                Method::GET => (
+                    "audit",
+                    json_response(StatusCode::OK, &json!({ "entries": self.controller.audit() })),
+                ),
+                _ => ("audit", method_not_allowed("GET")),
+            },
+            ["v1", "services", service, op] => {
+                let service = service.to_string();
+                match (*op, method) {
+                    ("split", Method::PUT) => ("split", self.change(req, peer, service, ChangeKind::Split).await),
+                    ("split", _) => ("split", method_not_allowed("PUT")),
+                    ("switch", Method::POST) => ("switch", self.change(req, peer, service, ChangeKind::Switch).await),
+                    ("switch", _) => ("switch", method_not_allowed("POST")),
+                    ("rollback", Method::POST) => {
+                        ("rollback", self.change(req, peer, service, ChangeKind::Rollback).await)
+                    }
+                    ("rollback", _) => ("rollback", method_not_allowed("POST")),
+                    _ => ("unknown", not_found(path)),
+                }
+            }
+            _ => ("unknown", not_found(path)),
+        }
+    }
+
+    fn metrics(&self) -> Resp {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}"));
+        }
+        let mut r = Response::new(Full::new(Bytes::from(buf)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+
+    pub fn status(&self) -> Value {
+        let mut v = status::status_json(&self.controller, &self.listeners);
+        v["ready"] = json!(self.ready.load(Ordering::Relaxed));
+        for (name, f) in &self.extra {
+            v[*name] = f();
+        }
+        v
+    }
+
+    async fn change(&self, req: Request<Incoming>, peer: SocketAddr, service: String, kind: ChangeKind) -> Resp {
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+                )
+            }
+        };
+        let parse_err = |e: serde_json::Error, example: &str| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed JSON body: {e}; expected like {example}"),
+            )
+        };
+        let peer_who = peer.ip().to_string();
+        let request = match kind {
+            ChangeKind::Split => {
+                let example = r#"{"split": {"blue": 90, "green": 10}, "reason": "canary", "expect_generation": 7}"#;
+                let b: SplitBody = match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return parse_err(e, example),
+                };
+                let mut pairs = Vec::new();
+                for (k, v) in b.split {
+                    match v.as_i64() {
+                        Some(w) => pairs.push((k, w)),
+                        None => {
+                            return error(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                format!("weight for pool `{k}` must be a whole number, got {v}"),
+                            )
+                        }
+                    }
+                }
+                ChangeRequest {
+                    service,
+                    action: Action::Split(pairs),
+                    reason: b.reason,
+                    expect_generation: b.expect_generation,
+                    who: b.who.unwrap_or(peer_who),
+                }
+            }
+            ChangeKind::Switch => {
+                let b: SwitchBody = match serde_json::from_slice(&body) {
+                    Ok(b) => b,
+                    Err(e) => return parse_err(e, r#"{"to": "green", "reason": "release 42"}"#),
+                };
+                ChangeRequest {
+                    service,
+                    action: Action::Switch(b.to),
+                    reason: b.reason,
+                    expect_generation: b.expect_generation,
+                    who: b.who.unwrap_or(peer_who),
+                }
+            }
+            ChangeKind::Rollback => {
+                let b: RollbackBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
+                    RollbackBody::default()
+                } else {
+                    match serde_json::from_slice(&body) {
+                        Ok(b) => b,
+                        Err(e) => return parse_err(e, r#"{"reason": "errors on green"} or no body"#),
+                    }
+                };
+                ChangeRequest {
+                    service,
+                    action: Action::Rollback,
+                    reason: b.reason,
+                    expect_generation: b.expect_generation,
+                    who: b.who.unwrap_or(peer_who),
+                }
+            }
+        };
+        match self.controller.apply(request) {
+            Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
+            Err(e) => error(e.status(), e.to_string()),
+        }
+    }
+}
+
+enum ChangeKind {
+    Split,
+    Switch,
+    Rollback,
+}
+
+fn not_found(path: &str) -> Resp {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/audit, GET /metrics, GET /healthz, GET /readyz"
+        ),
+    )
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("admin accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let admin = admin.clone();
+                let svc = service_fn(move |req| admin.clone().handle(req, peer));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("admin connection error: {e}");
+                    }
+                });
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}

@@ -1,0 +1,378 @@
+//! The switch logic: validates a change, persists it, then swaps in a new
+//! routing snapshot with the next generation. One mutex serialises changes;
+//! the data plane never takes it (it only reads the `ArcSwap`).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use cutover_config::Config;
+use cutover_proxy::metrics::names;
+use cutover_proxy::{ProxyMetrics, Snapshot};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::ControlError;
+use crate::state::{self, AuditEntry, PersistedService, PersistedState, STATE_VERSION};
+
+const AUDIT_KEEP: usize = 200;
+
+/// A requested change of one service's split.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    pub service: String,
+    pub action: Action,
+    pub reason: Option<String>,
+    pub expect_generation: Option<u64>,
+    pub who: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Pool name -> weight, every pool of the service named.
+    Split(Vec<(String, i64)>),
+    /// All traffic to one pool.
+    Switch(String),
+    /// Back to the split before the last change.
+    Rollback,
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Split(_) => "split",
+            Action::Switch(_) => "switch",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeOutcome {
+    pub generation: u64,
+    pub service: String,
+    pub split: serde_json::Map<String, serde_json::Value>,
+    pub previous: serde_json::Map<String, serde_json::Value>,
+    /// False when the requested split was already in force.
+    pub changed: bool,
+}
+
+struct Inner {
+    config: Config,
+    /// Per service (aligned with config.services): split before the last change.
+    previous: Vec<Option<Vec<u32>>>,
+    audit: VecDeque<AuditEntry>,
+}
+
+struct ControlMetrics {
+    split_weight: IntGaugeVec,
+    generation: IntGauge,
+    changes: IntCounterVec,
+}
+
+pub struct Controller {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    proxy_metrics: Arc<ProxyMetrics>,
+    metrics: ControlMetrics,
+    state_path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+    generation_tx: watch::Sender<u64>,
+}
+
+fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
+    pools.iter().cloned().zip(split.iter().copied()).collect()
+}
+
+fn as_map(pairs: &[(String, u32)]) -> serde_json::Map<String, serde_json::Value> {
+    pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect()
+}
+
+/// `pairs` aligned to `pools` when it names exactly those pools.
+fn align(pools: &[String], pairs: &[(String, u32)]) -> Option<Vec<u32>> {
+    if pairs.len() != pools.len() {
+        return None;
+    }
+    pools
+        .iter()
+        .map(|p| pairs.iter().find(|(n, _)| n == p).map(|(_, w)| *w))
+        .collect()
+}
+
+impl Controller {
+    /// Builds the first snapshot from `config`, restoring the last
+    /// acknowledged splits from the state file where the file's split has
+    /// not changed since they were written.
+    pub fn new(config: Config, registry: &Registry, proxy_metrics: Arc<ProxyMetrics>) -> Result<Controller, ControlError> {
+        let state_path = config.state_file.clone();
+        let persisted = match &state_path {
+            Some(p) => state::load(p)?,
+            None => None,
+        };
+        let mut generation = 1;
+        let mut splits = Vec::new();
+        let mut previous = Vec::new();
+        let mut audit = VecDeque::new();
+        for sc in &config.services {
+            let pools: Vec<String> = sc.pools.iter().map(|p| p.name.clone()).collect();
+            let saved = persisted
+                .as_ref()
+                .and_then(|st| st.services.iter().find(|s| s.name == sc.name))
+                .filter(|s| align(&pools, &s.file_split).as_deref() == Some(sc.split.as_slice()));
+            match saved.and_then(|s| align(&pools, &s.split).map(|split| (s, split))) {
+                Some((s, split)) if split.iter().any(|w| *w > 0) => {
+                    tracing::info!(service = %sc.name, ?split, "restored the last acknowledged split from the state file");
+                    previous.push(s.previous.as_ref().and_then(|p| align(&pools, p)));
+                    splits.push(split);
+                }
+                _ => {
+                    previous.push(None);
+                    splits.push(sc.split.clone());
+                }
+            }
+        }
+        if let Some(st) = &persisted {
+            generation = st.generation + 1;
+            audit = st.audit.clone();
+        }
+        let snapshot = Snapshot::build(&config.services, &splits, generation, None, &proxy_metrics);
+        let metrics = ControlMetrics::new(registry).map_err(|e| ControlError::InvalidSplit(format!("metrics: {e}")))?;
+        let (generation_tx, _) = watch::channel(generation);
+        let c = Controller {
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            proxy_metrics,
+            metrics,
+            state_path,
+            inner: Mutex::new(Inner { config, previous, audit }),
+            generation_tx,
+        };
+        c.update_metrics();
+        Ok(c)
+    }
+
+    /// The snapshot the data plane reads.
+    pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    pub fn proxy_metrics(&self) -> Arc<ProxyMetrics> {
+        self.proxy_metrics.clone()
+    }
+
+    /// Changes whenever the generation does (for the edge reconciler).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation_tx.subscribe()
+    }
+
+    pub fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.lock().audit.iter().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave Inner half-written
+        // (every mutation is a whole-value replacement), so poison is safe to clear.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_metrics(&self) {
+        let snap = self.snapshot.load();
+        self.metrics.generation.set(snap.generation as i64);
+        for s in &snap.services {
+            for (p, w) in s.pools.iter().zip(s.split.weights()) {
+                self.metrics
+                    .split_weight
+                    .with_label_values(&[s.name(), &p.name])
+                    .set(i64::from(*w));
+            }
+        }
+    }
+
+    /// Validates, persists and applies one change. A refused change changes
+    /// nothing: not the snapshot, not the state file, not the generation.
+    pub fn apply(&self, req: ChangeRequest) -> Result<ChangeOutcome, ControlError> {
+        let result = self.apply_inner(&req);
+        let label = match &result {
+            Ok(o) if o.changed => "accepted",
+            Ok(_) => "unchanged",
+            Err(_) => "refused",
+        };
+        self.metrics
+            .changes
+            .with_label_values(&[req.action.name(), label])
+            .inc();
+        result
+    }
+
+    fn apply_inner(&self, req: &ChangeRequest) -> Result<ChangeOutcome, ControlError> {
+        let mut inner = self.lock();
+        let current = self.snapshot.load_full();
+        let Some((idx, service)) = current.service(&req.service) else {
+            let names: Vec<&str> = current.services.iter().map(|s| s.name()).collect();
+            return Err(ControlError::UnknownService(req.service.clone(), names.join(", ")));
+        };
+        let pools: Vec<String> = service.pools.iter().map(|p| p.name.clone()).collect();
+        let unknown_pool = |pool: &str| ControlError::UnknownPool {
+            service: req.service.clone(),
+            pool: pool.to_string(),
+            pools: pools.join(", "),
+        };
+        if let Some(expected) = req.expect_generation {
+            if expected != current.generation {
+                return Err(ControlError::Conflict {
+                    expected,
+                    actual: current.generation,
+                });
+            }
+        }
+        let old: Vec<u32> = service.split.weights().to_vec();
+        let new: Vec<u32> = match &req.action {
+            Action::Split(pairs) => {
+                let mut split = vec![None; pools.len()];
+                for (name, w) in pairs {
+                    let i = pools.iter().position(|p| p == name).ok_or_else(|| unknown_pool(name))?;
+                    if split[i].is_some() {
+                        return Err(ControlError::InvalidSplit(format!("pool `{name}` is named twice")));
+                    }
+                    if !(0..=1_000_000).contains(w) {
+                        return Err(ControlError::InvalidSplit(format!(
+                            "weight {w} for pool `{name}` is out of range; allowed: 0 to 1000000"
+                        )));
+                    }
+                    split[i] = Some(*w as u32);
+                }
+                let missing: Vec<&str> = pools
+                    .iter()
+                    .zip(&split)
+                    .filter(|(_, w)| w.is_none())
+                    .map(|(p, _)| p.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ControlError::InvalidSplit(format!(
+                        "every pool needs a weight (0 for none); missing: {}",
+                        missing.join(", ")
+                    )));
+                }
+                split.into_iter().map(|w| w.unwrap_or(0)).collect()
+            }
+            Action::Switch(to) => {
+                let i = pools.iter().position(|p| p == to).ok_or_else(|| unknown_pool(to))?;
+                (0..pools.len()).map(|j| if j == i { 100 } else { 0 }).collect()
+            }
+            Action::Rollback => inner.previous[idx]
+                .clone()
+                .ok_or_else(|| ControlError::NothingToRollBack(req.service.clone()))?,
+        };
+        if new.iter().all(|w| *w == 0) {
+            return Err(ControlError::InvalidSplit(
+                "all weights are zero: at least one pool needs a positive weight".into(),
+            ));
+        }
+        if new == old {
+            return Ok(ChangeOutcome {
+                generation: current.generation,
+                service: req.service.clone(),
+                split: as_map(&named(&pools, &new)),
+                previous: as_map(&named(&pools, &old)),
+                changed: false,
+            });
+        }
+
+        let next = current.with_split(idx, new.clone());
+        let entry = AuditEntry {
+            generation: next.generation,
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            service: req.service.clone(),
+            action: req.action.name().to_string(),
+            split: named(&pools, &new),
+            previous: named(&pools, &old),
+            who: req.who.clone(),
+            reason: req.reason.clone(),
+        };
+        let mut previous = inner.previous.clone();
+        previous[idx] = Some(old.clone());
+        let mut audit = inner.audit.clone();
+        audit.push_back(entry.clone());
+        while audit.len() > AUDIT_KEEP {
+            audit.pop_front();
+        }
+        // Persist first: if the disk refuses, nothing changes.
+        if let Some(path) = &self.state_path {
+            let st = persisted_state(&inner.config, &next, &previous, &audit);
+            state::save(path, &st)?;
+        }
+        inner.previous = previous;
+        inner.audit = audit;
+        let generation = next.generation;
+        self.snapshot.store(Arc::new(next));
+        drop(inner);
+        self.update_metrics();
+        self.generation_tx.send_replace(generation);
+        tracing::info!(
+            service = %req.service,
+            action = req.action.name(),
+            generation,
+            split = ?entry.split,
+            who = %req.who,
+            reason = req.reason.as_deref().unwrap_or(""),
+            "routing changed"
+        );
+        Ok(ChangeOutcome {
+            generation,
+            service: req.service.clone(),
+            split: as_map(&entry.split),
+            previous: as_map(&entry.previous),
+            changed: true,
+        })
+    }
+}
+
+fn persisted_state(config: &Config, snap: &Snapshot, previous: &[Option<Vec<u32>>], audit: &VecDeque<AuditEntry>) -> PersistedState {
+    PersistedState {
+        version: STATE_VERSION,
+        generation: snap.generation,
+        services: config
+            .services
+            .iter()
+            .zip(&snap.services)
+            .zip(previous)
+            .map(|((sc, s), prev)| {
+                let pools: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
+                PersistedService {
+                    name: sc.name.clone(),
+                    split: named(&pools, s.split.weights()),
+                    previous: prev.as_ref().map(|p| named(&pools, p)),
+                    file_split: named(&pools, &sc.split),
+                }
+            })
+            .collect(),
+        audit: audit.clone(),
+    }
+}
+
+impl ControlMetrics {
+    fn new(registry: &Registry) -> Result<ControlMetrics, prometheus::Error> {
+        let split_weight = IntGaugeVec::new(
+            Opts::new(names::SPLIT_WEIGHT, "Weight of each pool in its service's split"),
+            &["service", "pool"],
+        )?;
+        let generation = IntGauge::new(names::GENERATION, "Generation of the routing snapshot in force")?;
+        let changes = IntCounterVec::new(
+            Opts::new(names::CHANGES, "Routing change requests, by action and result"),
+            &["action", "result"],
+        )?;
+        registry.register(Box::new(split_weight.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(changes.clone()))?;
+        Ok(ControlMetrics {
+            split_weight,
+            generation,
+            changes,
+        })
+    }
+}

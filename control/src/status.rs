@@ -1,0 +1,63 @@
+//! The `/v1/status` document.
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+use crate::controller::Controller;
+
+pub fn status_json(controller: &Controller, listeners: &[(String, SocketAddr, Option<String>)]) -> Value {
+    let snap = controller.snapshot().load_full();
+    let total_of = |w: &[u32]| w.iter().map(|x| u64::from(*x)).sum::<u64>().max(1);
+    let services: Vec<Value> = snap
+        .services
+        .iter()
+        .map(|s| {
+            let weights = s.split.weights();
+            let total = total_of(weights);
+            let split: serde_json::Map<String, Value> = s
+                .pools
+                .iter()
+                .zip(weights)
+                .map(|(p, w)| (p.name.clone(), json!(w)))
+                .collect();
+            let pools: Vec<Value> = s
+                .pools
+                .iter()
+                .zip(weights)
+                .map(|(p, w)| {
+                    json!({
+                        "name": p.name,
+                        "weight": w,
+                        "share": *w as f64 / total as f64,
+                        "in_flight": p.in_flight(),
+                        "backends": p.backends.iter().map(|b| json!({
+                            "addr": b.addr,
+                            "weight": b.weight,
+                            "protocol": b.protocol.as_str(),
+                            "in_flight": b.in_flight(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let ls: Vec<Value> = listeners
+                .iter()
+                .filter(|(svc, _, _)| svc == s.name())
+                .map(|(_, addr, pool)| json!({"listen": addr.to_string(), "pool": pool}))
+                .collect();
+            json!({
+                "name": s.name(),
+                "split": split,
+                "sticky": s.config.sticky.as_str(),
+                "drain_timeout": humantime::format_duration(s.config.drain_timeout).to_string(),
+                "pools": pools,
+                "listeners": ls,
+            })
+        })
+        .collect();
+    json!({
+        "generation": snap.generation,
+        "services": services,
+        "last_change": controller.audit().last(),
+    })
+}

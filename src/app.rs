@@ -1,0 +1,143 @@
+//! Assembles a running cutover from a validated config: binds every
+//! listener (a busy port names its config key), builds the controller and
+//! the first snapshot, serves the proxy listeners and the admin API, and
+//! shuts everything down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_config::Config;
+use cutover_control::{Admin, ControlError, Controller};
+use cutover_proxy::{ListenerSpec, ProxyMetrics, Shared};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} (config key `{key}`): {source}")]
+    Bind {
+        addr: SocketAddr,
+        key: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("metrics registration failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running cutover.
+pub struct App {
+    pub admin_addr: SocketAddr,
+    /// (service, bound address, preview pool) for each proxy listener.
+    pub listeners: Vec<(String, SocketAddr, Option<String>)>,
+    pub controller: Arc<Controller>,
+    pub admin: Arc<Admin>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    shutdown_timeout: Duration,
+}
+
+async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, key, source })
+}
+
+impl App {
+    /// Binds and starts everything. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let registry = Registry::new();
+        let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
+        let controller = Arc::new(Controller::new(config.clone(), &registry, proxy_metrics.clone())?);
+        let shared = Arc::new(Shared {
+            snapshot: controller.snapshot(),
+            metrics: proxy_metrics,
+        });
+
+        // Bind everything before serving anything: a busy port fails the start whole.
+        let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
+        let mut bound = Vec::new();
+        for sc in &config.services {
+            for (i, lc) in sc.listeners.iter().enumerate() {
+                let key = format!("services.{}.listeners[{i}].listen", sc.name);
+                let tcp = bind(lc.listen, key).await?;
+                let pool = lc.pool.and_then(|p| sc.pools.get(p)).map(|p| p.name.clone());
+                let spec = ListenerSpec {
+                    service: sc.name.clone(),
+                    pool,
+                    timeouts: sc.timeouts.clone(),
+                    limits: sc.limits.clone(),
+                    drain_timeout: config.shutdown_timeout,
+                };
+                bound.push((tcp, spec));
+            }
+        }
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen,
+                key: "admin.listen".into(),
+                source,
+            })?;
+        let listeners: Vec<(String, SocketAddr, Option<String>)> = bound
+            .iter()
+            .map(|(tcp, spec)| {
+                let addr = tcp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                (spec.service.clone(), addr, spec.pool.clone())
+            })
+            .collect();
+
+        let admin = Arc::new(Admin::new(
+            controller.clone(),
+            registry,
+            config.admin.token.clone(),
+            listeners.clone(),
+        )?);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (tcp, spec) in bound {
+            tasks.spawn(cutover_proxy::serve(tcp, spec, shared.clone(), shutdown_rx.clone()));
+        }
+        tasks.spawn(cutover_control::admin::serve(admin_listener, admin.clone(), shutdown_rx));
+        tracing::info!(admin = %admin_addr, generation = controller.snapshot().load().generation, "cutover started");
+        Ok(App {
+            admin_addr,
+            listeners,
+            controller,
+            admin,
+            shutdown_tx,
+            tasks,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The bound address of the `n`th listener of `service`.
+    pub fn listener(&self, service: &str, n: usize) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|(s, _, _)| s == service)
+            .nth(n)
+            .map(|(_, a, _)| *a)
+    }
+
+    /// Graceful shutdown: `/readyz` turns 503, listeners stop accepting,
+    /// in-flight work gets until `shutdown_timeout`, then the rest is cut.
+    pub async fn shutdown(mut self) {
+        self.admin.ready.store(false, Ordering::Relaxed);
+        self.shutdown_tx.send_replace(true);
+        let deadline = self.shutdown_timeout + Duration::from_secs(2);
+        if tokio::time::timeout(deadline, async { while self.tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown deadline passed; aborting what remains");
+            self.tasks.abort_all();
+        }
+        tracing::info!("cutover stopped");
+    }
+}

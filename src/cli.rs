@@ -1,0 +1,164 @@
+//! Command-line interface definitions (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Blue/green traffic-switching reverse proxy",
+    long_about = "cutover sits in front of a blue and a green pool of backends and owns the switch between them: \
+                  atomic or weighted, drained, with an admin API and this CLI.",
+    after_help = "Examples:\n  cutover demo\n  cutover check cutover.toml\n  cutover run --config cutover.toml\n  cutover ctl switch web green"
+)]
+pub struct Cli {
+    /// Log filter, like `info` or `cutover=debug` (default: $RUST_LOG, else info).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy with a config file.
+    #[command(after_help = "Example:\n  cutover run --config /etc/cutover/cutover.toml --workers 4")]
+    Run {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Runtime worker threads (overrides `workers` in the config; default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate config files: prints every error with file, line and key, or `ok`.
+    #[command(after_help = "Example:\n  cutover check cutover.toml && echo valid")]
+    Check {
+        /// Config files to check.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Start built-in blue and green backends, the proxy and the admin API, and print what to try.
+    #[command(after_help = "Example:\n  cutover demo --listen 127.0.0.1:18080 --admin 127.0.0.1:19901")]
+    Demo(DemoArgs),
+    /// Talk to a running cutover's admin API.
+    #[command(after_help = "Examples:\n  cutover ctl status\n  cutover ctl split web blue=90 green=10 --reason canary\n  cutover ctl switch web green\n  cutover ctl rollback web\n  CUTOVER_ADMIN=http://10.0.0.5:9901 CUTOVER_TOKEN=... cutover ctl status --json")]
+    Ctl(CtlArgs),
+    /// Route 53 records and Elastic IPs that point at the proxy tier.
+    #[cfg(feature = "edge")]
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+}
+
+#[cfg(feature = "edge")]
+#[derive(Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Show what `apply` would change. Exit 0: nothing; 2: changes pending; 1: error.
+    #[command(after_help = "Example:\n  cutover edge plan --config cutover.toml --json")]
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the edge match the config (UPSERT records, move Elastic IPs).
+    #[command(after_help = "Example:\n  cutover edge apply --config cutover.toml --timeout 5m")]
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long to wait for Route 53 to report INSYNC.
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// The proxy listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The preview listener (always green).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub preview: SocketAddr,
+    /// The admin API.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// The built-in blue backend.
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    pub blue: SocketAddr,
+    /// The built-in green backend.
+    #[arg(long, default_value = "127.0.0.1:8092")]
+    pub green: SocketAddr,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Admin API base URL.
+    #[arg(long, env = "CUTOVER_ADMIN", default_value = "http://127.0.0.1:9901", global = true)]
+    pub admin: String,
+    /// Bearer token for the admin API.
+    #[arg(long, env = "CUTOVER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a readable summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ChangeArgs {
+    /// Why (goes to the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Refuse the change unless the routing generation is still this one.
+    #[arg(long)]
+    pub expect_generation: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Show generation, splits, pools, backends and in-flight requests.
+    #[command(after_help = "Example:\n  cutover ctl status")]
+    Status,
+    /// Set a service's split: every pool with a weight.
+    #[command(after_help = "Example:\n  cutover ctl split web blue=90 green=10 --reason 'canary 10%'")]
+    Split {
+        service: String,
+        /// POOL=WEIGHT pairs, one per pool.
+        #[arg(required = true)]
+        weights: Vec<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Send all of a service's traffic to one pool.
+    #[command(after_help = "Example:\n  cutover ctl switch web green --reason 'release 42'")]
+    Switch {
+        service: String,
+        pool: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Return a service to the split before its last change.
+    #[command(after_help = "Example:\n  cutover ctl rollback web --reason 'errors on green'")]
+    Rollback {
+        service: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Show the audit log of accepted changes.
+    #[command(after_help = "Example:\n  cutover ctl audit")]
+    Audit,
+}

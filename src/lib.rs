@@ -1,0 +1,11 @@
+//! The cutover binary's library: wiring the config, proxy and control crates
+//! into a running app, the built-in demo, and the CLI's admin client.
+
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod ctl;
+pub mod demo;
+pub mod logging;
+
+pub use app::{App, StartError};
