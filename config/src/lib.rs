@@ -4,6 +4,7 @@
 //! ([`diff`]). Everything here is pure data: no sockets, no clocks.
 
 pub mod diff;
+pub mod edge;
 pub mod error;
 mod locate;
 pub mod model;

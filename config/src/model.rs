@@ -18,6 +18,8 @@ pub struct Config {
     /// How long a graceful shutdown waits for in-flight work.
     pub shutdown_timeout: Duration,
     pub services: Vec<ServiceConfig>,
+    /// Route 53 records and Elastic IPs kept pointing at cutover (`[edge]`).
+    pub edge: Option<crate::edge::EdgeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

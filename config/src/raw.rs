@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub services: OrderedMap<RawService>,
+    pub edge: Option<crate::edge::RawEdge>,
 }
 
 #[derive(Debug, Default, Deserialize)]

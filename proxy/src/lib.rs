@@ -8,7 +8,7 @@
 mod body;
 pub mod error;
 mod forward;
-mod headers;
+pub mod headers;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;
