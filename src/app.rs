@@ -53,7 +53,11 @@ impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
         let registry = Registry::new();
         let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
-        let controller = Arc::new(Controller::new(config.clone(), &registry, proxy_metrics.clone())?);
+        let controller = Arc::new(Controller::new(
+            config.clone(),
+            &registry,
+            proxy_metrics.clone(),
+        )?);
         let shared = Arc::new(Shared {
             snapshot: controller.snapshot(),
             metrics: proxy_metrics,
@@ -66,7 +70,10 @@ impl App {
             for (i, lc) in sc.listeners.iter().enumerate() {
                 let key = format!("services.{}.listeners[{i}].listen", sc.name);
                 let tcp = bind(lc.listen, key).await?;
-                let pool = lc.pool.and_then(|p| sc.pools.get(p)).map(|p| p.name.clone());
+                let pool = lc
+                    .pool
+                    .and_then(|p| sc.pools.get(p))
+                    .map(|p| p.name.clone());
                 let spec = ListenerSpec {
                     service: sc.name.clone(),
                     pool,
@@ -87,7 +94,9 @@ impl App {
         let listeners: Vec<(String, SocketAddr, Option<String>)> = bound
             .iter()
             .map(|(tcp, spec)| {
-                let addr = tcp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                let addr = tcp
+                    .local_addr()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                 (spec.service.clone(), addr, spec.pool.clone())
             })
             .collect();
@@ -101,9 +110,18 @@ impl App {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for (tcp, spec) in bound {
-            tasks.spawn(cutover_proxy::serve(tcp, spec, shared.clone(), shutdown_rx.clone()));
+            tasks.spawn(cutover_proxy::serve(
+                tcp,
+                spec,
+                shared.clone(),
+                shutdown_rx.clone(),
+            ));
         }
-        tasks.spawn(cutover_control::admin::serve(admin_listener, admin.clone(), shutdown_rx));
+        tasks.spawn(cutover_control::admin::serve(
+            admin_listener,
+            admin.clone(),
+            shutdown_rx,
+        ));
         tracing::info!(admin = %admin_addr, generation = controller.snapshot().load().generation, "cutover started");
         Ok(App {
             admin_addr,
@@ -131,9 +149,11 @@ impl App {
         self.admin.ready.store(false, Ordering::Relaxed);
         self.shutdown_tx.send_replace(true);
         let deadline = self.shutdown_timeout + Duration::from_secs(2);
-        if tokio::time::timeout(deadline, async { while self.tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             tracing::warn!("shutdown deadline passed; aborting what remains");
             self.tasks.abort_all();

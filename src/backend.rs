@@ -24,8 +24,16 @@ pub struct BackendStats {
 
 /// Answers every request with `<name>\n` and headers `x-pool: <name>` and
 /// `x-backend: <addr>`, until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, name: String, stats: Arc<BackendStats>, mut shutdown: watch::Receiver<bool>) {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+pub async fn serve(
+    listener: TcpListener,
+    name: String,
+    stats: Arc<BackendStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         tokio::select! {

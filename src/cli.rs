@@ -30,7 +30,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the proxy with a config file.
-    #[command(after_help = "Example:\n  cutover run --config /etc/cutover/cutover.toml --workers 4")]
+    #[command(
+        after_help = "Example:\n  cutover run --config /etc/cutover/cutover.toml --workers 4"
+    )]
     Run {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -47,10 +49,14 @@ pub enum Command {
         configs: Vec<PathBuf>,
     },
     /// Start built-in blue and green backends, the proxy and the admin API, and print what to try.
-    #[command(after_help = "Example:\n  cutover demo --listen 127.0.0.1:18080 --admin 127.0.0.1:19901")]
+    #[command(
+        after_help = "Example:\n  cutover demo --listen 127.0.0.1:18080 --admin 127.0.0.1:19901"
+    )]
     Demo(DemoArgs),
     /// Talk to a running cutover's admin API.
-    #[command(after_help = "Examples:\n  cutover ctl status\n  cutover ctl split web blue=90 green=10 --reason canary\n  cutover ctl switch web green\n  cutover ctl rollback web\n  CUTOVER_ADMIN=http://10.0.0.5:9901 CUTOVER_TOKEN=... cutover ctl status --json")]
+    #[command(
+        after_help = "Examples:\n  cutover ctl status\n  cutover ctl split web blue=90 green=10 --reason canary\n  cutover ctl switch web green\n  cutover ctl rollback web\n  CUTOVER_ADMIN=http://10.0.0.5:9901 CUTOVER_TOKEN=... cutover ctl status --json"
+    )]
     Ctl(CtlArgs),
     /// Route 53 records and Elastic IPs that point at the proxy tier.
     #[cfg(feature = "edge")]
@@ -106,7 +112,12 @@ pub struct DemoArgs {
 #[derive(Args, Debug)]
 pub struct CtlArgs {
     /// Admin API base URL.
-    #[arg(long, env = "CUTOVER_ADMIN", default_value = "http://127.0.0.1:9901", global = true)]
+    #[arg(
+        long,
+        env = "CUTOVER_ADMIN",
+        default_value = "http://127.0.0.1:9901",
+        global = true
+    )]
     pub admin: String,
     /// Bearer token for the admin API.
     #[arg(long, env = "CUTOVER_TOKEN", global = true, hide_env_values = true)]
@@ -134,7 +145,9 @@ pub enum CtlCommand {
     #[command(after_help = "Example:\n  cutover ctl status")]
     Status,
     /// Set a service's split: every pool with a weight.
-    #[command(after_help = "Example:\n  cutover ctl split web blue=90 green=10 --reason 'canary 10%'")]
+    #[command(
+        after_help = "Example:\n  cutover ctl split web blue=90 green=10 --reason 'canary 10%'"
+    )]
     Split {
         service: String,
         /// POOL=WEIGHT pairs, one per pool.

@@ -19,7 +19,12 @@ pub enum CtlError {
     Api(String),
 }
 
-async fn call(args: &CtlArgs, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), CtlError> {
+async fn call(
+    args: &CtlArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), CtlError> {
     let url = format!("{}{}", args.admin.trim_end_matches('/'), path);
     let unreachable = |message: String| CtlError::Unreachable {
         url: url.clone(),
@@ -48,7 +53,8 @@ async fn call(args: &CtlArgs, method: Method, path: &str, body: Option<Value>) -
         .await
         .map_err(|e| unreachable(e.to_string()))?
         .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
+    let v: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
     Ok((status, v))
 }
 
@@ -68,9 +74,9 @@ fn parse_weights(pairs: &[String]) -> Result<serde_json::Map<String, Value>, Ctl
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| CtlError::Usage(format!("`{p}` is not POOL=WEIGHT, like blue=90")))?;
-        let w: i64 = v
-            .parse()
-            .map_err(|_| CtlError::Usage(format!("weight `{v}` for pool `{k}` is not a whole number")))?;
+        let w: i64 = v.parse().map_err(|_| {
+            CtlError::Usage(format!("weight `{v}` for pool `{k}` is not a whole number"))
+        })?;
         m.insert(k.to_string(), json!(w));
     }
     Ok(m)
@@ -81,12 +87,23 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
     let (method, path, body) = match &args.command {
         CtlCommand::Status => (Method::GET, "/v1/status".to_string(), None),
         CtlCommand::Audit => (Method::GET, "/v1/audit".to_string(), None),
-        CtlCommand::Split { service, weights, change } => (
+        CtlCommand::Split {
+            service,
+            weights,
+            change,
+        } => (
             Method::PUT,
             format!("/v1/services/{service}/split"),
-            Some(change_body(json!({ "split": parse_weights(weights)? }), change)),
+            Some(change_body(
+                json!({ "split": parse_weights(weights)? }),
+                change,
+            )),
         ),
-        CtlCommand::Switch { service, pool, change } => (
+        CtlCommand::Switch {
+            service,
+            pool,
+            change,
+        } => (
             Method::POST,
             format!("/v1/services/{service}/switch"),
             Some(change_body(json!({ "to": pool }), change)),
@@ -99,8 +116,15 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
     };
     let (status, v) = call(args, method, &path, body).await?;
     if !status.is_success() {
-        let msg = v.get("error").and_then(|e| e.as_str()).unwrap_or("request failed");
-        return Err(CtlError::Api(format!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+        let msg = v
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("request failed");
+        return Err(CtlError::Api(format!(
+            "{} {}: {msg}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )));
     }
     if args.json {
         return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -114,7 +138,12 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
 
 fn split_str(v: &Value) -> String {
     v.as_object()
-        .map(|m| m.iter().map(|(k, w)| format!("{k}={w}")).collect::<Vec<_>>().join(" "))
+        .map(|m| {
+            m.iter()
+                .map(|(k, w)| format!("{k}={w}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 
@@ -146,7 +175,10 @@ fn format_status(v: &Value) -> String {
             s["sticky"].as_str().unwrap_or("?"),
             s["drain_timeout"].as_str().unwrap_or("?")
         ));
-        out.push_str(&format!("  {:<12} {:>7} {:>7} {:>10}  backends\n", "pool", "weight", "share", "in-flight"));
+        out.push_str(&format!(
+            "  {:<12} {:>7} {:>7} {:>10}  backends\n",
+            "pool", "weight", "share", "in-flight"
+        ));
         for p in s["pools"].as_array().into_iter().flatten() {
             let backends: Vec<String> = p["backends"]
                 .as_array()
@@ -183,7 +215,10 @@ fn format_status(v: &Value) -> String {
             c["service"].as_str().unwrap_or("?"),
             pairs_str(&c["previous"]),
             pairs_str(&c["split"]),
-            c["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+            c["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ));
     }
     out.trim_end().to_string()
@@ -215,7 +250,10 @@ fn format_audit(v: &Value) -> String {
                 pairs_str(&c["previous"]),
                 pairs_str(&c["split"]),
                 c["who"].as_str().unwrap_or("?"),
-                c["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                c["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             )
         })
         .collect::<Vec<_>>()

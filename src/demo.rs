@@ -64,7 +64,10 @@ pub enum DemoError {
 }
 
 /// Runs the demo until `stop` resolves.
-pub async fn run(args: DemoArgs, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
+pub async fn run(
+    args: DemoArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DemoError> {
     let config = demo_config(&args)?;
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
@@ -73,7 +76,12 @@ pub async fn run(args: DemoArgs, stop: impl std::future::Future<Output = ()>) ->
             .await
             .map_err(|source| DemoError::Backend { pool, addr, source })?;
         addrs.push(l.local_addr().unwrap_or(addr));
-        tokio::spawn(backend::serve(l, pool.to_string(), Arc::new(BackendStats::default()), rx.clone()));
+        tokio::spawn(backend::serve(
+            l,
+            pool.to_string(),
+            Arc::new(BackendStats::default()),
+            rx.clone(),
+        ));
     }
     let app = App::start(config).await?;
     let proxy = app.listener("web", 0).unwrap_or(args.listen);

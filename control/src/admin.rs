@@ -48,8 +48,10 @@ fn json_response(status: StatusCode, body: &Value) -> Resp {
     bytes.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -62,7 +64,8 @@ fn method_not_allowed(allow: &'static str) -> Resp {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method not allowed here; allowed: {allow}"),
     );
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -107,7 +110,10 @@ impl Admin {
         listeners: Vec<(String, SocketAddr, Option<String>)>,
     ) -> Result<Admin, prometheus::Error> {
         let requests = IntCounterVec::new(
-            Opts::new(cutover_proxy::metrics::names::ADMIN_REQUESTS, "Admin API requests, by route and status code"),
+            Opts::new(
+                cutover_proxy::metrics::names::ADMIN_REQUESTS,
+                "Admin API requests, by route and status code",
+            ),
             &["route", "code"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -123,7 +129,9 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else { return true };
+        let Some(token) = &self.token else {
+            return true;
+        };
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -131,7 +139,11 @@ impl Admin {
             .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Resp, Infallible> {
         let path = req.uri().path().to_string();
         let (route, resp) = self.route(req, peer, &path).await;
         self.requests
@@ -140,18 +152,32 @@ impl Admin {
         Ok(resp)
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr, path: &str) -> (&'static str, Resp) {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        path: &str,
+    ) -> (&'static str, Resp) {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
         match segs.as_slice() {
-            ["healthz"] => ("healthz", json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            ["healthz"] => (
+                "healthz",
+                json_response(StatusCode::OK, &json!({"status": "ok"})),
+            ),
             ["readyz"] => {
                 if self.ready.load(Ordering::Relaxed) {
-                    ("readyz", json_response(StatusCode::OK, &json!({"status": "ready"})))
+                    (
+                        "readyz",
+                        json_response(StatusCode::OK, &json!({"status": "ready"})),
+                    )
                 } else {
                     (
                         "readyz",
-                        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "shutting down"})),
+                        json_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &json!({"status": "shutting down"}),
+                        ),
                     )
                 }
             }
@@ -173,20 +199,30 @@ impl Admin {
             ["v1", "audit"] => match method {
                 Method::GET => (
                     "audit",
-                    json_response(StatusCode::OK, &json!({ "entries": self.controller.audit() })),
+                    json_response(
+                        StatusCode::OK,
+                        &json!({ "entries": self.controller.audit() }),
+                    ),
                 ),
                 _ => ("audit", method_not_allowed("GET")),
             },
             ["v1", "services", service, op] => {
                 let service = service.to_string();
                 match (*op, method) {
-                    ("split", Method::PUT) => ("split", self.change(req, peer, service, ChangeKind::Split).await),
+                    ("split", Method::PUT) => (
+                        "split",
+                        self.change(req, peer, service, ChangeKind::Split).await,
+                    ),
                     ("split", _) => ("split", method_not_allowed("PUT")),
-                    ("switch", Method::POST) => ("switch", self.change(req, peer, service, ChangeKind::Switch).await),
+                    ("switch", Method::POST) => (
+                        "switch",
+                        self.change(req, peer, service, ChangeKind::Switch).await,
+                    ),
                     ("switch", _) => ("switch", method_not_allowed("POST")),
-                    ("rollback", Method::POST) => {
-                        ("rollback", self.change(req, peer, service, ChangeKind::Rollback).await)
-                    }
+                    ("rollback", Method::POST) => (
+                        "rollback",
+                        self.change(req, peer, service, ChangeKind::Rollback).await,
+                    ),
                     ("rollback", _) => ("rollback", method_not_allowed("POST")),
                     _ => ("unknown", not_found(path)),
                 }
@@ -198,7 +234,10 @@ impl Admin {
     fn metrics(&self) -> Resp {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}"));
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode metrics: {e}"),
+            );
         }
         let mut r = Response::new(Full::new(Bytes::from(buf)));
         r.headers_mut().insert(
@@ -217,7 +256,13 @@ impl Admin {
         v
     }
 
-    async fn change(&self, req: Request<Incoming>, peer: SocketAddr, service: String, kind: ChangeKind) -> Resp {
+    async fn change(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        service: String,
+        kind: ChangeKind,
+    ) -> Resp {
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -280,7 +325,9 @@ impl Admin {
                 } else {
                     match serde_json::from_slice(&body) {
                         Ok(b) => b,
-                        Err(e) => return parse_err(e, r#"{"reason": "errors on green"} or no body"#),
+                        Err(e) => {
+                            return parse_err(e, r#"{"reason": "errors on green"} or no body"#)
+                        }
                     }
                 };
                 ChangeRequest {

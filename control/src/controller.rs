@@ -87,7 +87,10 @@ fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
 }
 
 fn as_map(pairs: &[(String, u32)]) -> serde_json::Map<String, serde_json::Value> {
-    pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+        .collect()
 }
 
 /// `pairs` aligned to `pools` when it names exactly those pools.
@@ -105,7 +108,11 @@ impl Controller {
     /// Builds the first snapshot from `config`, restoring the last
     /// acknowledged splits from the state file where the file's split has
     /// not changed since they were written.
-    pub fn new(config: Config, registry: &Registry, proxy_metrics: Arc<ProxyMetrics>) -> Result<Controller, ControlError> {
+    pub fn new(
+        config: Config,
+        registry: &Registry,
+        proxy_metrics: Arc<ProxyMetrics>,
+    ) -> Result<Controller, ControlError> {
         let state_path = config.state_file.clone();
         let persisted = match &state_path {
             Some(p) => state::load(p)?,
@@ -138,14 +145,19 @@ impl Controller {
             audit = st.audit.clone();
         }
         let snapshot = Snapshot::build(&config.services, &splits, generation, None, &proxy_metrics);
-        let metrics = ControlMetrics::new(registry).map_err(|e| ControlError::InvalidSplit(format!("metrics: {e}")))?;
+        let metrics = ControlMetrics::new(registry)
+            .map_err(|e| ControlError::InvalidSplit(format!("metrics: {e}")))?;
         let (generation_tx, _) = watch::channel(generation);
         let c = Controller {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             proxy_metrics,
             metrics,
             state_path,
-            inner: Mutex::new(Inner { config, previous, audit }),
+            inner: Mutex::new(Inner {
+                config,
+                previous,
+                audit,
+            }),
             generation_tx,
         };
         c.update_metrics();
@@ -214,7 +226,10 @@ impl Controller {
         let current = self.snapshot.load_full();
         let Some((idx, service)) = current.service(&req.service) else {
             let names: Vec<&str> = current.services.iter().map(|s| s.name()).collect();
-            return Err(ControlError::UnknownService(req.service.clone(), names.join(", ")));
+            return Err(ControlError::UnknownService(
+                req.service.clone(),
+                names.join(", "),
+            ));
         };
         let pools: Vec<String> = service.pools.iter().map(|p| p.name.clone()).collect();
         let unknown_pool = |pool: &str| ControlError::UnknownPool {
@@ -235,9 +250,14 @@ impl Controller {
             Action::Split(pairs) => {
                 let mut split = vec![None; pools.len()];
                 for (name, w) in pairs {
-                    let i = pools.iter().position(|p| p == name).ok_or_else(|| unknown_pool(name))?;
+                    let i = pools
+                        .iter()
+                        .position(|p| p == name)
+                        .ok_or_else(|| unknown_pool(name))?;
                     if split[i].is_some() {
-                        return Err(ControlError::InvalidSplit(format!("pool `{name}` is named twice")));
+                        return Err(ControlError::InvalidSplit(format!(
+                            "pool `{name}` is named twice"
+                        )));
                     }
                     if !(0..=1_000_000).contains(w) {
                         return Err(ControlError::InvalidSplit(format!(
@@ -261,8 +281,13 @@ impl Controller {
                 split.into_iter().map(|w| w.unwrap_or(0)).collect()
             }
             Action::Switch(to) => {
-                let i = pools.iter().position(|p| p == to).ok_or_else(|| unknown_pool(to))?;
-                (0..pools.len()).map(|j| if j == i { 100 } else { 0 }).collect()
+                let i = pools
+                    .iter()
+                    .position(|p| p == to)
+                    .ok_or_else(|| unknown_pool(to))?;
+                (0..pools.len())
+                    .map(|j| if j == i { 100 } else { 0 })
+                    .collect()
             }
             Action::Rollback => inner.previous[idx]
                 .clone()
@@ -332,7 +357,12 @@ impl Controller {
     }
 }
 
-fn persisted_state(config: &Config, snap: &Snapshot, previous: &[Option<Vec<u32>>], audit: &VecDeque<AuditEntry>) -> PersistedState {
+fn persisted_state(
+    config: &Config,
+    snap: &Snapshot,
+    previous: &[Option<Vec<u32>>],
+    audit: &VecDeque<AuditEntry>,
+) -> PersistedState {
     PersistedState {
         version: STATE_VERSION,
         generation: snap.generation,
@@ -358,12 +388,21 @@ fn persisted_state(config: &Config, snap: &Snapshot, previous: &[Option<Vec<u32>
 impl ControlMetrics {
     fn new(registry: &Registry) -> Result<ControlMetrics, prometheus::Error> {
         let split_weight = IntGaugeVec::new(
-            Opts::new(names::SPLIT_WEIGHT, "Weight of each pool in its service's split"),
+            Opts::new(
+                names::SPLIT_WEIGHT,
+                "Weight of each pool in its service's split",
+            ),
             &["service", "pool"],
         )?;
-        let generation = IntGauge::new(names::GENERATION, "Generation of the routing snapshot in force")?;
+        let generation = IntGauge::new(
+            names::GENERATION,
+            "Generation of the routing snapshot in force",
+        )?;
         let changes = IntCounterVec::new(
-            Opts::new(names::CHANGES, "Routing change requests, by action and result"),
+            Opts::new(
+                names::CHANGES,
+                "Routing change requests, by action and result",
+            ),
             &["action", "result"],
         )?;
         registry.register(Box::new(split_weight.clone()))?;

@@ -7,15 +7,24 @@ pub enum ControlError {
     #[error("unknown service `{0}`; services: {1}")]
     UnknownService(String, String),
     #[error("service `{service}` has no pool `{pool}`; pools: {pools}")]
-    UnknownPool { service: String, pool: String, pools: String },
+    UnknownPool {
+        service: String,
+        pool: String,
+        pools: String,
+    },
     #[error("invalid split: {0}")]
     InvalidSplit(String),
     #[error("generation mismatch: the change expected generation {expected}, but the current generation is {actual}; read /v1/status and retry")]
     Conflict { expected: u64, actual: u64 },
     #[error("service `{0}` has no earlier split to roll back to")]
     NothingToRollBack(String),
-    #[error("could not persist the change to the state file {path}: {source}; nothing was changed")]
-    Persist { path: String, source: std::io::Error },
+    #[error(
+        "could not persist the change to the state file {path}: {source}; nothing was changed"
+    )]
+    Persist {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state file {path} is unreadable: {message}; fix or remove it (it holds the last acknowledged split)")]
     BadStateFile { path: String, message: String },
 }
@@ -24,9 +33,15 @@ impl ControlError {
     pub fn status(&self) -> StatusCode {
         match self {
             ControlError::UnknownService(..) => StatusCode::NOT_FOUND,
-            ControlError::UnknownPool { .. } | ControlError::InvalidSplit(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ControlError::Conflict { .. } | ControlError::NothingToRollBack(_) => StatusCode::CONFLICT,
-            ControlError::Persist { .. } | ControlError::BadStateFile { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::UnknownPool { .. } | ControlError::InvalidSplit(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ControlError::Conflict { .. } | ControlError::NothingToRollBack(_) => {
+                StatusCode::CONFLICT
+            }
+            ControlError::Persist { .. } | ControlError::BadStateFile { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -59,7 +59,10 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, ControlError> {
     };
     let state: PersistedState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if state.version != STATE_VERSION {
-        return Err(bad(format!("version {} is not supported (expected {STATE_VERSION})", state.version)));
+        return Err(bad(format!(
+            "version {} is not supported (expected {STATE_VERSION})",
+            state.version
+        )));
     }
     Ok(Some(state))
 }
@@ -72,8 +75,14 @@ pub fn save(path: &Path, state: &PersistedState) -> Result<(), ControlError> {
         source,
     };
     let json = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "state".into());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "state".into());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -124,14 +133,19 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, "{ not json").unwrap();
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("state.json") && e.contains("fix or remove it"), "{e}");
+        assert!(
+            e.contains("state.json") && e.contains("fix or remove it"),
+            "{e}"
+        );
     }
 
     #[test]
     fn an_unwritable_location_is_reported_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-dir").join("state.json");
-        let e = save(&path, &PersistedState::default()).unwrap_err().to_string();
+        let e = save(&path, &PersistedState::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nothing was changed"), "{e}");
     }
 }

@@ -6,7 +6,10 @@ use serde_json::{json, Value};
 
 use crate::controller::Controller;
 
-pub fn status_json(controller: &Controller, listeners: &[(String, SocketAddr, Option<String>)]) -> Value {
+pub fn status_json(
+    controller: &Controller,
+    listeners: &[(String, SocketAddr, Option<String>)],
+) -> Value {
     let snap = controller.snapshot().load_full();
     let total_of = |w: &[u32]| w.iter().map(|x| u64::from(*x)).sum::<u64>().max(1);
     let services: Vec<Value> = snap

@@ -78,7 +78,12 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
-    pub fn new(pool: Arc<Pool>, backend: Arc<Backend>, start: Instant, conn: Arc<ConnActivity>) -> RequestGuard {
+    pub fn new(
+        pool: Arc<Pool>,
+        backend: Arc<Backend>,
+        start: Instant,
+        conn: Arc<ConnActivity>,
+    ) -> RequestGuard {
         pool.metrics.in_flight.inc();
         backend.enter();
         RequestGuard {
@@ -139,7 +144,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             ProxyBodyProj::Upstream { inner, guard } => {
                 let polled = inner.poll_frame(cx);
@@ -164,7 +172,9 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
-            ProxyBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -53,7 +53,9 @@ impl ErrorKind {
     pub fn source(self) -> ErrorSource {
         match self {
             ErrorKind::BadRequest | ErrorKind::ClientAborted => ErrorSource::Client,
-            ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::BadResponse => ErrorSource::Backend,
+            ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::BadResponse => {
+                ErrorSource::Backend
+            }
             ErrorKind::NoBackend => ErrorSource::Cutover,
         }
     }
@@ -107,7 +109,11 @@ impl ProxyError {
 
     /// Classifies an upstream client error: connect vs timeout vs client
     /// body vs bad response, by walking the error's source chain.
-    pub fn from_upstream(err: &hyper_util::client::legacy::Error, backend: &str, pool: &str) -> ProxyError {
+    pub fn from_upstream(
+        err: &hyper_util::client::legacy::Error,
+        backend: &str,
+        pool: &str,
+    ) -> ProxyError {
         use std::error::Error as _;
         let mut timed_out = false;
         let mut client_body = false;
@@ -130,12 +136,16 @@ impl ProxyError {
         } else if err.is_connect() {
             ProxyError::new(
                 ErrorKind::Connect,
-                format!("backend {backend} (pool {pool}) refused or failed the connection: {detail}"),
+                format!(
+                    "backend {backend} (pool {pool}) refused or failed the connection: {detail}"
+                ),
             )
         } else if client_body {
             ProxyError::new(
                 ErrorKind::ClientAborted,
-                format!("the client's request body failed while sending to backend {backend}: {detail}"),
+                format!(
+                    "the client's request body failed while sending to backend {backend}: {detail}"
+                ),
             )
         } else {
             ProxyError::new(

@@ -33,32 +33,50 @@ pub(crate) struct ConnCtx {
 fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     let status = err.status();
     let reason = status.canonical_reason().unwrap_or("Error");
-    let mut resp = Response::new(ProxyBody::text(format!("{} {}: {}\n", status.as_u16(), reason, err.message)));
+    let mut resp = Response::new(ProxyBody::text(format!(
+        "{} {}: {}\n",
+        status.as_u16(),
+        reason,
+        err.message
+    )));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 /// Where the request goes: a pool index, and a new ticket to set as a cookie.
-fn route(service: &Service, ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(usize, Option<Ticket>), ProxyError> {
+fn route(
+    service: &Service,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+) -> Result<(usize, Option<Ticket>), ProxyError> {
     if let Some(fixed) = &ctx.listener.fixed_pool {
         return service.pool_index(fixed).map(|i| (i, None)).ok_or_else(|| {
-            ProxyError::new(ErrorKind::NoBackend, format!("preview pool `{fixed}` no longer exists"))
+            ProxyError::new(
+                ErrorKind::NoBackend,
+                format!("preview pool `{fixed}` no longer exists"),
+            )
         });
     }
     if let Some(h) = &service.override_header {
         if let Some(v) = req.headers().get(h) {
             let token_ok = match &service.config.override_token {
                 None => true,
-                Some(t) => req.headers().get(&X_CUTOVER_TOKEN).is_some_and(|v| v.as_bytes() == t.as_bytes()),
+                Some(t) => req
+                    .headers()
+                    .get(&X_CUTOVER_TOKEN)
+                    .is_some_and(|v| v.as_bytes() == t.as_bytes()),
             };
             if token_ok {
                 let name = v.to_str().unwrap_or("").trim();
                 return match service.pool_index(name) {
                     Some(i) => Ok((i, None)),
                     None => {
-                        let pools: Vec<&str> = service.pools.iter().map(|p| p.name.as_str()).collect();
+                        let pools: Vec<&str> =
+                            service.pools.iter().map(|p| p.name.as_str()).collect();
                         Err(ProxyError::new(
                             ErrorKind::BadRequest,
                             format!(
@@ -74,18 +92,23 @@ fn route(service: &Service, ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(u
         }
     }
     match service.config.sticky {
-        Sticky::Cookie => match headers::cookie_ticket(req.headers(), &service.config.cookie.name) {
-            Some(t) => Ok((service.pool_for(t), None)),
-            None => {
-                let t = Ticket::random();
-                Ok((service.pool_for(t), Some(t)))
+        Sticky::Cookie => {
+            match headers::cookie_ticket(req.headers(), &service.config.cookie.name) {
+                Some(t) => Ok((service.pool_for(t), None)),
+                None => {
+                    let t = Ticket::random();
+                    Ok((service.pool_for(t), Some(t)))
+                }
             }
-        },
+        }
         Sticky::None | Sticky::ClientIp => Ok((service.pool_for(ctx.ticket), None)),
     }
 }
 
-pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     ctx.activity.begin();
     // The one snapshot read of this request.
@@ -95,26 +118,39 @@ pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<
     };
     let Some(service) = service else {
         ctx.activity.end();
-        let err = ProxyError::new(ErrorKind::NoBackend, "this listener's service is not configured");
+        let err = ProxyError::new(
+            ErrorKind::NoBackend,
+            "this listener's service is not configured",
+        );
         return Ok(error_response(&err));
     };
     let (pool_idx, new_ticket) = match route(&service, &ctx, &req) {
         Ok(r) => r,
         Err(err) => {
             ctx.activity.end();
-            ctx.listener.shared.metrics.unrouted(service.name(), err.kind, err.status().as_u16());
+            ctx.listener
+                .shared
+                .metrics
+                .unrouted(service.name(), err.kind, err.status().as_u16());
             return Ok(error_response(&err));
         }
     };
     let Some(pool) = service.pools.get(pool_idx).cloned() else {
         ctx.activity.end();
-        return Ok(error_response(&ProxyError::new(ErrorKind::NoBackend, "no such pool")));
+        return Ok(error_response(&ProxyError::new(
+            ErrorKind::NoBackend,
+            "no such pool",
+        )));
     };
     let Some(backend) = pool.pick().cloned() else {
         ctx.activity.end();
         let err = ProxyError::new(
             ErrorKind::NoBackend,
-            format!("pool `{}` of service `{}` has no backend to send to", pool.name, service.name()),
+            format!(
+                "pool `{}` of service `{}` has no backend to send to",
+                pool.name,
+                service.name()
+            ),
         );
         pool.metrics.count_error(err.kind);
         pool.metrics.count_status(err.status().as_u16());
@@ -128,21 +164,38 @@ pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<
             client: ctx.client,
             service: service.name().to_string(),
             method: parts.method.clone(),
-            path: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
             status: 0,
         }));
     }
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, ctx.client.ip(), "http", authority.as_deref());
+    headers::set_forwarded(
+        &mut parts.headers,
+        ctx.client.ip(),
+        "http",
+        authority.as_deref(),
+    );
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(backend.authority.clone());
-    uri.path_and_query = parts.uri.path_and_query().cloned().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    uri.path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
         Err(e) => {
-            let err = ProxyError::new(ErrorKind::BadRequest, format!("cannot build the upstream URI: {e}"));
+            let err = ProxyError::new(
+                ErrorKind::BadRequest,
+                format!("cannot build the upstream URI: {e}"),
+            );
             pool.metrics.count_error(err.kind);
             pool.metrics.count_status(err.status().as_u16());
             return Ok(error_response(&err));
@@ -154,7 +207,11 @@ pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<
     };
     let up_req = Request::from_parts(parts, body);
 
-    let sent = tokio::time::timeout(service.config.timeouts.response_header, backend.client.request(up_req)).await;
+    let sent = tokio::time::timeout(
+        service.config.timeouts.response_header,
+        backend.client.request(up_req),
+    )
+    .await;
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
@@ -176,7 +233,9 @@ pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     if let Some(t) = new_ticket {
-        if let Some(v) = headers::set_cookie_value(&service.config.cookie.name, t, &service.cookie_attributes) {
+        if let Some(v) =
+            headers::set_cookie_value(&service.config.cookie.name, t, &service.cookie_attributes)
+        {
             parts.headers.append(header::SET_COOKIE, v);
         }
     }
@@ -184,10 +243,17 @@ pub(crate) async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<
     if let Some(a) = guard.access.as_mut() {
         a.status = parts.status.as_u16();
     }
-    Ok(Response::from_parts(parts, ProxyBody::Upstream { inner: body, guard }))
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::Upstream { inner: body, guard },
+    ))
 }
 
-fn fail(pool: &crate::snapshot::Pool, mut guard: RequestGuard, err: ProxyError) -> Response<ProxyBody> {
+fn fail(
+    pool: &crate::snapshot::Pool,
+    mut guard: RequestGuard,
+    err: ProxyError,
+) -> Response<ProxyBody> {
     let status: StatusCode = err.status();
     pool.metrics.count_error(err.kind);
     pool.metrics.count_status(status.as_u16());

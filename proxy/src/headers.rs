@@ -48,7 +48,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is
 /// present (HTTP/2 clients send `:authority` instead).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, authority: Option<&str>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    authority: Option<&str>,
+) {
     let client = client.to_canonical();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
@@ -91,10 +96,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_connection_named_ones() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
         remove_hop_by_hop(&mut h);
@@ -107,14 +118,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some("ignored"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            Some("ignored"),
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "www.example.com");
         assert_eq!(h[header::HOST], "www.example.com");
 
         let mut h2 = HeaderMap::new();
-        set_forwarded(&mut h2, "::ffff:127.0.0.3".parse().unwrap(), "http", Some("api.example.com:8443"));
+        set_forwarded(
+            &mut h2,
+            "::ffff:127.0.0.3".parse().unwrap(),
+            "http",
+            Some("api.example.com:8443"),
+        );
         assert_eq!(h2["x-forwarded-for"], "127.0.0.3");
         assert_eq!(h2[header::HOST], "api.example.com:8443");
     }
@@ -122,10 +143,16 @@ mod tests {
     #[test]
     fn cookie_ticket_is_found_among_others_and_garbage_is_ignored() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; cutover_ticket=00000000000000ff; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cutover_ticket=00000000000000ff; b=2"),
+        );
         assert_eq!(cookie_ticket(&h, "cutover_ticket"), Some(Ticket(255)));
         let mut bad = HeaderMap::new();
-        bad.append(header::COOKIE, HeaderValue::from_static("cutover_ticket=../../etc"));
+        bad.append(
+            header::COOKIE,
+            HeaderValue::from_static("cutover_ticket=../../etc"),
+        );
         assert_eq!(cookie_ticket(&bad, "cutover_ticket"), None);
     }
 }

@@ -37,7 +37,10 @@ pub struct ProxyMetrics {
 impl ProxyMetrics {
     pub fn new(registry: &Registry) -> Result<ProxyMetrics, prometheus::Error> {
         let requests = IntCounterVec::new(
-            Opts::new(names::REQUESTS_TOTAL, "Requests answered, by service, pool and status class"),
+            Opts::new(
+                names::REQUESTS_TOTAL,
+                "Requests answered, by service, pool and status class",
+            ),
             &["service", "pool", "code"],
         )?;
         let duration = HistogramVec::new(
@@ -46,12 +49,16 @@ impl ProxyMetrics {
                 "Time from request head to the end of the response body",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
             ]),
             &["service", "pool"],
         )?;
         let in_flight = IntGaugeVec::new(
-            Opts::new(names::IN_FLIGHT, "Requests in flight (head received, body not finished)"),
+            Opts::new(
+                names::IN_FLIGHT,
+                "Requests in flight (head received, body not finished)",
+            ),
             &["service", "pool"],
         )?;
         let upstream_errors = IntCounterVec::new(
@@ -66,7 +73,10 @@ impl ProxyMetrics {
             &["listener"],
         )?;
         let downstream_refused = IntCounterVec::new(
-            Opts::new(names::DOWNSTREAM_REFUSED, "Downstream connections closed at accept"),
+            Opts::new(
+                names::DOWNSTREAM_REFUSED,
+                "Downstream connections closed at accept",
+            ),
             &["listener", "reason"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -92,8 +102,12 @@ impl ProxyMetrics {
             duration: self.duration.with_label_values(&[service, pool]),
             in_flight: self.in_flight.with_label_values(&[service, pool]),
             errors: ErrorKind::ALL.map(|k| {
-                self.upstream_errors
-                    .with_label_values(&[service, pool, k.source().as_str(), k.cause()])
+                self.upstream_errors.with_label_values(&[
+                    service,
+                    pool,
+                    k.source().as_str(),
+                    k.cause(),
+                ])
             }),
         }
     }
@@ -111,7 +125,9 @@ impl ProxyMetrics {
     pub fn listener(&self, listener: &str) -> ListenerMetrics {
         ListenerMetrics {
             connections: self.downstream_connections.with_label_values(&[listener]),
-            refused_limit: self.downstream_refused.with_label_values(&[listener, "max_connections"]),
+            refused_limit: self
+                .downstream_refused
+                .with_label_values(&[listener, "max_connections"]),
         }
     }
 }

@@ -34,7 +34,6 @@ pub struct ListenerSpec {
     pub drain_timeout: Duration,
 }
 
-
 pub(crate) struct ListenerCtx {
     pub shared: Arc<Shared>,
     pub service_index: usize,
@@ -54,7 +53,12 @@ impl Drop for ConnGauge {
 
 /// Serves `tcp` until `shutdown` turns true (or its sender is dropped), then
 /// drains open connections for up to `spec.drain_timeout`.
-pub async fn serve(tcp: TcpListener, spec: ListenerSpec, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    tcp: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let label = tcp
         .local_addr()
         .map(|a| a.to_string())

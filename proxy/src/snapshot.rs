@@ -75,11 +75,17 @@ impl Snapshot {
             .zip(splits)
             .map(|(sc, split)| Arc::new(Service::build(sc, split.clone(), prev, metrics)))
             .collect();
-        Snapshot { generation, services }
+        Snapshot {
+            generation,
+            services,
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<(usize, &Arc<Service>)> {
-        self.services.iter().enumerate().find(|(_, s)| s.config.name == name)
+        self.services
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.config.name == name)
     }
 
     /// A new snapshot with one service's split replaced and the generation
@@ -107,8 +113,15 @@ impl Snapshot {
 }
 
 impl Service {
-    fn build(sc: &ServiceConfig, split: Vec<u32>, prev: Option<&Snapshot>, metrics: &ProxyMetrics) -> Service {
-        let prev_service = prev.and_then(|p| p.service(&sc.name)).map(|(_, s)| s.clone());
+    fn build(
+        sc: &ServiceConfig,
+        split: Vec<u32>,
+        prev: Option<&Snapshot>,
+        metrics: &ProxyMetrics,
+    ) -> Service {
+        let prev_service = prev
+            .and_then(|p| p.service(&sc.name))
+            .map(|(_, s)| s.clone());
         let pools = sc
             .pools
             .iter()
@@ -132,14 +145,26 @@ impl Service {
                                 .cloned()
                         });
                         reuse.unwrap_or_else(|| {
-                            Arc::new(Backend::new(&bc.addr, bc.protocol, bc.weight, sc.timeouts.connect))
+                            Arc::new(Backend::new(
+                                &bc.addr,
+                                bc.protocol,
+                                bc.weight,
+                                sc.timeouts.connect,
+                            ))
                         })
                     })
                     .collect();
-                Arc::new(Pool::new(pc.name.clone(), backends, metrics.pool(&sc.name, &pc.name)))
+                Arc::new(Pool::new(
+                    pc.name.clone(),
+                    backends,
+                    metrics.pool(&sc.name, &pc.name),
+                ))
             })
             .collect();
-        let mut cookie_attributes = format!("; Max-Age={}; Path=/; HttpOnly; SameSite=Lax", sc.cookie.max_age.as_secs());
+        let mut cookie_attributes = format!(
+            "; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            sc.cookie.max_age.as_secs()
+        );
         if sc.cookie.secure {
             cookie_attributes.push_str("; Secure");
         }
@@ -237,7 +262,8 @@ impl Backend {
         Backend {
             addr: addr.to_string(),
             // Validated config guarantees host:port; a fallback keeps this total.
-            authority: Authority::try_from(addr).unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
+            authority: Authority::try_from(addr)
+                .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
             protocol,
             weight,
             in_flight: AtomicI64::new(0),
@@ -269,7 +295,14 @@ mod tests {
         let backends = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Arc::new(Backend::new(&format!("127.0.0.1:{}", 1000 + i), Protocol::Http1, *w, Duration::from_secs(1))))
+            .map(|(i, w)| {
+                Arc::new(Backend::new(
+                    &format!("127.0.0.1:{}", 1000 + i),
+                    Protocol::Http1,
+                    *w,
+                    Duration::from_secs(1),
+                ))
+            })
             .collect();
         Pool::new("p".into(), backends, m.pool("s", "p"))
     }
@@ -293,7 +326,9 @@ mod tests {
         for _ in 0..50 {
             p.backends[0].enter();
         }
-        let to_idle = (0..1000).filter(|_| Arc::ptr_eq(p.pick().unwrap(), &p.backends[1])).count();
+        let to_idle = (0..1000)
+            .filter(|_| Arc::ptr_eq(p.pick().unwrap(), &p.backends[1]))
+            .count();
         // Whenever the two draws differ the idle one wins: about 3/4 of picks.
         assert!(to_idle > 650, "{to_idle}");
     }

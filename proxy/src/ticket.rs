@@ -124,7 +124,10 @@ mod tests {
         let steps = [vec![100, 0], vec![90, 10], vec![50, 50], vec![0, 100]];
         for _ in 0..10_000 {
             let tk = Ticket::random();
-            let pools: Vec<usize> = steps.iter().map(|w| Split::new(w.clone()).pool_for(tk)).collect();
+            let pools: Vec<usize> = steps
+                .iter()
+                .map(|w| Split::new(w.clone()).pool_for(tk))
+                .collect();
             assert!(pools.windows(2).all(|p| p[0] <= p[1]), "{pools:?}");
         }
     }
@@ -133,7 +136,13 @@ mod tests {
     fn cookie_round_trip_and_refusals() {
         let tk = Ticket(0x0123_4567_89ab_cdef);
         assert_eq!(Ticket::from_cookie_value(&tk.to_cookie_value()), Some(tk));
-        for bad in ["", "xyz", "0123456789abcdeg", "0123456789abcdef0", "+123456789abcdef"] {
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdeg",
+            "0123456789abcdef0",
+            "+123456789abcdef",
+        ] {
             assert_eq!(Ticket::from_cookie_value(bad), None, "{bad}");
         }
     }

@@ -1,0 +1,96 @@
+//! End-to-end: what a client sees when a backend is down, slow or absent.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_backend_is_a_prompt_502_naming_it() {
+    // Reserve a port, then close it: connections to it are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::new()
+        .blue(0)
+        .backends(&format!("[\"{dead}\"]"), "[\"127.0.0.1:9\"]")
+        .start()
+        .await;
+    let t = Instant::now();
+    let a = get_once(h.proxy, "/", &[]).await.unwrap();
+    assert_eq!(a.status, 502);
+    assert!(
+        a.body.contains(&dead.to_string()) && a.body.contains("pool blue"),
+        "{}",
+        a.body
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "502 took {:?}",
+        t.elapsed()
+    );
+    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
+    assert!(
+        m.contains(r#"cutover_upstream_errors_total{cause="connect",pool="blue",service="web",source="backend"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_backend_is_a_504_after_the_response_header_timeout() {
+    let h = Harness::new()
+        .service("[services.web.timeouts]\nresponse_header = \"300ms\"")
+        .start()
+        .await;
+    let t = Instant::now();
+    let a = get_once(h.proxy, "/slow?ms=5000", &[]).await.unwrap();
+    assert_eq!(a.status, 504);
+    assert!(a.body.contains("within 300ms"), "{}", a.body);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "504 took {:?}",
+        t.elapsed()
+    );
+    // A fast request on the same pool still works.
+    assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().status, 200);
+    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
+    assert!(
+        m.contains(r#"cause="timeout",pool="blue",service="web",source="backend"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new().start().await;
+    for junk in [
+        &b"\x16\x03\x01\x00\xa5garbage\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let head = String::from_utf8_lossy(&buf);
+        assert!(head.is_empty() || head.starts_with("HTTP/1.1 4"), "{head}");
+    }
+    let mut big = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        big.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    big.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    s.write_all(big.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 431"),
+        "too many headers: {head}"
+    );
+    assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().status, 200);
+}
