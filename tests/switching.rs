@@ -161,11 +161,11 @@ async fn cookie_stickiness_is_monotonic_and_rollback_returns_exactly_the_movers(
         }
         history.push(pools);
     }
-    for i in 0..clients.len() {
-        if history[0][i] == "green" {
-            assert_eq!(history[1][i], "green", "client {i} went back to blue");
+    for (i, ((at10, at50), at100)) in history[0].iter().zip(&history[1]).zip(&history[2]).enumerate() {
+        if at10 == "green" {
+            assert_eq!(at50, "green", "client {i} went back to blue");
         }
-        assert_eq!(history[2][i], "green");
+        assert_eq!(at100, "green");
     }
     admin(h.admin, "POST", "/v1/services/web/rollback", None).await;
     for (i, c) in clients.iter_mut().enumerate() {

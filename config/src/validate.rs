@@ -118,7 +118,12 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
     }
 }
 
-pub(crate) fn duration(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Duration) -> Duration {
+pub(crate) fn duration(
+    errs: &mut Errs,
+    path: &[Seg],
+    raw: &Option<String>,
+    default: Duration,
+) -> Duration {
     match raw {
         None => default,
         Some(s) => match crate::parse_duration(s) {

@@ -73,11 +73,7 @@ impl Split {
             .iter()
             .map(|w| {
                 cum += u128::from(*w);
-                if total == 0 {
-                    0
-                } else {
-                    (cum << 64) / total
-                }
+                (cum << 64).checked_div(total).unwrap_or(0)
             })
             .collect();
         Split { weights, bounds }
