@@ -37,6 +37,7 @@ pub struct App {
     pub listeners: Vec<(String, SocketAddr, Option<String>)>,
     pub controller: Arc<Controller>,
     pub admin: Arc<Admin>,
+    pub shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
     shutdown_timeout: Duration,
@@ -58,10 +59,7 @@ impl App {
             &registry,
             proxy_metrics.clone(),
         )?);
-        let shared = Arc::new(Shared {
-            snapshot: controller.snapshot(),
-            metrics: proxy_metrics,
-        });
+        let shared = Arc::new(Shared::new(controller.snapshot(), proxy_metrics));
 
         // Bind everything before serving anything: a busy port fails the start whole.
         let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
@@ -80,6 +78,8 @@ impl App {
                     timeouts: sc.timeouts.clone(),
                     limits: sc.limits.clone(),
                     drain_timeout: config.shutdown_timeout,
+                    mode: lc.mode,
+                    proxy_protocol: lc.proxy_protocol,
                 };
                 bound.push((tcp, spec));
             }
@@ -103,6 +103,7 @@ impl App {
 
         let admin = Arc::new(Admin::new(
             controller.clone(),
+            shared.clone(),
             registry,
             config.admin.token.clone(),
             listeners.clone(),
@@ -122,12 +123,18 @@ impl App {
             admin.clone(),
             shutdown_rx,
         ));
+        // Tunnels are re-evaluated after every change; ends when the controller goes.
+        tokio::spawn(cutover_proxy::drain::follow_changes(
+            shared.clone(),
+            controller.subscribe(),
+        ));
         tracing::info!(admin = %admin_addr, generation = controller.snapshot().load().generation, "cutover started");
         Ok(App {
             admin_addr,
             listeners,
             controller,
             admin,
+            shared,
             shutdown_tx,
             tasks,
             shutdown_timeout: config.shutdown_timeout,
@@ -148,6 +155,9 @@ impl App {
     pub async fn shutdown(mut self) {
         self.admin.ready.store(false, Ordering::Relaxed);
         self.shutdown_tx.send_replace(true);
+        // Tunnels (upgraded connections, tcp) get the same deadline as requests.
+        let tunnel_deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        self.shared.tunnels.drain_all(tunnel_deadline);
         let deadline = self.shutdown_timeout + Duration::from_secs(2);
         if tokio::time::timeout(deadline, async {
             while self.tasks.join_next().await.is_some() {}
@@ -157,6 +167,18 @@ impl App {
         {
             tracing::warn!("shutdown deadline passed; aborting what remains");
             self.tasks.abort_all();
+        }
+        // Bounded poll: tunnels close themselves at their deadline.
+        let tunnels = self.shared.tunnels.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !tunnels.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let left = self.shared.tunnels.len();
+        if left > 0 {
+            tracing::warn!(tunnels = left, "tunnels still open at exit; cut");
         }
         tracing::info!("cutover stopped");
     }

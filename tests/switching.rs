@@ -161,7 +161,12 @@ async fn cookie_stickiness_is_monotonic_and_rollback_returns_exactly_the_movers(
         }
         history.push(pools);
     }
-    for (i, ((at10, at50), at100)) in history[0].iter().zip(&history[1]).zip(&history[2]).enumerate() {
+    for (i, ((at10, at50), at100)) in history[0]
+        .iter()
+        .zip(&history[1])
+        .zip(&history[2])
+        .enumerate()
+    {
         if at10 == "green" {
             assert_eq!(at50, "green", "client {i} went back to blue");
         }

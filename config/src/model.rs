@@ -131,12 +131,34 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// A preview listener: always this pool (an index into the service's pools).
     pub pool: Option<usize>,
+    pub mode: ListenerMode,
+    /// Read a PROXY protocol v1/v2 header before anything else.
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// HTTP/1.1 and HTTP/2, routed request by request.
+    Http,
+    /// Raw TCP: each connection is routed once, at accept.
+    Tcp,
+}
+
+impl ListenerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub backends: Vec<BackendConfig>,
+    /// Send a PROXY protocol v2 header to backends on TCP connections.
+    pub send_proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

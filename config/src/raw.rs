@@ -69,12 +69,15 @@ pub struct RawLimits {
 pub struct RawListener {
     pub listen: Option<String>,
     pub pool: Option<String>,
+    pub mode: Option<String>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawPool {
     pub backends: Option<Vec<RawBackend>>,
     pub protocol: Option<String>,
+    pub send_proxy_protocol: Option<bool>,
 }
 
 /// A backend: `"10.0.1.10:8080"` or `{ addr = "...", weight = 2, protocol = "h2c" }`.

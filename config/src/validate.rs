@@ -79,8 +79,8 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
-        ["services", _, "listeners", "[]", _] => "listen, pool",
-        ["services", _, "pools", _, _] => "backends, protocol",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
+        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see the configuration reference in the README",
     }
@@ -401,6 +401,7 @@ fn validate_service(
         pools.push(PoolConfig {
             name: pname.clone(),
             backends,
+            send_proxy_protocol: rp.send_proxy_protocol.unwrap_or(false),
         });
     }
 
@@ -616,7 +617,29 @@ fn validate_service(
                 }
             },
         };
-        listeners.push(ListenerConfig { listen, pool });
+        let mode = match rl.mode.as_deref() {
+            None | Some("http") => ListenerMode::Http,
+            Some("tcp") => ListenerMode::Tcp,
+            Some(other) => {
+                errs.push(
+                    &key(&lp, "mode"),
+                    format!("`{other}` is not a listener mode; allowed: \"http\", \"tcp\""),
+                );
+                ListenerMode::Http
+            }
+        };
+        if mode == ListenerMode::Tcp && sticky == Sticky::Cookie {
+            errs.push(
+                &key(&lp, "mode"),
+                "a tcp listener cannot carry a cookie: use sticky = \"client_ip\" or \"none\" for a service with tcp listeners",
+            );
+        }
+        listeners.push(ListenerConfig {
+            listen,
+            pool,
+            mode,
+            proxy_protocol: rl.proxy_protocol.unwrap_or(false),
+        });
     }
 
     ServiceConfig {

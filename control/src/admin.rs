@@ -23,14 +23,18 @@ use tokio::sync::watch;
 
 use crate::controller::{Action, ChangeRequest, Controller};
 use crate::status;
+use cutover_proxy::{drain, Shared};
 
 const MAX_BODY: usize = 64 * 1024;
+/// The longest `?wait=` a drain request may hold the answer.
+const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Extra status providers (edge sync) plug in here.
 pub type StatusExtra = Arc<dyn Fn() -> Value + Send + Sync>;
 
 pub struct Admin {
     pub controller: Arc<Controller>,
+    pub shared: Arc<Shared>,
     pub registry: Registry,
     pub token: Option<String>,
     /// False once shutdown has begun: `/readyz` answers 503.
@@ -105,6 +109,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Admin {
     pub fn new(
         controller: Arc<Controller>,
+        shared: Arc<Shared>,
         registry: Registry,
         token: Option<String>,
         listeners: Vec<(String, SocketAddr, Option<String>)>,
@@ -119,6 +124,7 @@ impl Admin {
         registry.register(Box::new(requests.clone()))?;
         Ok(Admin {
             controller,
+            shared,
             registry,
             token,
             ready: Arc::new(AtomicBool::new(true)),
@@ -224,10 +230,95 @@ impl Admin {
                         self.change(req, peer, service, ChangeKind::Rollback).await,
                     ),
                     ("rollback", _) => ("rollback", method_not_allowed("POST")),
+                    ("drain", Method::GET) => {
+                        ("drain", self.drain(&service, req.uri().query()).await)
+                    }
+                    ("drain", _) => ("drain", method_not_allowed("GET")),
                     _ => ("unknown", not_found(path)),
                 }
             }
             _ => ("unknown", not_found(path)),
+        }
+    }
+
+    /// `GET /v1/services/{service}/drain[?pool=blue][&wait=30s]`.
+    async fn drain(&self, service: &str, query: Option<&str>) -> Resp {
+        let mut pool: Option<String> = None;
+        let mut wait = Duration::ZERO;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "pool" => pool = Some(v.to_string()),
+                "wait" => match cutover_config::parse_duration(v) {
+                    Ok(d) if d <= MAX_WAIT => wait = d,
+                    Ok(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "wait `{v}` is too long; at most {}",
+                                humantime::format_duration(MAX_WAIT)
+                            ),
+                        )
+                    }
+                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("query `wait`: {e}")),
+                },
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown query parameter `{other}`; allowed: pool, wait"),
+                    )
+                }
+            }
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let Some(pools) = drain::status(&self.shared, service) else {
+                let names: Vec<String> = self
+                    .shared
+                    .snapshot
+                    .load()
+                    .services
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect();
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown service `{service}`; services: {}",
+                        names.join(", ")
+                    ),
+                );
+            };
+            let drained = match &pool {
+                Some(name) => match pools.iter().find(|p| &p.pool == name) {
+                    Some(p) => p.drained,
+                    None => {
+                        let names: Vec<&str> = pools.iter().map(|p| p.pool.as_str()).collect();
+                        return error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!(
+                                "service `{service}` has no pool `{name}`; pools: {}",
+                                names.join(", ")
+                            ),
+                        );
+                    }
+                },
+                None => pools.iter().filter(|p| p.weight == 0).all(|p| p.drained),
+            };
+            if drained || started.elapsed() >= wait {
+                return json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "service": service,
+                        "generation": self.shared.snapshot.load().generation,
+                        "pool": pool,
+                        "drained": drained,
+                        "waited_ms": started.elapsed().as_millis() as u64,
+                        "pools": pools.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+                    }),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
@@ -356,7 +447,7 @@ fn not_found(path: &str) -> Resp {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/audit, GET /metrics, GET /healthz, GET /readyz"
+            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/services/NAME/drain, GET /v1/audit, GET /metrics, GET /healthz, GET /readyz"
         ),
     )
 }

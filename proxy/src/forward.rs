@@ -12,6 +12,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 
 use crate::body::{AccessInfo, ConnActivity, ProxyBody, RequestGuard};
 use crate::error::{ErrorKind, ProxyError};
@@ -47,17 +48,27 @@ fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     resp
 }
 
-/// Where the request goes: a pool index, and a new ticket to set as a cookie.
-fn route(
-    service: &Service,
-    ctx: &ConnCtx,
-    req: &Request<Incoming>,
-) -> Result<(usize, Option<Ticket>), ProxyError> {
-    if let Some(fixed) = &ctx.listener.fixed_pool {
-        return service.pool_index(fixed).map(|i| (i, None)).ok_or_else(|| {
+/// Where a request goes.
+struct Route {
+    pool: usize,
+    /// The ticket that chose the pool; None when the pool was fixed
+    /// (preview listener, override header).
+    ticket: Option<Ticket>,
+    /// A fresh ticket to set as the cookie.
+    set_cookie: bool,
+}
+
+fn route(service: &Service, ctx: &ConnCtx, req: &Request<Incoming>) -> Result<Route, ProxyError> {
+    let fixed = |pool| Route {
+        pool,
+        ticket: None,
+        set_cookie: false,
+    };
+    if let Some(name) = &ctx.listener.fixed_pool {
+        return service.pool_index(name).map(fixed).ok_or_else(|| {
             ProxyError::new(
                 ErrorKind::NoBackend,
-                format!("preview pool `{fixed}` no longer exists"),
+                format!("preview pool `{name}` no longer exists"),
             )
         });
     }
@@ -73,7 +84,7 @@ fn route(
             if token_ok {
                 let name = v.to_str().unwrap_or("").trim();
                 return match service.pool_index(name) {
-                    Some(i) => Ok((i, None)),
+                    Some(i) => Ok(fixed(i)),
                     None => {
                         let pools: Vec<&str> =
                             service.pools.iter().map(|p| p.name.as_str()).collect();
@@ -91,22 +102,43 @@ fn route(
             }
         }
     }
-    match service.config.sticky {
+    let (ticket, set_cookie) = match service.config.sticky {
         Sticky::Cookie => {
             match headers::cookie_ticket(req.headers(), &service.config.cookie.name) {
-                Some(t) => Ok((service.pool_for(t), None)),
-                None => {
-                    let t = Ticket::random();
-                    Ok((service.pool_for(t), Some(t)))
-                }
+                Some(t) => (t, false),
+                None => (Ticket::random(), true),
             }
         }
-        Sticky::None | Sticky::ClientIp => Ok((service.pool_for(ctx.ticket), None)),
+        Sticky::None | Sticky::ClientIp => (ctx.ticket, false),
+    };
+    Ok(Route {
+        pool: service.pool_for(ticket),
+        ticket: Some(ticket),
+        set_cookie,
+    })
+}
+
+/// The `Upgrade` header of an HTTP/1.1 upgrade request (WebSocket and others).
+fn upgrade_request(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
     }
 }
 
 pub(crate) async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
@@ -124,7 +156,7 @@ pub(crate) async fn handle(
         );
         return Ok(error_response(&err));
     };
-    let (pool_idx, new_ticket) = match route(&service, &ctx, &req) {
+    let route = match route(&service, &ctx, &req) {
         Ok(r) => r,
         Err(err) => {
             ctx.activity.end();
@@ -135,7 +167,7 @@ pub(crate) async fn handle(
             return Ok(error_response(&err));
         }
     };
-    let Some(pool) = service.pools.get(pool_idx).cloned() else {
+    let Some(pool) = service.pools.get(route.pool).cloned() else {
         ctx.activity.end();
         return Ok(error_response(&ProxyError::new(
             ErrorKind::NoBackend,
@@ -158,6 +190,8 @@ pub(crate) async fn handle(
     };
     let mut guard = RequestGuard::new(pool.clone(), backend.clone(), start, ctx.activity.clone());
 
+    let upgrade = upgrade_request(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     if service.config.access_log {
         guard.access = Some(Box::new(AccessInfo {
@@ -181,6 +215,12 @@ pub(crate) async fn handle(
         "http",
         authority.as_deref(),
     );
+    if let Some(u) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(backend.authority.clone());
@@ -230,9 +270,43 @@ pub(crate) async fn handle(
         }
     };
 
+    let mut resp = resp;
+    if let (Some(on_client), true) = (
+        client_upgrade,
+        resp.status() == StatusCode::SWITCHING_PROTOCOLS,
+    ) {
+        // The backend agreed: tunnel bytes both ways, tracked for draining.
+        let on_backend = hyper::upgrade::on(&mut resp);
+        let websocket = upgrade
+            .as_ref()
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let tunnel = ctx.listener.shared.tunnels.open(
+            service.name(),
+            pool.clone(),
+            &backend.addr,
+            route.ticket,
+        );
+        tokio::spawn(async move {
+            match tokio::join!(on_client, on_backend) {
+                (Ok(c), Ok(b)) => {
+                    crate::tunnel::pump(TokioIo::new(c), TokioIo::new(b), tunnel, websocket).await
+                }
+                (c, b) => {
+                    tracing::debug!(client = ?c.err(), backend = ?b.err(), "upgrade did not complete")
+                }
+            }
+        });
+        pool.metrics.count_status(101);
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream { inner: body, guard },
+        ));
+    }
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    if let Some(t) = new_ticket {
+    if route.set_cookie {
+        let t = route.ticket.unwrap_or(ctx.ticket);
         if let Some(v) =
             headers::set_cookie_value(&service.config.cookie.name, t, &service.cookie_attributes)
         {

@@ -6,13 +6,17 @@
 //! never calls AWS.
 
 mod body;
+pub mod drain;
 pub mod error;
 mod forward;
 pub mod headers;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod server;
 pub mod snapshot;
+mod tcp;
 pub mod ticket;
+pub mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
 pub use metrics::ProxyMetrics;
@@ -24,8 +28,20 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-/// What every listener shares: the routing snapshot and the metrics.
+/// What every listener shares: the routing snapshot, the metrics and the
+/// registry of open tunnels.
 pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<ProxyMetrics>,
+    pub tunnels: Arc<tunnel::Tunnels>,
+}
+
+impl Shared {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<ProxyMetrics>) -> Shared {
+        Shared {
+            snapshot,
+            metrics,
+            tunnels: Arc::new(tunnel::Tunnels::default()),
+        }
+    }
 }

@@ -18,6 +18,9 @@ pub mod names {
     pub const DOWNSTREAM_REFUSED: &str = "cutover_downstream_refused_total";
     pub const SPLIT_WEIGHT: &str = "cutover_split_weight";
     pub const GENERATION: &str = "cutover_generation";
+    pub const TUNNELS: &str = "cutover_tunnels";
+    pub const DRAIN_CLOSED: &str = "cutover_drain_closed_total";
+    pub const TCP_CONNECTIONS: &str = "cutover_tcp_connections_total";
     pub const ADMIN_REQUESTS: &str = "cutover_admin_requests_total";
     pub const CHANGES: &str = "cutover_changes_total";
 }
@@ -32,6 +35,9 @@ pub struct ProxyMetrics {
     upstream_errors: IntCounterVec,
     downstream_connections: IntGaugeVec,
     downstream_refused: IntCounterVec,
+    tunnels: IntGaugeVec,
+    drain_closed: IntCounterVec,
+    tcp_connections: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -79,6 +85,30 @@ impl ProxyMetrics {
             ),
             &["listener", "reason"],
         )?;
+        let tunnels = IntGaugeVec::new(
+            Opts::new(
+                names::TUNNELS,
+                "Open tunnels (upgraded connections, tcp listener connections), by state: open or draining",
+            ),
+            &["service", "pool", "state"],
+        )?;
+        let drain_closed = IntCounterVec::new(
+            Opts::new(
+                names::DRAIN_CLOSED,
+                "Draining tunnels that ended, by reason: finished (closed by itself) or deadline (closed by cutover)",
+            ),
+            &["service", "pool", "reason"],
+        )?;
+        let tcp_connections = IntCounterVec::new(
+            Opts::new(
+                names::TCP_CONNECTIONS,
+                "Connections accepted on tcp listeners, by pool",
+            ),
+            &["service", "pool"],
+        )?;
+        registry.register(Box::new(tunnels.clone()))?;
+        registry.register(Box::new(drain_closed.clone()))?;
+        registry.register(Box::new(tcp_connections.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -92,6 +122,9 @@ impl ProxyMetrics {
             upstream_errors,
             downstream_connections,
             downstream_refused,
+            tunnels,
+            drain_closed,
+            tcp_connections,
         })
     }
 
@@ -101,6 +134,15 @@ impl ProxyMetrics {
             requests: CLASSES.map(|c| self.requests.with_label_values(&[service, pool, c])),
             duration: self.duration.with_label_values(&[service, pool]),
             in_flight: self.in_flight.with_label_values(&[service, pool]),
+            tunnels_open: self.tunnels.with_label_values(&[service, pool, "open"]),
+            tunnels_draining: self.tunnels.with_label_values(&[service, pool, "draining"]),
+            drain_finished: self
+                .drain_closed
+                .with_label_values(&[service, pool, "finished"]),
+            drain_deadline: self
+                .drain_closed
+                .with_label_values(&[service, pool, "deadline"]),
+            tcp_connections: self.tcp_connections.with_label_values(&[service, pool]),
             errors: ErrorKind::ALL.map(|k| {
                 self.upstream_errors.with_label_values(&[
                     service,
@@ -128,6 +170,9 @@ impl ProxyMetrics {
             refused_limit: self
                 .downstream_refused
                 .with_label_values(&[listener, "max_connections"]),
+            refused_proxy_protocol: self
+                .downstream_refused
+                .with_label_values(&[listener, "proxy_protocol"]),
         }
     }
 }
@@ -137,6 +182,11 @@ pub struct PoolMetrics {
     requests: [IntCounter; 6],
     pub duration: Histogram,
     pub in_flight: IntGauge,
+    pub tunnels_open: IntGauge,
+    pub tunnels_draining: IntGauge,
+    pub drain_finished: IntCounter,
+    pub drain_deadline: IntCounter,
+    pub tcp_connections: IntCounter,
     errors: [IntCounter; ErrorKind::ALL.len()],
 }
 
@@ -154,6 +204,7 @@ impl PoolMetrics {
 pub struct ListenerMetrics {
     pub connections: IntGauge,
     pub refused_limit: IntCounter,
+    pub refused_proxy_protocol: IntCounter,
 }
 
 fn class_index(status: u16) -> usize {

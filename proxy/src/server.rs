@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_config::{Limits, Sticky, Timeouts};
+use cutover_config::{Limits, ListenerMode, Sticky, Timeouts};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,6 +32,9 @@ pub struct ListenerSpec {
     pub limits: Limits,
     /// How long shutdown waits for open connections.
     pub drain_timeout: Duration,
+    pub mode: ListenerMode,
+    /// Read a PROXY protocol header first.
+    pub proxy_protocol: bool,
 }
 
 pub(crate) struct ListenerCtx {
@@ -41,6 +44,9 @@ pub(crate) struct ListenerCtx {
     pub label: String,
     pub metrics: ListenerMetrics,
     pub idle: Duration,
+    pub mode: ListenerMode,
+    pub proxy_protocol: bool,
+    pub header_read: Duration,
 }
 
 struct ConnGauge(ListenerMetrics);
@@ -77,6 +83,9 @@ pub async fn serve(
         fixed_pool: spec.pool.clone(),
         label: label.clone(),
         idle: spec.timeouts.idle,
+        mode: spec.mode,
+        proxy_protocol: spec.proxy_protocol,
+        header_read: spec.timeouts.header_read,
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -93,7 +102,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
     let mut conns = JoinSet::new();
-    tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, "listening");
+    tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, mode = spec.mode.as_str(), proxy_protocol = spec.proxy_protocol, "listening");
 
     if !*shutdown.borrow() {
         loop {
@@ -145,8 +154,8 @@ pub async fn serve(
 }
 
 async fn serve_conn(
-    stream: TcpStream,
-    client: SocketAddr,
+    mut stream: TcpStream,
+    mut client: SocketAddr,
     ctx: Arc<ListenerCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
@@ -155,6 +164,24 @@ async fn serve_conn(
     ctx.metrics.connections.inc();
     let _gauge = ConnGauge(ctx.metrics.clone());
     let _ = stream.set_nodelay(true);
+    if ctx.proxy_protocol {
+        match crate::proxy_protocol::read_header(&mut stream, ctx.header_read).await {
+            Ok(h) => {
+                if let Some(src) = h.source {
+                    client = src;
+                }
+            }
+            Err(e) => {
+                ctx.metrics.refused_proxy_protocol.inc();
+                tracing::warn!(listener = %ctx.label, peer = %client, "closing connection without a valid PROXY header: {e}");
+                return;
+            }
+        }
+    }
+    if ctx.mode == ListenerMode::Tcp {
+        crate::tcp::serve_conn(stream, client, ctx).await;
+        return;
+    }
     let sticky = ctx
         .shared
         .snapshot

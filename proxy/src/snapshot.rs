@@ -36,6 +36,8 @@ pub struct Service {
 
 pub struct Pool {
     pub name: String,
+    /// Send a PROXY v2 header to backends on tcp-listener connections.
+    pub send_proxy_protocol: bool,
     pub backends: Vec<Arc<Backend>>,
     /// Cumulative backend weights, for the weighted draw.
     cum_weights: Vec<u64>,
@@ -154,11 +156,10 @@ impl Service {
                         })
                     })
                     .collect();
-                Arc::new(Pool::new(
-                    pc.name.clone(),
-                    backends,
-                    metrics.pool(&sc.name, &pc.name),
-                ))
+                let mut pool =
+                    Pool::new(pc.name.clone(), backends, metrics.pool(&sc.name, &pc.name));
+                pool.send_proxy_protocol = pc.send_proxy_protocol;
+                Arc::new(pool)
             })
             .collect();
         let mut cookie_attributes = format!(
@@ -205,6 +206,7 @@ impl Pool {
             .collect();
         Pool {
             name,
+            send_proxy_protocol: false,
             backends,
             cum_weights,
             metrics,

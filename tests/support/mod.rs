@@ -6,6 +6,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +60,7 @@ impl TestBackend {
                                 backend_answer(req, name.clone(), addr)
                             });
                             let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), svc)
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                 .await;
                         });
                     }
@@ -75,18 +77,125 @@ impl TestBackend {
         }
     }
 
+    /// A raw TCP backend: greets each connection with `<pool>\n` (after
+    /// any PROXY header it was sent, which it reports as `proxy <src>\n`),
+    /// then echoes.
+    pub async fn start_tcp(pool: &str) -> TestBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tcp backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let (stop, mut rx) = watch::channel(false);
+        let connections = Arc::new(AtomicU64::new(0));
+        let (name, conns) = (pool.to_string(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    a = listener.accept() => {
+                        let Ok((mut stream, _)) = a else { continue };
+                        conns.fetch_add(1, Ordering::Relaxed);
+                        let name = name.clone();
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 4096];
+                            let mut first = true;
+                            if stream.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                                return;
+                            }
+                            loop {
+                                let n = match stream.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                let mut data = &buf[..n];
+                                if first && data.starts_with(b"\r\n\r\n\0\r\nQUIT\n") {
+                                    if let Ok(Some((h, used))) = cutover_proxy::proxy_protocol::parse(data) {
+                                        let src = h.source.map(|s| s.to_string()).unwrap_or_default();
+                                        let _ = stream.write_all(format!("proxy {src}\n").as_bytes()).await;
+                                        data = &data[used..];
+                                    }
+                                }
+                                first = false;
+                                if stream.write_all(data).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        });
+        TestBackend {
+            pool: pool.to_string(),
+            addr,
+            connections,
+            requests: Arc::new(AtomicU64::new(0)),
+            stop,
+        }
+    }
+
     /// Stops accepting (open connections finish their current request).
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }
 }
 
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A body fed from a channel: one frame per message.
+struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn query_num(q: &str, key: &str, default: u64) -> u64 {
+    q.split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
+}
+
 async fn backend_answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     pool: String,
     addr: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let q = req.uri().query().unwrap_or("");
+) -> Result<Response<BackendBody>, Infallible> {
+    let q = req.uri().query().unwrap_or("").to_string();
+    if req.uri().path() == "/ws" {
+        return Ok(websocket_echo(&mut req, pool));
+    }
+    if req.uri().path() == "/stream" {
+        // `chunks` chunks of `<pool> <i>\n`, one every `ms` milliseconds.
+        let (chunks, ms) = (query_num(&q, "chunks", 20), query_num(&q, "ms", 100));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let p = pool.clone();
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                if tx.send(Bytes::from(format!("{p} {i}\n"))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        });
+        let resp = Response::builder()
+            .header("x-pool", pool.as_str())
+            .body(BodyExt::boxed(ChanBody(rx)))
+            .unwrap_or_else(|_| Response::new(BodyExt::boxed(Full::new(Bytes::new()))));
+        return Ok(resp);
+    }
+    let q = q.as_str();
     if req.uri().path() == "/slow" {
         let ms: u64 = q
             .strip_prefix("ms=")
@@ -109,9 +218,64 @@ async fn backend_answer(
         .header("x-seen-xfh", echo("x-forwarded-host"))
         .header("x-seen-xfp", echo("x-forwarded-proto"))
         .header("x-seen-connection", echo("connection"))
-        .body(Full::new(Bytes::from(format!("{pool}\n"))))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        .body(BodyExt::boxed(Full::new(Bytes::from(format!("{pool}\n")))))
+        .unwrap_or_else(|_| Response::new(BodyExt::boxed(Full::new(Bytes::new()))));
     Ok(resp)
+}
+
+/// Answers a WebSocket handshake and echoes every message as `<pool>: <msg>`.
+fn websocket_echo(req: &mut Request<Incoming>, pool: String) -> Response<BackendBody> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let Some(accept) = key else {
+        let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from(
+            "not a websocket request",
+        ))));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("test backend: websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Text(t) => {
+                    if ws
+                        .send(Message::text(format!("{pool}: {t}")))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(BodyExt::boxed(Full::new(Bytes::new())))
+        .unwrap_or_else(|_| Response::new(BodyExt::boxed(Full::new(Bytes::new()))))
 }
 
 pub struct Harness {
@@ -120,6 +284,9 @@ pub struct Harness {
     service_extra: String,
     top_extra: String,
     backends_override: Option<(String, String)>,
+    tcp: bool,
+    proxy_protocol: bool,
+    pool_extra: String,
 }
 
 pub struct Running {
@@ -139,7 +306,29 @@ impl Harness {
             service_extra: String::new(),
             top_extra: String::new(),
             backends_override: None,
+            tcp: false,
+            proxy_protocol: false,
+            pool_extra: String::new(),
         }
+    }
+
+    /// Both listeners in `mode = "tcp"`, with TCP echo backends.
+    pub fn tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+
+    /// The main listener reads a PROXY protocol header first.
+    pub fn proxy_protocol(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
+    }
+
+    /// Extra TOML lines in both pools' tables.
+    pub fn pools(mut self, toml: &str) -> Self {
+        self.pool_extra.push_str(toml);
+        self.pool_extra.push('\n');
+        self
     }
 
     pub fn blue(mut self, n: usize) -> Self {
@@ -173,13 +362,29 @@ impl Harness {
     }
 
     pub async fn start(self) -> Running {
+        // Logs in test output when RUST_LOG is set (e.g. RUST_LOG=cutover=debug).
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let mut backends = Vec::new();
-        for _ in 0..self.blue {
-            backends.push(TestBackend::start("blue").await);
+        for (pool, n) in [("blue", self.blue), ("green", self.green)] {
+            for _ in 0..n {
+                backends.push(if self.tcp {
+                    TestBackend::start_tcp(pool).await
+                } else {
+                    TestBackend::start(pool).await
+                });
+            }
         }
-        for _ in 0..self.green {
-            backends.push(TestBackend::start("green").await);
-        }
+        let mode = if self.tcp { "mode = \"tcp\"\n" } else { "" };
+        let pp = if self.proxy_protocol {
+            "proxy_protocol = true\n"
+        } else {
+            ""
+        };
         let list = |pool: &str| {
             let v: Vec<String> = backends
                 .iter()
@@ -208,19 +413,21 @@ listen = "127.0.0.1:0"
 {split}{extra}
 [[services.web.listeners]]
 listen = "127.0.0.1:0"
-
+{mode}{pp}
 [[services.web.listeners]]
 listen = "127.0.0.1:0"
 pool = "green"
-
+{mode}
 [services.web.pools.blue]
 backends = {blue_list}
-
+{pool_extra}
 [services.web.pools.green]
 backends = {green_list}
+{pool_extra}
 "#,
             top = self.top_extra,
             extra = self.service_extra,
+            pool_extra = self.pool_extra,
         );
         let config = cutover_config::parse("harness.toml", &text)
             .unwrap_or_else(|e| panic!("harness config:\n{e}\n{text}"));

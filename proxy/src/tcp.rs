@@ -1,0 +1,84 @@
+//! tcp listeners: each connection takes its ticket at accept, maps it to a
+//! pool and a backend, and stays there as a tunnel (drained like one).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cutover_config::Sticky;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::error::{error_chain, ErrorKind};
+use crate::server::ListenerCtx;
+use crate::ticket::Ticket;
+
+/// Serves one accepted tcp-listener connection (after any PROXY header).
+pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: Arc<ListenerCtx>) {
+    let Some(service) = ctx
+        .shared
+        .snapshot
+        .load()
+        .services
+        .get(ctx.service_index)
+        .cloned()
+    else {
+        return;
+    };
+    let (pool_idx, ticket) = match &ctx.fixed_pool {
+        Some(name) => match service.pool_index(name) {
+            Some(i) => (i, None),
+            None => return,
+        },
+        None => {
+            let t = match service.config.sticky {
+                Sticky::ClientIp => Ticket::from_ip(client.ip()),
+                _ => Ticket::random(),
+            };
+            (service.pool_for(t), Some(t))
+        }
+    };
+    let Some(pool) = service.pools.get(pool_idx).cloned() else {
+        return;
+    };
+    let Some(backend) = pool.pick().cloned() else {
+        pool.metrics.count_error(ErrorKind::NoBackend);
+        tracing::warn!(listener = %ctx.label, pool = %pool.name, "tcp: no backend to send to; closing");
+        return;
+    };
+    pool.metrics.tcp_connections.inc();
+    let connect = tokio::time::timeout(
+        service.config.timeouts.connect,
+        TcpStream::connect(backend.addr.as_str()),
+    )
+    .await;
+    let mut upstream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            pool.metrics.count_error(ErrorKind::Connect);
+            tracing::warn!(listener = %ctx.label, backend = %backend.addr, "tcp: connect failed: {}", error_chain(&e));
+            return;
+        }
+        Err(_) => {
+            pool.metrics.count_error(ErrorKind::Timeout);
+            tracing::warn!(listener = %ctx.label, backend = %backend.addr, "tcp: connect timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if pool.send_proxy_protocol {
+        let local = stream.local_addr().unwrap_or(client);
+        let header = crate::proxy_protocol::encode_v2(client, local);
+        if let Err(e) = upstream.write_all(&header).await {
+            pool.metrics.count_error(ErrorKind::BadResponse);
+            tracing::warn!(backend = %backend.addr, "tcp: cannot send the PROXY header: {e}");
+            return;
+        }
+    }
+    backend.enter();
+    let guard = ctx
+        .shared
+        .tunnels
+        .open(service.name(), pool.clone(), &backend.addr, ticket);
+    crate::tunnel::pump(&mut stream, upstream, guard, false).await;
+    backend.leave();
+}
