@@ -70,7 +70,7 @@ fn pool_order_is_file_order_not_alphabetical() {
 fn every_unknown_key_is_reported_with_its_line() {
     let text = GOOD
         .replace("split = {", "colour = \"red\"\nsplit = {")
-        .replace("pool = \"green\"", "pool = \"green\"\nmode = \"fast\"");
+        .replace("pool = \"green\"", "pool = \"green\"\nspeed = \"fast\"");
     let errs = errors(&text);
     assert_eq!(errs.len(), 2, "{}", ConfigErrors(errs.clone()));
     has(
@@ -82,8 +82,8 @@ fn every_unknown_key_is_reported_with_its_line() {
     has(
         &errs,
         12,
-        "services.web.listeners[1].mode",
-        "allowed here: listen, pool",
+        "services.web.listeners[1].speed",
+        "allowed here: listen, pool, mode, proxy_protocol",
     );
 }
 
@@ -271,4 +271,35 @@ fn diff_sees_split_but_not_reordering_of_split_keys() {
     assert!(d.pools_changed.is_empty());
     let e = parse("t.toml", &GOOD.replace("10.0.2.10", "10.0.2.11")).unwrap();
     assert_eq!(diff(&a, &e).pools_changed, ["web"]);
+}
+
+#[test]
+fn listener_modes_and_proxy_protocol() {
+    let tcp = GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nmode = \"tcp\"\nproxy_protocol = true",
+    );
+    let c = parse("t.toml", &tcp).unwrap();
+    assert_eq!(c.services[0].listeners[0].mode, ListenerMode::Tcp);
+    assert!(c.services[0].listeners[0].proxy_protocol);
+    assert_eq!(c.services[0].listeners[1].mode, ListenerMode::Http);
+
+    let errs = errors(&GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nmode = \"udp\"",
+    ));
+    has(
+        &errs,
+        7,
+        "services.web.listeners[0].mode",
+        "allowed: \"http\", \"tcp\"",
+    );
+    let cookie_tcp = tcp.replace("green = 10 }", "green = 10 }\nsticky = \"cookie\"");
+    let errs = errors(&cookie_tcp);
+    has(
+        &errs,
+        8,
+        "services.web.listeners[0].mode",
+        "cannot carry a cookie",
+    );
 }
