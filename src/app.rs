@@ -28,6 +28,44 @@ pub enum StartError {
     Control(#[from] ControlError),
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[cfg(feature = "edge")]
+    #[error("edge sync: {0}")]
+    Edge(#[from] cutover_control::edge::EdgeError),
+}
+
+/// Starts the edge reconcile loop: every `interval`, and after each routing
+/// change that moves a `weight_from` record. Never on the request path.
+#[cfg(feature = "edge")]
+fn spawn_edge(
+    edge: cutover_config::edge::EdgeConfig,
+    controller: &Arc<Controller>,
+    registry: &Registry,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<cutover_control::edge::ReconcilerHandle, StartError> {
+    let snapshot = controller.snapshot();
+    let splits: cutover_control::edge::SplitsFn = Arc::new(move || {
+        let snap = snapshot.load();
+        snap.services
+            .iter()
+            .flat_map(|s| {
+                let total: u32 = s.split.weights().iter().sum();
+                s.pools
+                    .iter()
+                    .zip(s.split.weights())
+                    .map(move |(p, w)| (s.name().to_string(), p.name.clone(), *w, total))
+            })
+            .collect()
+    });
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    Ok(cutover_control::edge::spawn_reconciler(
+        edge,
+        splits,
+        controller.subscribe(),
+        registry,
+        stop,
+    )?)
 }
 
 /// A running cutover.
@@ -101,14 +139,24 @@ impl App {
             })
             .collect();
 
-        let admin = Arc::new(Admin::new(
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        #[allow(unused_mut)]
+        let mut admin = Admin::new(
             controller.clone(),
             shared.clone(),
-            registry,
+            registry.clone(),
             config.admin.token.clone(),
             listeners.clone(),
-        )?);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        )?;
+        #[cfg(feature = "edge")]
+        if let Some(edge) = config.edge.clone() {
+            let handle = spawn_edge(edge, &controller, &registry, shutdown_rx.clone())?;
+            admin.extra.push((
+                "edge",
+                Arc::new(move || serde_json::to_value(handle.status()).unwrap_or_default()),
+            ));
+        }
+        let admin = Arc::new(admin);
         let mut tasks = JoinSet::new();
         for (tcp, spec) in bound {
             tasks.spawn(cutover_proxy::serve(

@@ -157,13 +157,25 @@ pub enum CtlCommand {
         change: ChangeArgs,
     },
     /// Send all of a service's traffic to one pool.
-    #[command(after_help = "Example:\n  cutover ctl switch web green --reason 'release 42'")]
+    #[command(
+        after_help = "Examples:\n  cutover ctl switch web green --reason 'release 42'\n  cutover ctl switch web green --wait-drained   # then show what is left on the old pool until it is empty"
+    )]
     Switch {
         service: String,
         pool: String,
         #[command(flatten)]
         change: ChangeArgs,
+        /// After the switch, wait until the pools that lost all traffic are drained
+        /// (exit 0), or until the deadline passes (exit 1 with what is left).
+        #[arg(long)]
+        wait_drained: bool,
+        /// How long --wait-drained waits (default: the service's drain timeout plus 5s).
+        #[arg(long, requires = "wait_drained")]
+        timeout: Option<String>,
     },
+    /// Show what is left on each pool: in-flight requests, open and draining tunnels.
+    #[command(after_help = "Example:\n  cutover ctl drain web")]
+    Drain { service: String },
     /// Return a service to the split before its last change.
     #[command(after_help = "Example:\n  cutover ctl rollback web --reason 'errors on green'")]
     Rollback {

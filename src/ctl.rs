@@ -99,10 +99,14 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
                 change,
             )),
         ),
+        CtlCommand::Drain { service } => {
+            (Method::GET, format!("/v1/services/{service}/drain"), None)
+        }
         CtlCommand::Switch {
             service,
             pool,
             change,
+            ..
         } => (
             Method::POST,
             format!("/v1/services/{service}/switch"),
@@ -126,14 +130,28 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             status.canonical_reason().unwrap_or("")
         )));
     }
-    if args.json {
-        return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
+    let shown = if args.json {
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    } else {
+        match &args.command {
+            CtlCommand::Status => format_status(&v),
+            CtlCommand::Audit => format_audit(&v),
+            CtlCommand::Drain { .. } => format_drain(&v),
+            _ => format_change(&v),
+        }
+    };
+    if let CtlCommand::Switch {
+        service,
+        wait_drained: true,
+        timeout,
+        ..
+    } = &args.command
+    {
+        // Show the switch now; the wait that follows shows a progress bar.
+        println!("{shown}");
+        return wait_drained(args, service, &v, timeout.as_deref()).await;
     }
-    Ok(match &args.command {
-        CtlCommand::Status => format_status(&v),
-        CtlCommand::Audit => format_audit(&v),
-        _ => format_change(&v),
-    })
+    Ok(shown)
 }
 
 fn split_str(v: &Value) -> String {
@@ -258,4 +276,128 @@ fn format_audit(v: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn format_drain(v: &Value) -> String {
+    let mut out = format!(
+        "{}  (generation {})\n  {:<12} {:>7} {:>10} {:>13} {:>17}  drained\n",
+        v["service"].as_str().unwrap_or("?"),
+        v["generation"],
+        "pool",
+        "weight",
+        "in-flight",
+        "tunnels open",
+        "tunnels draining"
+    );
+    for p in v["pools"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<12} {:>7} {:>10} {:>13} {:>17}  {}\n",
+            p["pool"].as_str().unwrap_or("?"),
+            p["weight"].to_string(),
+            p["in_flight"].to_string(),
+            p["tunnels_open"].to_string(),
+            p["tunnels_draining"].to_string(),
+            if p["drained"] == json!(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// `ctl switch --wait-drained`: after the switch, follow the pools that lost
+/// all their traffic with a progress line until they are empty (Ok) or the
+/// deadline passes (Err with what is left, so the exit code is 1).
+async fn wait_drained(
+    args: &CtlArgs,
+    service: &str,
+    outcome: &Value,
+    timeout: Option<&str>,
+) -> Result<String, CtlError> {
+    let old: Vec<String> = outcome["previous"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, w)| {
+            w.as_u64().unwrap_or(0) > 0 && outcome["split"][name.as_str()].as_u64() == Some(0)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    if old.is_empty() {
+        return Ok("no pool lost all its traffic: nothing to drain".into());
+    }
+    let limit = match timeout {
+        Some(t) => cutover_config::parse_duration(t)
+            .map_err(|e| CtlError::Usage(format!("--timeout: {e}")))?,
+        None => {
+            let (_, status) = call(args, Method::GET, "/v1/status", None).await?;
+            let drain = status["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == service)
+                .and_then(|s| s["drain_timeout"].as_str())
+                .and_then(|d| cutover_config::parse_duration(d).ok())
+                .unwrap_or(std::time::Duration::from_secs(30));
+            drain + std::time::Duration::from_secs(5)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} draining {prefix} [{elapsed}]: {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(old.join(", "));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    loop {
+        let (status, v) = call(
+            args,
+            Method::GET,
+            &format!("/v1/services/{service}/drain?wait=1s"),
+            None,
+        )
+        .await?;
+        if !status.is_success() {
+            bar.finish_and_clear();
+            return Err(CtlError::Api(format!(
+                "drain status: {}",
+                v["error"].as_str().unwrap_or("failed")
+            )));
+        }
+        let pools: Vec<&Value> = v["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| old.iter().any(|o| p["pool"] == o.as_str()))
+            .collect();
+        let left: Vec<String> = pools
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {} in flight, {} tunnels open, {} draining",
+                    p["pool"].as_str().unwrap_or("?"),
+                    p["in_flight"],
+                    p["tunnels_open"],
+                    p["tunnels_draining"]
+                )
+            })
+            .collect();
+        bar.set_message(left.join("; "));
+        if pools.iter().all(|p| p["drained"] == json!(true)) {
+            bar.finish_and_clear();
+            return Ok(format!("{} drained", old.join(", ")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bar.finish_and_clear();
+            return Err(CtlError::Api(format!(
+                "not drained after {:.1}s; left: {}",
+                limit.as_secs_f64(),
+                left.join("; ")
+            )));
+        }
+    }
 }

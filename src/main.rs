@@ -122,6 +122,42 @@ fn main() -> ExitCode {
 }
 
 #[cfg(feature = "edge")]
-fn edge_command(_cmd: cutover::cli::EdgeCommand) -> ExitCode {
-    fail("edge commands are being wired in")
+fn edge_command(cmd: cutover::cli::EdgeCommand) -> ExitCode {
+    use cutover::cli::EdgeCommand;
+    let path = match &cmd {
+        EdgeCommand::Plan { config, .. } | EdgeCommand::Apply { config, .. } => config.clone(),
+    };
+    let cfg = match cutover_config::load(&path) {
+        Ok(c) => c,
+        Err(errs) => return fail(format!("invalid config:\n{errs}")),
+    };
+    let Some(edge) = cfg.edge else {
+        return fail(format!(
+            "{}: no [edge] section: nothing to plan or apply",
+            path.display()
+        ));
+    };
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let mut out = std::io::stdout();
+    let result = rt.block_on(async {
+        match cmd {
+            EdgeCommand::Plan { json, .. } => {
+                cutover_control::edge::plan_command(&edge, json, &mut out).await
+            }
+            EdgeCommand::Apply { timeout, .. } => match cutover_config::parse_duration(&timeout) {
+                Ok(t) => cutover_control::edge::apply_command(&edge, t, &mut out).await,
+                Err(e) => Ok({
+                    eprintln!("error: --timeout: {e}");
+                    1
+                }),
+            },
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => fail(e),
+    }
 }

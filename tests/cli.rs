@@ -168,3 +168,165 @@ fn a_busy_port_names_the_port_and_the_config_key() {
         "{err}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0() {
+    let blue = support::TestBackend::start("blue").await;
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"shutdown_timeout = "10s"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[services.web]
+split = {{ blue = 1, green = 0 }}
+[[services.web.listeners]]
+listen = "127.0.0.1:{proxy_port}"
+[services.web.pools.blue]
+backends = ["{b}"]
+[services.web.pools.green]
+backends = ["{b}"]
+"#,
+            b = blue.addr
+        ),
+    )
+    .unwrap();
+    /// Kills the child if the test fails before it exits by itself.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        cutover()
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let up = support::eventually(std::time::Duration::from_secs(10), || async {
+        support::probe(admin, "/readyz")
+            .await
+            .is_some_and(|a| a.status == 200)
+    })
+    .await;
+    assert!(up, "cutover did not become ready");
+    // A connection that tries to connect without panicking.
+    async fn connect_ok(addr: std::net::SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    }
+    assert!(connect_ok(proxy).await);
+
+    let slow = tokio::spawn(async move { support::get_once(proxy, "/slow?ms=1500", &[]).await });
+    let in_flight = support::eventually(std::time::Duration::from_secs(5), || async {
+        let (_, v) = support::admin(admin, "GET", "/v1/services/web/drain", None).await;
+        v["pools"][0]["in_flight"] == 1
+    })
+    .await;
+    assert!(in_flight, "the slow request never showed as in flight");
+
+    let t = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let refused = support::eventually(std::time::Duration::from_secs(3), || async {
+        !connect_ok(proxy).await
+    })
+    .await;
+    assert!(refused, "new connections are still accepted after SIGTERM");
+
+    let answer = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.pool(), "blue");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = status.expect("cutover exits within 10s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_switch_wait_drained_follows_the_old_pool_and_ctl_drain_prints_counts() {
+    let h = support::Harness::new()
+        .service("drain_timeout = \"30s\"")
+        .start()
+        .await;
+    let admin = format!("http://{}", h.admin);
+    let run = |args: &[&str]| {
+        let out = cutover()
+            .arg("ctl")
+            .args(args)
+            .env("CUTOVER_ADMIN", &admin)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let mut ws = support::ws::Ws::connect(h.proxy).await;
+    assert_eq!(
+        ws.echo("hi").await,
+        support::ws::Echo::Text("blue: hi".into())
+    );
+    // Blue keeps a tunnel: the wait runs out and says what is left.
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "switch",
+            "web",
+            "green",
+            "--wait-drained",
+            "--timeout",
+            "1500ms",
+        ])
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("-> blue=0 green=100"), "{out}");
+    assert!(
+        err.contains("not drained")
+            && err.contains("blue: 0 in flight, 0 tunnels open, 1 draining"),
+        "{err}"
+    );
+    let (ok, out, _) = tokio::task::block_in_place(|| run(&["drain", "web"]));
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("blue") && l.trim_end().ends_with("no")),
+        "{out}"
+    );
+    ws.close().await;
+    // Green has nothing on it: switching back drains it at once.
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| run(&["switch", "web", "blue", "--wait-drained"]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("green drained"), "{out}");
+}

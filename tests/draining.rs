@@ -80,14 +80,16 @@ async fn a_websocket_on_blue_survives_a_switch_until_the_drain_deadline_then_get
     })
     .await;
     assert!(ok, "blue never reported drained");
-    assert_eq!(
+    let counted = eventually(Duration::from_secs(2), || async {
         metric(
             h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#
+            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#,
         )
-        .await,
-        Some(1.0)
-    );
+        .await
+            == Some(1.0)
+    })
+    .await;
+    assert!(counted, "not counted");
     // ws2 is on green, which kept its share: untouched.
     assert_eq!(ws2.echo("still").await, Echo::Text("green: still".into()));
 }
@@ -116,14 +118,16 @@ async fn a_tunnel_that_finishes_by_itself_is_counted_as_finished() {
         "wait took {:?}",
         t.elapsed()
     );
-    assert_eq!(
+    let counted = eventually(Duration::from_secs(2), || async {
         metric(
             h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="finished",service="web"}"#
+            r#"cutover_drain_closed_total{pool="blue",reason="finished",service="web"}"#,
         )
-        .await,
-        Some(1.0)
-    );
+        .await
+            == Some(1.0)
+    })
+    .await;
+    assert!(counted, "not counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,14 +249,16 @@ async fn tcp_sessions_stay_through_a_change_that_keeps_their_pool_and_drain_on_o
         tcp_echo(&mut s2, "green ok").await.as_deref(),
         Some("green ok")
     );
-    assert_eq!(
+    let counted = eventually(Duration::from_secs(2), || async {
         metric(
             h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#
+            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#,
         )
-        .await,
-        Some(1.0)
-    );
+        .await
+            == Some(1.0)
+    })
+    .await;
+    assert!(counted, "not counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,4 +454,62 @@ async fn the_drain_endpoint_refuses_bad_queries() {
     }
     let (s, _) = admin(h.admin, "GET", "/v1/services/nope/drain", None).await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_to_a_pool_that_lost_all_traffic_are_closed() {
+    let h = Harness::new().start().await;
+    for _ in 0..5 {
+        assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().pool(), "blue");
+    }
+    let blue = &h.backends[0];
+    assert!(
+        blue.open.load(Ordering::Relaxed) >= 1,
+        "cutover keeps an idle keep-alive connection to blue"
+    );
+    switch(h.admin, "green").await;
+    let closed = eventually(Duration::from_secs(5), || async {
+        blue.open.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    assert!(
+        closed,
+        "idle connections to blue stay open: {}",
+        blue.open.load(Ordering::Relaxed)
+    );
+    // Blue keeps working when it gets traffic again.
+    switch(h.admin, "blue").await;
+    assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().pool(), "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_stream_on_the_old_pool_is_cut_at_the_drain_deadline() {
+    let h = Harness::new()
+        .service("drain_timeout = \"700ms\"")
+        .start()
+        .await;
+    let proxy = h.proxy;
+    let stream = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = Conn::h1(proxy)
+            .await
+            .get("/stream?chunks=100&ms=100", &[])
+            .await;
+        (r, t.elapsed())
+    });
+    let busy = eventually(Duration::from_secs(2), || async {
+        pool(&drain(h.admin, "").await, "blue")["in_flight"] == 1
+    })
+    .await;
+    assert!(busy);
+    switch(h.admin, "green").await;
+    let (r, took) = stream.await.unwrap();
+    // A 10 s stream ends (cut) shortly after the 700 ms deadline.
+    assert!(took < Duration::from_secs(5), "the stream ran {took:?}");
+    match r {
+        Err(_) => {}
+        Ok(a) => assert!(a.body.lines().count() < 100, "the stream was not cut"),
+    }
+    let v = drain(h.admin, "?pool=blue&wait=5s").await;
+    assert_eq!(v["drained"], true, "{v}");
 }

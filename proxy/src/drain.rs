@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::snapshot::{Backend, Service, Snapshot};
 use crate::Shared;
 
 /// What is left on one pool.
@@ -57,10 +58,47 @@ pub fn status(shared: &Shared, service: &str) -> Option<Vec<PoolDrain>> {
     )
 }
 
-/// Re-evaluates tunnels after every routing change, until the sender goes.
+/// After every routing change, until the sender goes: re-evaluates tunnels,
+/// and for backends the new snapshot retired (their pool lost all its
+/// traffic) cuts the upstream connections still open at the drain deadline.
 pub async fn follow_changes(shared: Arc<Shared>, mut generation: watch::Receiver<u64>) {
+    let mut prev = shared.snapshot.load_full();
     while generation.changed().await.is_ok() {
         let snap = shared.snapshot.load_full();
         shared.tunnels.rebalance(&snap);
+        for (service, backend) in retired(&prev, &snap) {
+            let deadline = service.config.drain_timeout;
+            let name = service.config.name.clone();
+            let weak = Arc::downgrade(&backend);
+            drop(backend);
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                // Still alive only while requests on it are in flight.
+                if let Some(b) = weak.upgrade() {
+                    let cut = b.connections.cut_all();
+                    if cut > 0 {
+                        tracing::warn!(service = %name, backend = %b.addr, cut, "drain deadline passed: cut upstream connections still in use");
+                    }
+                }
+            });
+        }
+        prev = snap;
     }
+}
+
+/// Backends of `prev` that `next` no longer uses.
+fn retired(prev: &Snapshot, next: &Snapshot) -> Vec<(Arc<Service>, Arc<Backend>)> {
+    let mut out = Vec::new();
+    for s in &prev.services {
+        let kept: Vec<&Arc<Backend>> = next
+            .service(s.name())
+            .map(|(_, n)| n.pools.iter().flat_map(|p| p.backends.iter()).collect())
+            .unwrap_or_default();
+        for b in s.pools.iter().flat_map(|p| p.backends.iter()) {
+            if !kept.iter().any(|k| Arc::ptr_eq(k, b)) {
+                out.push((s.clone(), b.clone()));
+            }
+        }
+    }
+    out
 }

@@ -289,7 +289,32 @@ pub(crate) async fn handle(
         tokio::spawn(async move {
             match tokio::join!(on_client, on_backend) {
                 (Ok(c), Ok(b)) => {
-                    crate::tunnel::pump(TokioIo::new(c), TokioIo::new(b), tunnel, websocket).await
+                    // Take the backend socket out of hyper's hands: the tunnel
+                    // drains by its own rules, not with the backend's pool.
+                    match b.downcast::<crate::upstream::TrackedIo>() {
+                        Ok(parts) => {
+                            parts.io.forget();
+                            let backend = TokioIo::new(parts.io);
+                            crate::tunnel::pump(
+                                TokioIo::new(c),
+                                backend,
+                                tunnel,
+                                websocket,
+                                parts.read_buf,
+                            )
+                            .await
+                        }
+                        Err(b) => {
+                            crate::tunnel::pump(
+                                TokioIo::new(c),
+                                TokioIo::new(b),
+                                tunnel,
+                                websocket,
+                                Default::default(),
+                            )
+                            .await
+                        }
+                    }
                 }
                 (c, b) => {
                     tracing::debug!(client = ?c.err(), backend = ?b.err(), "upgrade did not complete")

@@ -17,6 +17,7 @@ pub mod snapshot;
 mod tcp;
 pub mod ticket;
 pub mod tunnel;
+pub mod upstream;
 
 pub use error::{ErrorSource, ProxyError};
 pub use metrics::ProxyMetrics;

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::metrics::{PoolMetrics, ProxyMetrics};
 use crate::ticket::{Split, Ticket};
+use crate::upstream::{ConnRegistry, TrackingConnector};
 
 pub struct Snapshot {
     pub generation: u64,
@@ -50,7 +51,9 @@ pub struct Backend {
     pub protocol: Protocol,
     pub weight: u32,
     in_flight: AtomicI64,
-    pub(crate) client: Client<HttpConnector, Incoming>,
+    pub(crate) client: Client<TrackingConnector, Incoming>,
+    /// The upstream connections this backend's client opened.
+    pub connections: Arc<ConnRegistry>,
     connect_timeout: Duration,
 }
 
@@ -100,6 +103,23 @@ impl Snapshot {
             .map(|(i, s)| {
                 if i == service {
                     let mut s2 = Service::clone(s);
+                    // A pool that loses all its traffic gets fresh backends:
+                    // the old clients (and their idle keep-alive connections)
+                    // go away as soon as no in-flight request holds them, and
+                    // the drainer cuts what is left at the drain deadline.
+                    s2.pools = s
+                        .pools
+                        .iter()
+                        .zip(s.split.weights())
+                        .zip(&split)
+                        .map(|((p, old), new)| {
+                            if *old > 0 && *new == 0 {
+                                Arc::new(p.refreshed())
+                            } else {
+                                p.clone()
+                            }
+                        })
+                        .collect();
                     s2.split = Split::new(split.clone());
                     Arc::new(s2)
                 } else {
@@ -213,6 +233,14 @@ impl Pool {
         }
     }
 
+    /// The same pool with fresh backends (same addresses, weights, metrics).
+    fn refreshed(&self) -> Pool {
+        let backends = self.backends.iter().map(|b| Arc::new(b.fresh())).collect();
+        let mut p = Pool::new(self.name.clone(), backends, self.metrics.clone());
+        p.send_proxy_protocol = self.send_proxy_protocol;
+        p
+    }
+
     /// Requests in flight on this pool (all snapshots' requests included).
     pub fn in_flight(&self) -> i64 {
         self.metrics.in_flight.get()
@@ -252,6 +280,8 @@ impl Backend {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.enforce_http(true);
+        let connections = Arc::new(ConnRegistry::default());
+        let connector = TrackingConnector::new(connector, connections.clone());
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -270,8 +300,14 @@ impl Backend {
             weight,
             in_flight: AtomicI64::new(0),
             client: builder.build(connector),
+            connections,
             connect_timeout,
         }
+    }
+
+    /// The same backend with a fresh client (no pooled connections).
+    pub fn fresh(&self) -> Backend {
+        Backend::new(&self.addr, self.protocol, self.weight, self.connect_timeout)
     }
 
     pub fn in_flight(&self) -> i64 {

@@ -79,6 +79,6 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         .shared
         .tunnels
         .open(service.name(), pool.clone(), &backend.addr, ticket);
-    crate::tunnel::pump(&mut stream, upstream, guard, false).await;
+    crate::tunnel::pump(&mut stream, upstream, guard, false, Default::default()).await;
     backend.leave();
 }

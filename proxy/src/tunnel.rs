@@ -260,8 +260,15 @@ pub const WS_CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xe9];
 /// Pumps bytes both ways until both directions end or the drain deadline
 /// passes. Half-closes are passed on. With `websocket`, a close frame 1001
 /// goes to the client at the deadline when the stream is between frames.
-pub async fn pump<C, B>(client: C, backend: B, mut guard: TunnelGuard, websocket: bool)
-where
+/// `prefix` holds bytes the backend already sent that were read before the
+/// tunnel began (hyper's read buffer at the upgrade); they go to the client first.
+pub async fn pump<C, B>(
+    client: C,
+    backend: B,
+    mut guard: TunnelGuard,
+    websocket: bool,
+    prefix: bytes::Bytes,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
@@ -275,6 +282,17 @@ where
             let _ = bw.shutdown().await;
         };
         let down = async {
+            if !prefix.is_empty() {
+                writing = true;
+                if cw.write_all(&prefix).await.is_err() {
+                    let _ = cw.shutdown().await;
+                    return;
+                }
+                writing = false;
+                if websocket {
+                    frames.feed(&prefix);
+                }
+            }
             let mut buf = vec![0u8; 16 * 1024];
             loop {
                 let n = match br.read(&mut buf).await {

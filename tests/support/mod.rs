@@ -33,6 +33,8 @@ pub struct TestBackend {
     pub pool: String,
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
+    /// Connections open right now (HTTP backends).
+    pub open: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
 }
@@ -46,14 +48,21 @@ impl TestBackend {
         let (stop, mut rx) = watch::channel(false);
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let (name, conns, reqs) = (pool.to_string(), connections.clone(), requests.clone());
+        let open = Arc::new(AtomicU64::new(0));
+        let (name, conns, reqs, open2) = (
+            pool.to_string(),
+            connections.clone(),
+            requests.clone(),
+            open.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     a = listener.accept() => {
                         let Ok((stream, _)) = a else { continue };
                         conns.fetch_add(1, Ordering::Relaxed);
-                        let (name, reqs) = (name.clone(), reqs.clone());
+                        open2.fetch_add(1, Ordering::Relaxed);
+                        let (name, reqs, open3) = (name.clone(), reqs.clone(), open2.clone());
                         tokio::spawn(async move {
                             let svc = service_fn(move |req: Request<Incoming>| {
                                 reqs.fetch_add(1, Ordering::Relaxed);
@@ -62,6 +71,7 @@ impl TestBackend {
                             let _ = auto::Builder::new(TokioExecutor::new())
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                 .await;
+                            open3.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
                     _ = rx.changed() => break,
@@ -72,6 +82,7 @@ impl TestBackend {
             pool: pool.to_string(),
             addr,
             connections,
+            open,
             requests,
             stop,
         }
@@ -130,6 +141,7 @@ impl TestBackend {
             pool: pool.to_string(),
             addr,
             connections,
+            open: Arc::new(AtomicU64::new(0)),
             requests: Arc::new(AtomicU64::new(0)),
             stop,
         }
@@ -538,6 +550,19 @@ impl Conn {
         .map_err(|e| e.to_string())?;
         read(resp).await
     }
+}
+
+/// A GET on a new connection; None when nothing listens there (yet).
+pub async fn probe(addr: SocketAddr, path: &str) -> Option<Answer> {
+    let io = TokioIo::new(TcpStream::connect(addr).await.ok()?);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", "probe")
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    read(send.send_request(req).await.ok()?).await.ok()
 }
 
 /// A GET on a new connection.
