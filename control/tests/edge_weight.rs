@@ -1,0 +1,173 @@
+//! The reconciler keeps `weight_from` records on the live split: a change
+//! of the routing generation with a new split triggers a pass at once (the
+//! interval is an hour here), and metrics and status say what happened.
+
+#![cfg(feature = "edge")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_control::edge::reconcile::PassResult;
+use cutover_control::edge::{spawn_reconciler_with, EdgeClients, ReconcilerOptions, SplitsFn};
+use support::moto::{sdk_config, wait_for, Moto};
+use support::{create_zone, edge_config, find, list_records};
+
+type Split = Vec<(String, String, u32, u32)>;
+
+fn split(blue: u32, green: u32) -> Split {
+    vec![
+        ("web".into(), "blue".into(), blue, blue + green),
+        ("web".into(), "green".into(), green, blue + green),
+    ]
+}
+
+async fn weights(r53: &aws_sdk_route53::Client, zone: &str) -> (Option<i64>, Option<i64>) {
+    let sets = list_records(r53, zone).await;
+    (
+        find(&sets, "app.example.com.", Some("blue")).and_then(|r| r.weight()),
+        find(&sets, "app.example.com.", Some("green")).and_then(|r| r.weight()),
+    )
+}
+
+fn metric(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
+    for mf in registry.gather() {
+        if mf.name() != name {
+            continue;
+        }
+        for m in mf.get_metric() {
+            let ok = match label {
+                None => true,
+                Some((k, v)) => m
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == k && l.value() == v),
+            };
+            if ok {
+                return match mf.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+            }
+        }
+    }
+    panic!("no metric {name} {label:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_from_follows_the_split_after_a_switch() {
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto.endpoint()).await;
+    let r53 = aws_sdk_route53::Client::new(&sdk);
+    let zone = create_zone(&r53, "example.com.").await;
+    let cfg = edge_config(&format!(
+        r#"
+[edge]
+interval = "1h"
+
+[[edge.records]]
+zone_id = "{zone}"
+name = "app.example.com."
+type = "A"
+values = ["203.0.113.20"]
+set_identifier = "blue"
+weight_from = "web.blue"
+
+[[edge.records]]
+zone_id = "{zone}"
+name = "app.example.com."
+type = "A"
+values = ["203.0.113.30"]
+set_identifier = "green"
+weight_from = "web.green"
+"#
+    ));
+
+    let live = Arc::new(Mutex::new(split(90, 10)));
+    let source = live.clone();
+    let splits: SplitsFn = Arc::new(move || source.lock().map(|s| s.clone()).unwrap_or_default());
+    let (gen_tx, gen_rx) = tokio::sync::watch::channel(1u64);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let registry = prometheus::Registry::new();
+    let handle = spawn_reconciler_with(
+        cfg,
+        Some(EdgeClients::from_sdk_config(&sdk)),
+        ReconcilerOptions::default(),
+        splits,
+        gen_rx,
+        &registry,
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .expect("reconciler starts");
+    let mut status = handle.subscribe();
+
+    // The first pass runs at once and creates both records from the split.
+    wait_for("the first pass", Duration::from_secs(30), || {
+        let s = status.borrow_and_update().clone();
+        async move { s.passes >= 1 }
+    })
+    .await;
+    let s = handle.status();
+    assert_eq!(s.last_result, Some(PassResult::Applied), "{s:?}");
+    assert_eq!(s.last_error, None);
+    assert_eq!(s.drift_records, 2);
+    assert_eq!(s.generation, 1);
+    assert_eq!(weights(&r53, &zone).await, (Some(230), Some(26)));
+
+    // An admin switch: all traffic to green, new generation.
+    *live.lock().unwrap() = split(0, 100);
+    gen_tx.send_replace(2);
+    wait_for("a pass after the switch", Duration::from_secs(30), || {
+        let s = status.borrow_and_update().clone();
+        async move { s.generation == 2 }
+    })
+    .await;
+    assert_eq!(weights(&r53, &zone).await, (Some(0), Some(255)));
+    let s = handle.status();
+    assert_eq!(
+        s.passes, 2,
+        "the trigger, not the 1h interval, ran it: {s:?}"
+    );
+    assert_eq!(s.last_result, Some(PassResult::Applied));
+    assert_eq!(s.last_changes.len(), 2);
+    assert!(s.last_success_at.is_some());
+    let json = serde_json::to_value(&s).expect("status serialises");
+    assert_eq!(json["last_result"], "applied");
+
+    assert_eq!(
+        metric(
+            &registry,
+            "cutover_edge_reconcile_total",
+            Some(("result", "applied"))
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "cutover_edge_reconcile_total",
+            Some(("result", "error"))
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(&registry, "cutover_edge_drift", Some(("kind", "record"))),
+        2.0
+    );
+    assert!(
+        metric(
+            &registry,
+            "cutover_edge_last_success_timestamp_seconds",
+            None
+        ) > 1.6e9
+    );
+
+    // Shutdown stops the loop.
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("the reconciler stops on shutdown");
+}
