@@ -94,3 +94,18 @@ async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
     );
     assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_backends_get_http2_and_http1_backends_http11() {
+    let h = Harness::new().pools("protocol = \"h2c\"").start().await;
+    let mut c = Conn::h1(h.proxy).await;
+    for _ in 0..3 {
+        let a = c.get("/", &[]).await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["x-seen-version"], "HTTP/2.0");
+        assert_eq!(a.headers["x-seen-host"], "www.example.test");
+    }
+    let plain = Harness::new().start().await;
+    let a = Conn::h2(plain.proxy).await.get("/", &[]).await.unwrap();
+    assert_eq!(a.headers["x-seen-version"], "HTTP/1.1", "an HTTP/2 client, an HTTP/1.1 backend");
+}

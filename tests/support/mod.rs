@@ -230,6 +230,7 @@ async fn backend_answer(
         .header("x-seen-xfh", echo("x-forwarded-host"))
         .header("x-seen-xfp", echo("x-forwarded-proto"))
         .header("x-seen-connection", echo("connection"))
+        .header("x-seen-version", format!("{:?}", req.version()))
         .body(BodyExt::boxed(Full::new(Bytes::from(format!("{pool}\n")))))
         .unwrap_or_else(|_| Response::new(BodyExt::boxed(Full::new(Bytes::new()))));
     Ok(resp)
@@ -266,18 +267,13 @@ fn websocket_echo(req: &mut Request<Incoming>, pool: String) -> Response<Backend
         )
         .await;
         while let Some(Ok(msg)) = ws.next().await {
-            match msg {
-                Message::Text(t) => {
-                    if ws
-                        .send(Message::text(format!("{pool}: {t}")))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+            let reply = match msg {
+                Message::Text(t) => Message::text(format!("{pool}: {t}")),
                 Message::Close(_) => return,
-                _ => {}
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                return;
             }
         }
     });
