@@ -107,5 +107,8 @@ async fn h2c_backends_get_http2_and_http1_backends_http11() {
     }
     let plain = Harness::new().start().await;
     let a = Conn::h2(plain.proxy).await.get("/", &[]).await.unwrap();
-    assert_eq!(a.headers["x-seen-version"], "HTTP/1.1", "an HTTP/2 client, an HTTP/1.1 backend");
+    assert_eq!(
+        a.headers["x-seen-version"], "HTTP/1.1",
+        "an HTTP/2 client, an HTTP/1.1 backend"
+    );
 }
