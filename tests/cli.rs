@@ -9,6 +9,21 @@ fn cutover() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cutover"))
 }
 
+/// Runs `cutover ctl ARGS` against `admin`: (success, stdout, stderr).
+fn ctl(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let out = cutover()
+        .arg("ctl")
+        .args(args)
+        .env("CUTOVER_ADMIN", admin)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 const GOOD: &str = r#"[services.web]
 split = { blue = 90, green = 10 }
 
@@ -92,19 +107,7 @@ fn check_reports_all_errors_at_once() {
 async fn ctl_switches_and_reports_through_the_admin_api() {
     let h = support::Harness::new().start().await;
     let admin = format!("http://{}", h.admin);
-    let run = |args: &[&str]| {
-        let out = cutover()
-            .arg("ctl")
-            .args(args)
-            .env("CUTOVER_ADMIN", &admin)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| ctl(&admin, args);
     let (ok, out, err) = tokio::task::block_in_place(|| {
         run(&["split", "web", "blue=90", "green=10", "--reason", "canary"])
     });
@@ -280,19 +283,7 @@ async fn ctl_switch_wait_drained_follows_the_old_pool_and_ctl_drain_prints_count
         .start()
         .await;
     let admin = format!("http://{}", h.admin);
-    let run = |args: &[&str]| {
-        let out = cutover()
-            .arg("ctl")
-            .args(args)
-            .env("CUTOVER_ADMIN", &admin)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| ctl(&admin, args);
     let mut ws = support::ws::Ws::connect(h.proxy).await;
     assert_eq!(
         ws.echo("hi").await,

@@ -40,6 +40,16 @@ async fn metric(admin_addr: SocketAddr, line_start: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Polls until blue's `cutover_drain_closed_total{reason}` reaches `want`.
+async fn drain_closed_becomes(admin_addr: SocketAddr, reason: &str, want: f64) -> bool {
+    let line =
+        format!(r#"cutover_drain_closed_total{{pool="blue",reason="{reason}",service="web"}}"#);
+    eventually(Duration::from_secs(2), || async {
+        metric(admin_addr, &line).await == Some(want)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_on_blue_survives_a_switch_until_the_drain_deadline_then_gets_1001() {
     let h = Harness::new()
@@ -80,16 +90,10 @@ async fn a_websocket_on_blue_survives_a_switch_until_the_drain_deadline_then_get
     })
     .await;
     assert!(ok, "blue never reported drained");
-    let counted = eventually(Duration::from_secs(2), || async {
-        metric(
-            h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#,
-        )
-        .await
-            == Some(1.0)
-    })
-    .await;
-    assert!(counted, "not counted");
+    assert!(
+        drain_closed_becomes(h.admin, "deadline", 1.0).await,
+        "blue's drain close (deadline) was not counted"
+    );
     // ws2 is on green, which kept its share: untouched.
     assert_eq!(ws2.echo("still").await, Echo::Text("green: still".into()));
 }
@@ -118,16 +122,10 @@ async fn a_tunnel_that_finishes_by_itself_is_counted_as_finished() {
         "wait took {:?}",
         t.elapsed()
     );
-    let counted = eventually(Duration::from_secs(2), || async {
-        metric(
-            h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="finished",service="web"}"#,
-        )
-        .await
-            == Some(1.0)
-    })
-    .await;
-    assert!(counted, "not counted");
+    assert!(
+        drain_closed_becomes(h.admin, "finished", 1.0).await,
+        "blue's drain close (finished) was not counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,16 +247,10 @@ async fn tcp_sessions_stay_through_a_change_that_keeps_their_pool_and_drain_on_o
         tcp_echo(&mut s2, "green ok").await.as_deref(),
         Some("green ok")
     );
-    let counted = eventually(Duration::from_secs(2), || async {
-        metric(
-            h.admin,
-            r#"cutover_drain_closed_total{pool="blue",reason="deadline",service="web"}"#,
-        )
-        .await
-            == Some(1.0)
-    })
-    .await;
-    assert!(counted, "not counted");
+    assert!(
+        drain_closed_becomes(h.admin, "deadline", 1.0).await,
+        "blue's drain close (deadline) was not counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
