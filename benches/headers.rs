@@ -1,0 +1,73 @@
+// Measures header rewriting per request: hop-by-hop removal and X-Forwarded-* on a typical request head, and reading the ticket cookie.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use cutover_proxy::headers::{cookie_ticket, remove_hop_by_hop, set_forwarded};
+use http::header::{HeaderMap, HeaderValue};
+
+/// A request head as a load generator sends it (wrk: Host only).
+fn minimal() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    h
+}
+
+/// A request head as a browser behind a load balancer sends it.
+fn browser() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("host", "www.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        (
+            "cookie",
+            "session=abc123; cutover_ticket=00000000deadbeef; theme=dark",
+        ),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("upgrade-insecure-requests", "1"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn headers(c: &mut Criterion) {
+    let client: IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut group = c.benchmark_group("headers");
+    for (name, make) in [
+        ("minimal", minimal as fn() -> HeaderMap),
+        ("browser", browser),
+    ] {
+        let head = make();
+        group.bench_function(format!("rewrite_{name}"), |b| {
+            b.iter_batched_ref(
+                || head.clone(),
+                |h| {
+                    remove_hop_by_hop(h);
+                    set_forwarded(h, client, "http", Some("www.example.com"));
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let head = browser();
+    group.bench_function("cookie_ticket", |b| {
+        b.iter(|| black_box(cookie_ticket(black_box(&head), "cutover_ticket")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, headers);
+criterion_main!(benches);
