@@ -1,10 +1,9 @@
 // Measures header rewriting per request: hop-by-hop removal and X-Forwarded-* on a typical request head, and reading the ticket cookie.
 
 use std::hint::black_box;
-use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use cutover_proxy::headers::{cookie_ticket, remove_hop_by_hop, set_forwarded};
+use cutover_proxy::headers::{client_value, cookie_ticket, remove_hop_by_hop, set_forwarded};
 use http::header::{HeaderMap, HeaderValue};
 
 /// A request head as a load generator sends it (wrk: Host only).
@@ -44,7 +43,7 @@ fn browser() -> HeaderMap {
 }
 
 fn headers(c: &mut Criterion) {
-    let client: IpAddr = "127.0.0.1".parse().expect("ip");
+    let client = client_value("127.0.0.1".parse().expect("ip"));
     let mut group = c.benchmark_group("headers");
     for (name, make) in [
         ("minimal", minimal as fn() -> HeaderMap),
@@ -56,7 +55,7 @@ fn headers(c: &mut Criterion) {
                 || head.clone(),
                 |h| {
                     remove_hop_by_hop(h);
-                    set_forwarded(h, client, "http", Some("www.example.com"));
+                    set_forwarded(h, &client, "http", Some("www.example.com"));
                 },
                 BatchSize::SmallInput,
             )

@@ -6,11 +6,19 @@ use clap::Parser;
 use cutover::cli::{Cli, Command};
 use cutover::{ctl, demo, logging, App};
 
+/// One worker: a current-thread runtime (no work-stealing queues, no
+/// cross-thread wake-ups; the load benchmark showed it matters). More: the
+/// multi-thread scheduler.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n.max(1));
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().thread_name("cutover-worker").build()
 }
 

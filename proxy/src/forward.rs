@@ -26,6 +26,8 @@ static X_CUTOVER_TOKEN: header::HeaderName = header::HeaderName::from_static("x-
 /// Per downstream connection.
 pub(crate) struct ConnCtx {
     pub client: SocketAddr,
+    /// `client`'s address as an `X-Forwarded-For` value, built once.
+    pub client_value: HeaderValue,
     pub ticket: Ticket,
     pub listener: Arc<ListenerCtx>,
     pub activity: Arc<ConnActivity>,
@@ -207,13 +209,13 @@ pub(crate) async fn handle(
             status: 0,
         }));
     }
-    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    let authority = parts.uri.authority().cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(
         &mut parts.headers,
-        ctx.client.ip(),
+        &ctx.client_value,
         "http",
-        authority.as_deref(),
+        authority.as_ref().map(|a| a.as_str()),
     );
     if let Some(u) = &upgrade {
         parts

@@ -13,17 +13,48 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// `Connection` tokens that name no header to remove.
+fn names_no_header(token: &str) -> bool {
+    token.eq_ignore_ascii_case("keep-alive")
+        || token.eq_ignore_ascii_case("close")
+        || token.is_empty()
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in
 /// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // The common case, one pass and no hashing: nothing to remove.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+        let tokens = || {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|t| !names_no_header(t))
+        };
+        let named: Vec<HeaderName> = if tokens().next().is_none() {
+            Vec::new()
+        } else {
+            tokens()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect()
+        };
         for n in named {
             if n != header::TE {
                 headers.remove(&n);
@@ -48,20 +79,29 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is
 /// present (HTTP/2 clients send `:authority` instead).
+///
+/// `client` is the client address as a header value, built once per
+/// connection with [`client_value`]; only an incoming list is formatted.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     authority: Option<&str>,
 ) {
-    let client = client.to_canonical();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
+    let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let mut list = String::with_capacity(prev.len() + 2 + client.len());
+            list.push_str(prev);
+            list.push_str(", ");
+            list.push_str(client.to_str().unwrap_or(""));
+            HeaderValue::from_str(&list).ok()
+        }
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| client.clone()),
+    );
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if !headers.contains_key(header::HOST) {
         if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -71,6 +111,12 @@ pub fn set_forwarded(
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
+}
+
+/// A client address as an `X-Forwarded-For` value (IPv4-mapped IPv6 shown as IPv4).
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The ticket from a request's `Cookie` headers, if one is there and valid.
@@ -120,7 +166,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         set_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &client_value("127.0.0.1".parse().unwrap()),
             "http",
             Some("ignored"),
         );
@@ -132,7 +178,7 @@ mod tests {
         let mut h2 = HeaderMap::new();
         set_forwarded(
             &mut h2,
-            "::ffff:127.0.0.3".parse().unwrap(),
+            &client_value("::ffff:127.0.0.3".parse().unwrap()),
             "http",
             Some("api.example.com:8443"),
         );

@@ -196,6 +196,7 @@ async fn serve_conn(
     let activity = Arc::new(ConnActivity::new());
     let conn_ctx = Arc::new(ConnCtx {
         client,
+        client_value: crate::headers::client_value(client.ip()),
         ticket,
         listener: ctx.clone(),
         activity: activity.clone(),
