@@ -505,3 +505,20 @@ async fn an_in_flight_stream_on_the_old_pool_is_cut_at_the_drain_deadline() {
     let v = drain(h.admin, "?pool=blue&wait=5s").await;
     assert_eq!(v["drained"], true, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_is_tunnelled_and_drained_like_one_over_http1() {
+    let h = Harness::new()
+        .service("drain_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut ws = Ws::connect_h2(h.proxy).await;
+    assert_eq!(ws.echo("one").await, Echo::Text("blue: one".into()));
+    assert_eq!(pool(&drain(h.admin, "").await, "blue")["tunnels_open"], 1);
+    switch(h.admin, "green").await;
+    assert_eq!(ws.echo("two").await, Echo::Text("blue: two".into()));
+    let mut ws2 = Ws::connect_h2(h.proxy).await;
+    assert_eq!(ws2.echo("hi").await, Echo::Text("green: hi".into()));
+    // At the deadline: a close frame 1001, as over HTTP/1.1.
+    assert_eq!(ws.next().await, Echo::Closed(Some(1001)));
+}

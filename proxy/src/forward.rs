@@ -120,6 +120,36 @@ fn route(service: &Service, ctx: &ConnCtx, req: &Request<Incoming>) -> Result<Ro
     })
 }
 
+/// An HTTP/2 extended CONNECT for WebSocket (RFC 8441).
+fn h2_websocket(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::CONNECT
+        && req.version() == Version::HTTP_2
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
+fn websocket_key() -> HeaderValue {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = [0u8; 18];
+    raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    raw[8..16].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    let mut out = [b'='; 24];
+    for (i, chunk) in raw.chunks(3).enumerate() {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for j in 0..4 {
+            out[i * 4 + j] = B64[((n >> (18 - 6 * j)) & 63) as usize];
+        }
+    }
+    // 16 bytes encode to 22 characters and "==".
+    out[22] = b'=';
+    out[23] = b'=';
+    HeaderValue::from_bytes(&out)
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
 /// The `Upgrade` header of an HTTP/1.1 upgrade request (WebSocket and others).
 fn upgrade_request(req: &Request<Incoming>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
@@ -192,7 +222,24 @@ pub(crate) async fn handle(
     };
     let mut guard = RequestGuard::new(pool.clone(), backend.clone(), start, ctx.activity.clone());
 
-    let upgrade = upgrade_request(&req);
+    // A WebSocket over HTTP/2 (extended CONNECT) goes to the backend as an
+    // HTTP/1.1 upgrade; the answer goes back as 200 on the HTTP/2 stream.
+    let h2_ws = h2_websocket(&req);
+    if h2_ws && backend.protocol != cutover_config::Protocol::Http1 {
+        let err = ProxyError::new(
+            ErrorKind::NoBackend,
+            format!(
+                "WebSocket over HTTP/2 needs an http1 backend; pool `{}` is h2c",
+                pool.name
+            ),
+        );
+        return Ok(fail(&pool, guard, err));
+    }
+    let upgrade = if h2_ws {
+        Some(HeaderValue::from_static("websocket"))
+    } else {
+        upgrade_request(&req)
+    };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     if service.config.access_log {
@@ -222,6 +269,19 @@ pub(crate) async fn handle(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u.clone());
+    }
+    if h2_ws {
+        parts.method = http::Method::GET;
+        parts.extensions.remove::<hyper::ext::Protocol>();
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+        if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+            parts.headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
     }
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -324,7 +384,19 @@ pub(crate) async fn handle(
             }
         });
         pool.metrics.count_status(101);
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        if h2_ws {
+            // RFC 8441: the HTTP/2 answer to a WebSocket CONNECT is a 200.
+            parts.status = StatusCode::OK;
+            parts.version = Version::HTTP_2;
+            for h in [
+                header::CONNECTION,
+                header::UPGRADE,
+                header::SEC_WEBSOCKET_ACCEPT,
+            ] {
+                parts.headers.remove(h);
+            }
+        }
         return Ok(Response::from_parts(
             parts,
             ProxyBody::Upstream { inner: body, guard },

@@ -98,7 +98,8 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(spec.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .enable_connect_protocol();
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
     let mut conns = JoinSet::new();

@@ -9,7 +9,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-pub struct Ws(WebSocketStream<TcpStream>);
+/// Any byte stream a WebSocket can run on (a socket, an HTTP/2 stream).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct Ws(WebSocketStream<Box<dyn Io>>);
 
 /// What came back for one message.
 #[derive(Debug, PartialEq)]
@@ -21,11 +25,43 @@ pub enum Echo {
 
 impl Ws {
     pub async fn connect(proxy: SocketAddr) -> Ws {
-        let stream = TcpStream::connect(proxy).await.expect("connect");
+        let stream: Box<dyn Io> = Box::new(TcpStream::connect(proxy).await.expect("connect"));
         let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{proxy}/ws"), stream)
             .await
             .expect("websocket handshake through the proxy");
         assert_eq!(resp.status(), 101);
+        Ws(ws)
+    }
+
+    /// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on a new h2c connection.
+    pub async fn connect_h2(proxy: SocketAddr) -> Ws {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let io = TokioIo::new(TcpStream::connect(proxy).await.expect("connect"));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{proxy}/ws"))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        send.ready().await.expect("h2 ready");
+        let mut resp = send.send_request(req).await.expect("CONNECT answered");
+        assert_eq!(resp.status(), 200, "extended CONNECT through the proxy");
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .expect("h2 stream upgraded");
+        let stream: Box<dyn Io> = Box::new(TokioIo::new(upgraded));
+        let ws = WebSocketStream::from_raw_socket(
+            stream,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
         Ws(ws)
     }
 
