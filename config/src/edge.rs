@@ -310,6 +310,25 @@ fn nonempty(errs: &mut Errs, path: &[Seg], v: &Option<String>, what: &str) -> Op
     }
 }
 
+/// A required, non-empty string run through `parse`; a parse error is
+/// reported at the same key.
+fn required<T>(
+    errs: &mut Errs,
+    path: &[Seg],
+    v: &Option<String>,
+    what: &str,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> Option<T> {
+    let s = nonempty(errs, path, v, what)?;
+    match parse(s) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.push(path, e);
+            None
+        }
+    }
+}
+
 pub(crate) fn validate_edge(
     raw: &RawEdge,
     path: &[Seg],
@@ -436,32 +455,20 @@ fn validate_record(
     errs: &mut Errs,
 ) -> Option<RecordConfig> {
     let n = errs_len(errs);
-    let zone_id = nonempty(
+    let zone_id = required(
         errs,
         &key(p, "zone_id"),
         &rr.zone_id,
         "the hosted zone ID, like \"Z0123456789ABC\"",
-    )
-    .and_then(|z| match normalize_zone_id(&z) {
-        Ok(z) => Some(z),
-        Err(e) => {
-            errs.push(&key(p, "zone_id"), e);
-            None
-        }
-    });
-    let name = nonempty(
+        |z| normalize_zone_id(&z),
+    );
+    let name = required(
         errs,
         &key(p, "name"),
         &rr.name,
         "the record name, like \"www.example.com.\"",
-    )
-    .and_then(|n| match dns_name(&n, "name") {
-        Ok(n) => Some(n),
-        Err(e) => {
-            errs.push(&key(p, "name"), e);
-            None
-        }
-    });
+        |n| dns_name(&n, "name"),
+    );
     let rtype = match rr.rtype.as_deref() {
         Some("A") => Some(RecordType::A),
         Some("AAAA") => Some(RecordType::Aaaa),
@@ -501,37 +508,25 @@ fn validate_record(
                     "an alias record has no TTL (Route 53 uses the target's); remove `ttl`",
                 );
             }
-            let dns = nonempty(
+            let dns = required(
                 errs,
                 &key(&ap, "dns_name"),
                 &a.dns_name,
                 "the alias target's DNS name, like \"my-nlb-123.elb.us-east-1.amazonaws.com.\"",
-            )
-            .and_then(|n| {
-                // Alias targets are often copied without the final dot; Route 53
-                // answers with it, so it is added here.
-                let n = if n.ends_with('.') { n } else { format!("{n}.") };
-                match dns_name(&n, "dns_name") {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        errs.push(&key(&ap, "dns_name"), e);
-                        None
-                    }
-                }
-            });
-            let zone = nonempty(
+                |n| {
+                    // Alias targets are often copied without the final dot; Route 53
+                    // answers with it, so it is added here.
+                    let n = if n.ends_with('.') { n } else { format!("{n}.") };
+                    dns_name(&n, "dns_name")
+                },
+            );
+            let zone = required(
                 errs,
                 &key(&ap, "zone_id"),
                 &a.zone_id,
                 "the alias target's hosted zone ID (for a load balancer, its canonical hosted zone ID)",
-            )
-            .and_then(|z| match normalize_zone_id(&z) {
-                Ok(z) => Some(z),
-                Err(e) => {
-                    errs.push(&key(&ap, "zone_id"), e);
-                    None
-                }
-            });
+                |z| normalize_zone_id(&z),
+            );
             match (dns, zone) {
                 (Some(dns_name), Some(zone_id)) => Some(RecordTarget::Alias(AliasTarget {
                     dns_name,
@@ -758,19 +753,13 @@ fn validate_elastic_ip(re: &RawElasticIp, p: &[Seg], errs: &mut Errs) -> Option<
             }
         },
     };
-    let health_url = nonempty(
+    let health_url = required(
         errs,
         &key(p, "health_url"),
         &re.health_url,
         "how a candidate proves it is healthy, like \"http://{private_ip}:9901/readyz\"",
-    )
-    .and_then(|u| match parse_url_template(&u) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            errs.push(&key(p, "health_url"), e);
-            None
-        }
-    });
+        |u| parse_url_template(&u),
+    );
     let health_timeout = duration(
         errs,
         &key(p, "health_timeout"),
