@@ -9,7 +9,10 @@
 # Options: --rounds N, --no-oha (skip the fixed-rate latency part),
 # --no-build (use the existing release binary), --keep (keep the work dir),
 # --profile [h1|h2] (no comparison: profile cutover with `perf record` under
-# wrk/h2load at 50 connections and print the hottest functions).
+# wrk/h2load at 50 connections and print the hottest functions),
+# --syscalls [h1|h2] (no timing: system calls per request of each proxy,
+# counted with `strace -c -f` over a fixed number of requests at 50
+# connections; deterministic where time is not).
 # Environment: CARGO_TARGET_DIR (where cutover is built), BENCH_PORT_BASE
 # (default 18000), BENCH_IDLE_MIN (per-CPU idle % required before a round,
 # default 90), BENCH_FOREIGN_MAX (CPU % of one core that other processes may
@@ -34,6 +37,7 @@ DO_BUILD=1
 KEEP=0
 ROUNDS_SET=0
 PROFILE=
+SYSCALLS=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=0 ;;
     --keep) KEEP=1 ;;
     --profile) PROFILE=h1; case "${2:-}" in h1|h2) PROFILE=$2; shift ;; esac ;;
+    --syscalls) SYSCALLS=h1; case "${2:-}" in h1|h2) SYSCALLS=$2; shift ;; esac ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -818,17 +823,58 @@ profile() {
   cp "$WORK/perf.data" "$REPO/target/cutover-perf.data" && log "perf data kept: $REPO/target/cutover-perf.data (perf report -i ...)"
 }
 
+# System calls per request of each proxy: strace -c -f attached for a fixed
+# number of requests (strace slows the proxy, so no timing is taken).
+syscalls() {
+  command -v strace >/dev/null || die "strace is missing: apt-get install strace"
+  local n=20000 t pids args
+  start_backends
+  start_proxies
+  printf '%-8s %-5s %10s %10s   %s\n' proxy proto requests "calls/req" "top calls per request"
+  for t in cutover nginx haproxy; do
+    args=()
+    for p in $(pids_of "$t"); do args+=(-p "$p"); done
+    strace -c -f -o "$WORK/strace-$t.txt" "${args[@]}" 2>/dev/null &
+    local st=$!
+    sleep 0.5
+    case "$SYSCALLS" in
+      h1) taskset -c 1 h2load --h1 -t1 -c50 -n"$n" "http://127.0.0.1:$(port_of "$t" h1)/" >"$WORK/sc-$t.txt" 2>&1 || true ;;
+      h2) taskset -c 1 h2load -t1 -c50 -m1 -n"$n" "http://127.0.0.1:$(port_of "$t" h2)/" >"$WORK/sc-$t.txt" 2>&1 || true ;;
+    esac
+    kill -INT "$st" 2>/dev/null || true
+    wait "$st" 2>/dev/null || true
+    local ok
+    ok=$(awk '/^status codes:/ { print $3 }' "$WORK/sc-$t.txt")
+    awk -v t="$t" -v proto="$SYSCALLS" -v ok="${ok:-0}" '
+      $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { calls[$NF] = $4; total += $4 }
+      END {
+        if (ok == 0) { printf "%-8s %-5s no successful requests\n", t, proto; exit }
+        top = ""
+        # the five most frequent calls
+        for (k = 0; k < 5; k++) {
+          best = ""; bv = -1
+          for (c in calls) if (!(c in used) && calls[c] + 0 > bv) { best = c; bv = calls[c] + 0 }
+          if (best == "") break
+          used[best] = 1
+          top = top sprintf("%s %.2f  ", best, bv / ok)
+        }
+        printf "%-8s %-5s %10d %10.2f   %s\n", t, proto, ok, total / ok, top
+      }' "$WORK/strace-$t.txt"
+  done
+}
+
 # ---------------------------------------------------------------- main ---
 main() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 2048 ] || die "needs at least 2048 open files (ulimit -n)"
   [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)"
-  [ -n "$PROFILE" ] && DO_OHA=0
+  [ -n "$PROFILE$SYSCALLS" ] && DO_OHA=0
   ensure_tools
   build_cutover
   write_parser
   write_configs
   if [ -n "$PROFILE" ]; then profile; return; fi
+  if [ -n "$SYSCALLS" ]; then syscalls; return; fi
   : >"$WORK/points.tsv"; : >"$WORK/flips.tsv"
   REPEATS=0; IDLE_WAITS=0
   WORK_WARM=$WARM

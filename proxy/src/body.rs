@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::snapshot::{Backend, Pool};
+use crate::upstream::H1Conn;
 
 /// Per downstream connection: requests in progress and the last activity,
 /// for the idle timeout.
@@ -75,6 +76,9 @@ pub(crate) struct RequestGuard {
     pub conn: Arc<ConnActivity>,
     pub access: Option<Box<AccessInfo>>,
     pub bytes: u64,
+    /// The HTTP/1.1 upstream connection of this request, back to the
+    /// backend's idle list once the response body has been read whole.
+    pub upstream: Option<H1Conn>,
 }
 
 impl RequestGuard {
@@ -93,6 +97,14 @@ impl RequestGuard {
             conn,
             access: None,
             bytes: 0,
+            upstream: None,
+        }
+    }
+
+    /// The response body was read to its end: its connection can be reused.
+    pub fn response_complete(&mut self) {
+        if let (Some(conn), Some(b)) = (self.upstream.take(), &self.backend) {
+            b.upstream.give_back(conn);
         }
     }
 }
@@ -149,12 +161,22 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { inner, guard } => {
-                let polled = inner.poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    if let Some(d) = frame.data_ref() {
-                        guard.bytes += d.len() as u64;
+            ProxyBodyProj::Upstream { mut inner, guard } => {
+                let polled = inner.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            guard.bytes += d.len() as u64;
+                        }
+                        // hyper stops polling once the body says it ended.
+                        if inner.is_end_stream() {
+                            guard.response_complete();
+                        }
                     }
+                    Poll::Ready(None) => guard.response_complete(),
+                    // A failed body leaves its connection unusable: dropped.
+                    Poll::Ready(Some(Err(_))) => guard.upstream = None,
+                    Poll::Pending => {}
                 }
                 polled
             }

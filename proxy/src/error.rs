@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::upstream::UpstreamError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
     /// The downstream client sent something wrong or went away.
@@ -107,51 +109,37 @@ impl ProxyError {
         self.kind.status()
     }
 
-    /// Classifies an upstream client error: connect vs timeout vs client
-    /// body vs bad response, by walking the error's source chain.
-    pub fn from_upstream(
-        err: &hyper_util::client::legacy::Error,
-        backend: &str,
-        pool: &str,
-    ) -> ProxyError {
-        use std::error::Error as _;
-        let mut timed_out = false;
-        let mut client_body = false;
-        let mut src = err.source();
-        while let Some(e) = src {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            }
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                client_body |= h.is_user();
-            }
-            src = e.source();
-        }
+    /// Classifies an upstream failure: connect vs timeout vs client body vs
+    /// bad response.
+    pub fn from_upstream(err: &UpstreamError, backend: &str, pool: &str) -> ProxyError {
         let detail = error_chain(err);
-        if timed_out {
-            ProxyError::new(
+        match err {
+            UpstreamError::ConnectTimeout(_) => ProxyError::new(
                 ErrorKind::Timeout,
                 format!("backend {backend} (pool {pool}) did not accept the connection in time: {detail}"),
-            )
-        } else if err.is_connect() {
-            ProxyError::new(
+            ),
+            UpstreamError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ProxyError::new(
+                    ErrorKind::Timeout,
+                    format!("backend {backend} (pool {pool}) did not accept the connection in time: {detail}"),
+                )
+            }
+            UpstreamError::Connect(_) | UpstreamError::Handshake(_) => ProxyError::new(
                 ErrorKind::Connect,
-                format!(
-                    "backend {backend} (pool {pool}) refused or failed the connection: {detail}"
-                ),
-            )
-        } else if client_body {
-            ProxyError::new(
+                format!("backend {backend} (pool {pool}) refused or failed the connection: {detail}"),
+            ),
+            // A user error while sending is the request body (the client's
+            // stream) failing, not the backend.
+            UpstreamError::Request(h) if h.is_user() => ProxyError::new(
                 ErrorKind::ClientAborted,
                 format!(
                     "the client's request body failed while sending to backend {backend}: {detail}"
                 ),
-            )
-        } else {
-            ProxyError::new(
+            ),
+            UpstreamError::Request(_) => ProxyError::new(
                 ErrorKind::BadResponse,
                 format!("backend {backend} (pool {pool}) closed the connection or sent an invalid response: {detail}"),
-            )
+            ),
         }
     }
 }

@@ -311,11 +311,14 @@ pub(crate) async fn handle(
 
     let sent = tokio::time::timeout(
         service.config.timeouts.response_header,
-        backend.client.request(up_req),
+        backend.upstream.send(up_req),
     )
     .await;
     let resp = match sent {
-        Ok(Ok(resp)) => resp,
+        Ok(Ok((resp, conn))) => {
+            guard.upstream = conn;
+            resp
+        }
         Ok(Err(e)) => {
             let err = ProxyError::from_upstream(&e, &backend.addr, &pool.name);
             return Ok(fail(&pool, guard, err));
@@ -338,6 +341,8 @@ pub(crate) async fn handle(
         resp.status() == StatusCode::SWITCHING_PROTOCOLS,
     ) {
         // The backend agreed: tunnel bytes both ways, tracked for draining.
+        // The upstream connection is the tunnel's now, never reused.
+        guard.upstream = None;
         let on_backend = hyper::upgrade::on(&mut resp);
         let websocket = upgrade
             .as_ref()
@@ -415,6 +420,11 @@ pub(crate) async fn handle(
     pool.metrics.count_status(parts.status.as_u16());
     if let Some(a) = guard.access.as_mut() {
         a.status = parts.status.as_u16();
+    }
+    // No body to read (204, 304, HEAD, Content-Length: 0): hyper will not
+    // poll it, so the connection is free now.
+    if http_body::Body::is_end_stream(&body) {
+        guard.response_complete();
     }
     Ok(Response::from_parts(
         parts,

@@ -11,14 +11,10 @@ use std::time::Duration;
 use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
 use http::HeaderName;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::metrics::{PoolMetrics, ProxyMetrics};
 use crate::ticket::{Split, Ticket};
-use crate::upstream::{ConnRegistry, TrackingConnector};
+use crate::upstream::{ConnRegistry, Upstream};
 
 pub struct Snapshot {
     pub generation: u64,
@@ -51,8 +47,8 @@ pub struct Backend {
     pub protocol: Protocol,
     pub weight: u32,
     in_flight: AtomicI64,
-    pub(crate) client: Client<TrackingConnector, Incoming>,
-    /// The upstream connections this backend's client opened.
+    pub(crate) upstream: Upstream,
+    /// The upstream connections this backend opened.
     pub connections: Arc<ConnRegistry>,
     connect_timeout: Duration,
 }
@@ -276,21 +272,7 @@ impl Pool {
 
 impl Backend {
     pub fn new(addr: &str, protocol: Protocol, weight: u32, connect_timeout: Duration) -> Backend {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
         let connections = Arc::new(ConnRegistry::default());
-        let connector = TrackingConnector::new(connector, connections.clone());
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024);
-        if protocol == Protocol::H2c {
-            builder.http2_only(true);
-        }
         Backend {
             addr: addr.to_string(),
             // Validated config guarantees host:port; a fallback keeps this total.
@@ -299,13 +281,13 @@ impl Backend {
             protocol,
             weight,
             in_flight: AtomicI64::new(0),
-            client: builder.build(connector),
+            upstream: Upstream::new(addr, protocol, connect_timeout, connections.clone()),
             connections,
             connect_timeout,
         }
     }
 
-    /// The same backend with a fresh client (no pooled connections).
+    /// The same backend with no pooled connections.
     pub fn fresh(&self) -> Backend {
         Backend::new(&self.addr, self.protocol, self.weight, self.connect_timeout)
     }

@@ -1,60 +1,93 @@
-//! The upstream connector: hyper-util's `HttpConnector`, plus a registry of
-//! the connections it made, so that cutover can cut a retired backend's
-//! connections when its drain deadline passes (hyper's pool gives no handle
-//! on them). Each registered connection keeps a duplicate of its socket
-//! (`try_clone`, a second descriptor for the same socket), whose only use is
-//! `shutdown(Both)`.
+//! Connections to one backend: a pool of idle HTTP/1.1 keep-alive
+//! connections (hyper's `client::conn`, one connection task each), or one
+//! shared HTTP/2 connection for `h2c` backends.
+//!
+//! Built by hand on hyper's connection API rather than hyper-util's
+//! general-purpose client, because a proxy knows more than that client can:
+//! there is exactly one destination per pool (no key hashing), a connection
+//! goes back to the idle list when cutover has seen the end of its response
+//! body (no extra task per request to wait for readiness), and a request that
+//! finds no idle connection dials one for itself (no background dial racing
+//! the checkout, which used to open 50-140 surplus connections at 256
+//! clients).
+//!
+//! Every connection is also recorded in a [`ConnRegistry`] with a duplicate
+//! of its socket (`try_clone`, a second descriptor for the same socket),
+//! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
+//! connections when its drain deadline passes.
 
-use std::collections::HashMap;
-use std::future::Future;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use http::Uri;
+use cutover_config::Protocol;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+/// An idle keep-alive connection is closed after this long unused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// At most this many idle connections are kept per backend; a connection
+/// coming back to a full list is closed.
+pub const MAX_IDLE: usize = 1024;
+/// How many idle connections a checkout looks at that are still finishing
+/// their previous exchange (a request body still being sent) before dialing.
+const MAX_SKIPPED: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Default)]
 pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
+    opened: AtomicU64,
 }
 
 impl ConnRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, socket2::Socket>> {
-        self.socks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Shuts down every open connection; returns how many there were.
     pub fn cut_all(&self) -> usize {
-        let socks = self.lock();
+        let socks = lock(&self.socks);
         for s in socks.values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         socks.len()
     }
 
+    /// Connections open now.
     pub fn open(&self) -> usize {
-        self.lock().len()
+        lock(&self.socks).len()
+    }
+
+    /// Connections opened since this backend object was made.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    fn register(self: &Arc<Self>, stream: TcpStream) -> TrackedIo {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        // A failed dup only means this connection cannot be cut early.
+        if let Ok(dup) = socket2::SockRef::from(&stream).try_clone() {
+            lock(&self.socks).insert(id, dup);
+        }
+        TrackedIo {
+            io: TokioIo::new(stream),
+            id,
+            registry: self.clone(),
+        }
     }
 }
 
-#[derive(Clone)]
-pub struct TrackingConnector {
-    inner: HttpConnector,
-    registry: Arc<ConnRegistry>,
-}
-
-impl TrackingConnector {
-    pub fn new(inner: HttpConnector, registry: Arc<ConnRegistry>) -> TrackingConnector {
-        TrackingConnector { inner, registry }
-    }
-}
-
+/// An upstream socket that leaves the registry when it closes.
 pub struct TrackedIo {
     io: TokioIo<TcpStream>,
     id: u64,
@@ -65,45 +98,13 @@ impl TrackedIo {
     /// Leaves the registry: this connection is no longer cut with its backend
     /// (an upgraded connection, drained as a tunnel instead).
     pub fn forget(&self) {
-        self.registry.lock().remove(&self.id);
+        lock(&self.registry.socks).remove(&self.id);
     }
 }
 
 impl Drop for TrackedIo {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for TrackingConnector {
-    type Response = TrackedIo;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<TrackedIo, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
-        let registry = self.registry.clone();
-        Box::pin(async move {
-            let io = connecting.await?;
-            let id = registry.next.fetch_add(1, Ordering::Relaxed);
-            // A failed dup only means this connection cannot be cut early.
-            if let Ok(dup) = socket2::SockRef::from(io.inner()).try_clone() {
-                registry.lock().insert(id, dup);
-            }
-            Ok(TrackedIo { io, id, registry })
-        })
-    }
-}
-
-impl Connection for TrackedIo {
-    fn connected(&self) -> Connected {
-        self.io.connected()
+        self.forget();
     }
 }
 
@@ -144,5 +145,206 @@ impl Write for TrackedIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Why a request got no response from the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("HTTP/2 handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("{0}")]
+    Request(#[source] hyper::Error),
+}
+
+/// An HTTP/1.1 connection out of the idle list, for one request; it goes
+/// back with [`Upstream::give_back`] once its response has been read whole.
+pub type H1Conn = http1::SendRequest<Incoming>;
+
+struct Idle {
+    conn: H1Conn,
+    since: Instant,
+}
+
+pub struct Upstream {
+    addr: String,
+    /// `addr` parsed once when it is an IP address (no resolver on the
+    /// request path); host names are resolved per connect.
+    socket_addr: Option<SocketAddr>,
+    protocol: Protocol,
+    connect_timeout: Duration,
+    registry: Arc<ConnRegistry>,
+    /// Most recently used at the back: checkouts take from the back, so
+    /// surplus connections sink to the front and time out there.
+    idle: Mutex<VecDeque<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+impl Upstream {
+    pub fn new(
+        addr: &str,
+        protocol: Protocol,
+        connect_timeout: Duration,
+        registry: Arc<ConnRegistry>,
+    ) -> Upstream {
+        Upstream {
+            addr: addr.to_string(),
+            socket_addr: addr.parse().ok(),
+            protocol,
+            connect_timeout,
+            registry,
+            idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    /// Idle HTTP/1.1 connections kept now.
+    pub fn idle(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    /// Sends `req`, on a pooled connection if one is free. For HTTP/1.1 the
+    /// connection comes back with the response: hand it to
+    /// [`Upstream::give_back`] when the response body has been read to its
+    /// end, or drop it (which closes it) if it was not.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<H1Conn>), UpstreamError> {
+        match self.protocol {
+            Protocol::Http1 => self.send_h1(req).await,
+            Protocol::H2c => self.send_h2(req).await.map(|r| (r, None)),
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<H1Conn>), UpstreamError> {
+        let mut req = req;
+        // A pooled connection can close (the backend's keep-alive timeout)
+        // just as a request is handed to it; hyper gives the request back if
+        // none of it was written, and it goes on a fresh connection instead.
+        if let Some(mut conn) = self.take_idle() {
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(conn))),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(UpstreamError::Request(e.into_error())),
+                },
+            }
+        }
+        let mut conn = self.dial_h1().await?;
+        match conn.send_request(req).await {
+            Ok(resp) => Ok((resp, Some(conn))),
+            Err(e) => Err(UpstreamError::Request(e)),
+        }
+    }
+
+    /// The most recently used idle connection that is ready for a request.
+    fn take_idle(&self) -> Option<H1Conn> {
+        let mut idle = lock(&self.idle);
+        let mut skipped: Vec<Idle> = Vec::new();
+        let mut found = None;
+        while let Some(c) = idle.pop_back() {
+            if c.conn.is_closed() {
+                continue;
+            }
+            if c.conn.is_ready() {
+                found = Some(c.conn);
+                break;
+            }
+            // Still finishing its last exchange; keep it for later.
+            skipped.push(c);
+            if skipped.len() >= MAX_SKIPPED {
+                break;
+            }
+        }
+        idle.extend(skipped.into_iter().rev());
+        found
+    }
+
+    /// Takes back a connection whose response was read to its end. Closed
+    /// connections are dropped, and so are idle ones past [`IDLE_TIMEOUT`]
+    /// at the cold end of the list.
+    pub fn give_back(&self, conn: H1Conn) {
+        if conn.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        while idle
+            .front()
+            .is_some_and(|c| c.conn.is_closed() || now.duration_since(c.since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { conn, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<TrackedIo, UpstreamError> {
+        let connecting = async {
+            match self.socket_addr {
+                Some(a) => TcpStream::connect(a).await,
+                None => TcpStream::connect(self.addr.as_str()).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(UpstreamError::Connect)?;
+        // Requests and responses are written whole; do not wait for ACKs.
+        let _ = stream.set_nodelay(true);
+        Ok(self.registry.register(stream))
+    }
+
+    async fn dial_h1(&self) -> Result<H1Conn, UpstreamError> {
+        let io = self.connect().await?;
+        // The HTTP/1 handshake does no I/O; it only sets up the connection.
+        let (conn, task) = http1::Builder::new()
+            .handshake::<_, Incoming>(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = task.with_upgrades().await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        Ok(conn)
+    }
+
+    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let shared = lock(&self.h2).as_ref().filter(|c| !c.is_closed()).cloned();
+        let mut req = req;
+        if let Some(mut conn) = shared {
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(UpstreamError::Request(e.into_error())),
+                },
+            }
+        }
+        let io = self.connect().await?;
+        let (mut conn, task) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake::<_, Incoming>(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            }
+        });
+        // Concurrent first requests may each dial; the last one stays shared
+        // and the others close when their streams are done.
+        *lock(&self.h2) = Some(conn.clone());
+        conn.send_request(req).await.map_err(UpstreamError::Request)
     }
 }

@@ -208,6 +208,14 @@ async fn backend_answer(
         return Ok(resp);
     }
     let q = q.as_str();
+    if req.uri().path() == "/status" {
+        // An answer with this status and no body (204, 304...).
+        let code = StatusCode::from_u16(query_num(q, "code", 204) as u16)
+            .unwrap_or(StatusCode::NO_CONTENT);
+        let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+        *r.status_mut() = code;
+        return Ok(r);
+    }
     if req.uri().path() == "/slow" {
         let ms: u64 = q
             .strip_prefix("ms=")

@@ -1,0 +1,183 @@
+//! End-to-end: upstream connection reuse. A keep-alive connection goes back
+//! to its backend's idle list when its response has been read whole, and is
+//! the one the next request takes; a connection whose response was not read
+//! whole is never reused; a pooled connection the backend closed costs no
+//! request.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn accepted(run: &Running) -> u64 {
+    run.backends[0].connections.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let run = Harness::new().blue(1).start().await;
+    // Plain bodies, chunked streams, and answers without a body (204, and
+    // HEAD, which hyper never polls a body for) all free the connection.
+    for mut conn in [Conn::h1(run.proxy).await, Conn::h2(run.proxy).await] {
+        for i in 0..20 {
+            let path = match i % 3 {
+                0 => "/",
+                1 => "/stream?chunks=2&ms=1",
+                _ => "/status?code=204",
+            };
+            let a = conn.get(path, &[]).await.expect("answer");
+            assert!(a.status.is_success(), "{path}: {}", a.status);
+        }
+    }
+    let head = head_status(run.proxy).await;
+    assert_eq!(head, 200);
+    assert_eq!(
+        accepted(&run),
+        1,
+        "61 requests one after another should all use the same upstream connection"
+    );
+}
+
+/// A HEAD request on a new downstream connection; returns the status.
+async fn head_status(addr: std::net::SocketAddr) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn concurrent_requests_open_no_surplus_connections() {
+    let run = Harness::new().blue(1).start().await;
+    // 16 requests at once need 16 connections...
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let addr = run.proxy;
+        tasks.push(tokio::spawn(async move {
+            get_once(addr, "/slow?ms=200", &[]).await
+        }));
+    }
+    for t in tasks {
+        let a = t.await.expect("task").expect("answer");
+        assert_eq!(a.status, 200);
+    }
+    let after_burst = accepted(&run);
+    assert!(
+        (1..=16).contains(&after_burst),
+        "16 concurrent requests opened {after_burst} upstream connections"
+    );
+    // ...and afterwards 100 requests, 4 at a time, open none.
+    for _ in 0..25 {
+        let mut batch = Vec::new();
+        for _ in 0..4 {
+            let addr = run.proxy;
+            batch.push(tokio::spawn(async move { get_once(addr, "/", &[]).await }));
+        }
+        for t in batch {
+            assert_eq!(t.await.expect("task").expect("answer").status, 200);
+        }
+    }
+    assert_eq!(
+        accepted(&run),
+        after_burst,
+        "requests that found idle connections dialed new ones"
+    );
+}
+
+#[tokio::test]
+async fn a_response_not_read_whole_is_not_reused() {
+    let run = Harness::new().blue(1).start().await;
+    // Read the head of a slow stream, then hang up mid-body.
+    {
+        let mut s = tokio::net::TcpStream::connect(run.proxy)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /stream?chunks=50&ms=50 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("read head");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    // The half-read connection must not serve the next request: that one
+    // would read the rest of the stream as its answer.
+    let mut conn = Conn::h1(run.proxy).await;
+    for _ in 0..5 {
+        let a = conn.get("/", &[]).await.expect("answer");
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "blue\n"));
+    }
+    assert_eq!(accepted(&run), 2, "the cut stream's connection was reused");
+}
+
+/// A backend that answers one request per connection, then holds the
+/// connection open (without `Connection: close`) until told to close it.
+async fn one_shot_backend() -> (
+    std::net::SocketAddr,
+    Arc<AtomicU64>,
+    Arc<tokio::sync::Notify>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let close = Arc::new(tokio::sync::Notify::new());
+    let (count, close2) = (accepted.clone(), close.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            let close = close2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let closed = close.notified();
+                tokio::pin!(closed);
+                closed.as_mut().enable();
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+                closed.await;
+                // Dropped: closed.
+            });
+        }
+    });
+    (addr, accepted, close)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_costs_no_request() {
+    let (addr, accepted, close) = one_shot_backend().await;
+    let list = format!("[\"{addr}\"]");
+    let run = Harness::new().backends(&list, &list).start().await;
+    let mut conn = Conn::h1(run.proxy).await;
+    for i in 0..100 {
+        // The backend closes its idle connection just as the next request
+        // arrives: cutover either sees the close first and dials, or hands
+        // the request to the dead connection, gets it back unsent, and
+        // sends it on a fresh one. Either way the client sees no error.
+        close.notify_waiters();
+        let a = conn.get("/", &[]).await.expect("answer");
+        assert_eq!(
+            (a.status.as_u16(), a.body.as_str()),
+            (200, "ok\n"),
+            "request {i}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 100);
+}
