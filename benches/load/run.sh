@@ -18,7 +18,8 @@
 # default 90), BENCH_FOREIGN_MAX (CPU % of one core that other processes may
 # use during a point before it is repeated, default 10), BENCH_MAX_WAIT
 # (seconds to wait for an idle machine before giving up, default 1800),
-# BENCH_COMMIT (the commit to name when the tree is not a git checkout).
+# BENCH_COMMIT (the commit to name when the tree is not a git checkout),
+# BENCH_PROFILE_CONNS (connections for --profile, default 50).
 # Needs root for apt-get when tools are missing. All traffic is to 127.0.0.1.
 
 set -euo pipefail
@@ -805,13 +806,14 @@ profile() {
   cp "$WORK/ngx-split.conf" "$WORK/ngx.conf"
   start_on 0 cutover "$CUTOVER_BIN" run --config "$WORK/cutover.toml" --workers 1; CUT_PID=$LAST_PID
   wait_port "$CUT" || die "cutover did not start"
-  load "$PROFILE" 50 "$WARM" "$CUT" "$WORK/warm.txt"
+  local pc=${BENCH_PROFILE_CONNS:-50}
+  load "$PROFILE" "$pc" "$WARM" "$CUT" "$WORK/warm.txt"
   local secs=$((DUR > 8 ? 8 : DUR))
   perf record -q -e cpu-clock -F 1999 -g -p "$CUT_PID" -o "$WORK/perf.data" -- sleep "$secs" 2>/dev/null &
   local perf_pid=$!
-  load "$PROFILE" 50 "$secs" "$CUT" "$WORK/prof.txt"
+  load "$PROFILE" "$pc" "$secs" "$CUT" "$WORK/prof.txt"
   wait "$perf_pid" || true
-  python3 "$WORK/parse.py" point 0 cutover "$PROFILE" 50 "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" 0 0 "$HZ" 100 \
+  python3 "$WORK/parse.py" point 0 cutover "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" 0 0 "$HZ" 100 \
     | python3 "$WORK/parse.py" show
   echo "== hottest functions (self time) =="
   perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null >"$WORK/self.txt" || true

@@ -13,15 +13,28 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TRAILER
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+/// The hop-by-hop headers (RFC 9110 7.6.1), each with a bit for the set
+/// of those present; `Connection` is bit 0 and `TE` bit 7.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    if name == header::CONNECTION {
+        1
+    } else if name == header::TRANSFER_ENCODING {
+        1 << 1
+    } else if name == header::UPGRADE {
+        1 << 2
+    } else if name == header::TRAILER {
+        1 << 3
+    } else if name == header::PROXY_AUTHORIZATION {
+        1 << 4
+    } else if name == KEEP_ALIVE {
+        1 << 5
+    } else if name == PROXY_CONNECTION {
+        1 << 6
+    } else if name == header::TE {
+        1 << 7
+    } else {
+        0
+    }
 }
 
 /// `Connection` tokens that name no header to remove.
@@ -34,11 +47,13 @@ fn names_no_header(token: &str) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in
 /// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // The common case, one pass and no hashing: nothing to remove.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names, no hashing; then only what is there is
+    // removed (each removal hashes).
+    let present = headers.keys().fold(0u8, |acc, k| acc | hop_by_hop_bit(k));
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
         let tokens = || {
             headers
                 .get_all(header::CONNECTION)
@@ -62,16 +77,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    for h in [&KEEP_ALIVE, &PROXY_CONNECTION] {
-        headers.remove(h);
+    let others: [(u8, &HeaderName); 6] = [
+        (1 << 1, &header::TRANSFER_ENCODING),
+        (1 << 2, &header::UPGRADE),
+        (1 << 3, &header::TRAILER),
+        (1 << 4, &header::PROXY_AUTHORIZATION),
+        (1 << 5, &KEEP_ALIVE),
+        (1 << 6, &PROXY_CONNECTION),
+    ];
+    for (bit, name) in others {
+        if present & bit != 0 {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if present & (1 << 7) != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(header::TE);
+            }
         }
     }
 }

@@ -21,6 +21,9 @@ use crate::metrics::ListenerMetrics;
 use crate::ticket::Ticket;
 use crate::Shared;
 
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What a listener serves.
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {
@@ -92,8 +95,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(spec.timeouts.header_read)
-        .max_headers(spec.limits.max_headers)
         .max_buf_size(spec.limits.max_header_bytes.max(8192));
+    // hyper's own limit is 100 headers, on a stack array; naming any limit
+    // makes it build (and copy) a fresh array per request instead, which
+    // cost 4% of cutover's instructions per request. So only a limit other
+    // than 100 is passed on.
+    if spec.limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(spec.limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
