@@ -12,7 +12,12 @@
 # wrk/h2load at 50 connections and print the hottest functions),
 # --syscalls [h1|h2] (no timing: system calls per request of each proxy,
 # counted with `strace -c -f` over a fixed number of requests at 50
-# connections; deterministic where time is not).
+# connections; deterministic where time is not),
+# --callgrind (no timing: user-space instructions per request of cutover,
+# counted by valgrind's callgrind over 20000 HTTP/1.1 requests at 50
+# connections, with the functions that cost most; repeatable to about 1%, so
+# it shows changes of a few percent that timed runs cannot; compare commits
+# by building each and passing --no-build).
 # Environment: CARGO_TARGET_DIR (where cutover is built), BENCH_PORT_BASE
 # (default 18000), BENCH_IDLE_MIN (per-CPU idle % required before a round,
 # default 90), BENCH_FOREIGN_MAX (CPU % of one core that other processes may
@@ -39,6 +44,7 @@ KEEP=0
 ROUNDS_SET=0
 PROFILE=
 SYSCALLS=
+CALLGRIND=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,6 +54,7 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=0 ;;
     --keep) KEEP=1 ;;
     --profile) PROFILE=h1; case "${2:-}" in h1|h2) PROFILE=$2; shift ;; esac ;;
+    --callgrind) CALLGRIND=1 ;;
     --syscalls) SYSCALLS=h1; case "${2:-}" in h1|h2) SYSCALLS=$2; shift ;; esac ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -865,18 +872,57 @@ syscalls() {
   done
 }
 
+# User-space instructions per request of cutover under callgrind.
+callgrind() {
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
+    || die "valgrind is missing: apt-get install valgrind"
+  local n=20000 vg f
+  start_backends
+  taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out.%p" \
+    "$CUTOVER_BIN" run --config "$WORK/cutover.toml" --workers 1 >"$WORK/cg.log" 2>&1 &
+  vg=$!
+  PIDS+=("$vg")
+  local i
+  for i in $(seq 1 150); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$CUT/" 2>/dev/null && break
+    sleep 0.2
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$CUT/" || die "cutover did not start under valgrind: $(tail -5 "$WORK/cg.log")"
+  # Count only the measured requests: zero after start-up, dump after.
+  callgrind_control -z "$vg" >/dev/null 2>&1
+  taskset -c 1 h2load --h1 -t1 -c50 -n"$n" "http://127.0.0.1:$CUT/" >"$WORK/cg-load.txt" 2>&1 || true
+  callgrind_control -d "$vg" >/dev/null 2>&1
+  kill -INT "$vg" 2>/dev/null || true
+  wait "$vg" 2>/dev/null || true
+  f=$(ls "$WORK"/cg.out.*.1 2>/dev/null | head -1)
+  [ -n "$f" ] || die "callgrind wrote no dump"
+  local ok
+  ok=$(awk '/^status codes:/ { print $3 }' "$WORK/cg-load.txt")
+  [ "${ok:-0}" = "$n" ] || die "only ${ok:-0} of $n requests succeeded: $(cat "$WORK/cg-load.txt")"
+  awk -v n="$n" '/^totals:/ { printf "cutover: %.1f K user-space instructions per request (%d requests, HTTP/1.1, 50 connections)\n", $2 / n / 1000, n }' "$f"
+  echo "== most instructions (self), per request =="
+  callgrind_annotate --threshold=100 --auto=no "$f" 2>/dev/null \
+    | sed -E 's/ \[[^]]*\]$//; s#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##' \
+    | awk -v n="$n" '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS|libc-start|below main|block_on|enter_runtime|lang_start|begin_short_backtrace|cutover::main|\?\?\?:/ {
+        c = $1; gsub(/,/, "", c); sub(/^[^)]*\) +/, "");
+        printf "%8.0f  %s\n", c / n, substr($0, 1, 140); if (++k == 25) exit }'
+  mkdir -p "$REPO/target"
+  cp "$f" "$REPO/target/cutover-callgrind.out" && log "callgrind data kept: $REPO/target/cutover-callgrind.out (callgrind_annotate ...)"
+}
+
 # ---------------------------------------------------------------- main ---
 main() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 2048 ] || die "needs at least 2048 open files (ulimit -n)"
   [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)"
-  [ -n "$PROFILE$SYSCALLS" ] && DO_OHA=0
+  { [ -n "$PROFILE$SYSCALLS" ] || [ "$CALLGRIND" = 1 ]; } && DO_OHA=0
   ensure_tools
   build_cutover
   write_parser
   write_configs
   if [ -n "$PROFILE" ]; then profile; return; fi
   if [ -n "$SYSCALLS" ]; then syscalls; return; fi
+  if [ "$CALLGRIND" = 1 ]; then callgrind; return; fi
   : >"$WORK/points.tsv"; : >"$WORK/flips.tsv"
   REPEATS=0; IDLE_WAITS=0
   WORK_WARM=$WARM
