@@ -11,7 +11,7 @@ use cutover_proxy::{ProxyMetrics, Snapshot, Ticket};
 mod common;
 
 fn routing(c: &mut Criterion) {
-    // Backend::new builds a hyper-util client: give it a runtime context.
+    // A runtime context, as the proxy has when it builds snapshots.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -32,14 +32,6 @@ fn pool<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no pool {name} in {v}"))
 }
 
-async fn metric(admin_addr: SocketAddr, line_start: &str) -> Option<f64> {
-    let m = get_once(admin_addr, "/metrics", &[]).await.ok()?.body;
-    m.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Polls until blue's `cutover_drain_closed_total{reason}` reaches `want`.
 async fn drain_closed_becomes(admin_addr: SocketAddr, reason: &str, want: f64) -> bool {
     let line =

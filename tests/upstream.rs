@@ -41,7 +41,14 @@ async fn sequential_requests_share_one_upstream_connection() {
         1,
         "61 requests one after another should all use the same upstream connection"
     );
+    // cutover's own view of it, for operators.
+    assert_eq!(metric(run.admin, OPENED_BLUE).await, Some(1.0));
+    assert_eq!(metric(run.admin, OPEN_BLUE).await, Some(1.0));
 }
+
+const OPENED_BLUE: &str =
+    "cutover_upstream_connections_opened_total{pool=\"blue\",service=\"web\"}";
+const OPEN_BLUE: &str = "cutover_upstream_connections{pool=\"blue\",service=\"web\"}";
 
 /// A HEAD request on a new downstream connection; returns the status.
 async fn head_status(addr: std::net::SocketAddr) -> u16 {
@@ -119,6 +126,16 @@ async fn a_response_not_read_whole_is_not_reused() {
         assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "blue\n"));
     }
     assert_eq!(accepted(&run), 2, "the cut stream's connection was reused");
+    assert_eq!(metric(run.admin, OPENED_BLUE).await, Some(2.0));
+    // The half-read connection is closed, not kept idle.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(run.admin, OPEN_BLUE).await == Some(1.0)
+        })
+        .await,
+        "open upstream connections: {:?}",
+        metric(run.admin, OPEN_BLUE).await
+    );
 }
 
 /// A backend that answers one request per connection, then holds the

@@ -905,7 +905,7 @@ callgrind() {
     | sed -E 's/ \[[^]]*\]$//; s#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##' \
     | awk -v n="$n" '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS|libc-start|below main|block_on|enter_runtime|lang_start|begin_short_backtrace|cutover::main|\?\?\?:/ {
         c = $1; gsub(/,/, "", c); sub(/^[^)]*\) +/, "");
-        printf "%8.0f  %s\n", c / n, substr($0, 1, 140); if (++k == 25) exit }'
+        printf "%8.0f  %s\n", c / n, substr($0, 1, 140); if (++k == 25) exit }' || true
   mkdir -p "$REPO/target"
   cp "$f" "$REPO/target/cutover-callgrind.out" && log "callgrind data kept: $REPO/target/cutover-callgrind.out (callgrind_annotate ...)"
 }

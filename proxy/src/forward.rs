@@ -359,7 +359,7 @@ pub(crate) async fn handle(
                     // Take the backend socket out of hyper's hands: the tunnel
                     // drains by its own rules, not with the backend's pool.
                     match b.downcast::<crate::upstream::TrackedIo>() {
-                        Ok(parts) => {
+                        Ok(mut parts) => {
                             parts.io.forget();
                             let backend = TokioIo::new(parts.io);
                             crate::tunnel::pump(

@@ -23,6 +23,8 @@ pub mod names {
     pub const TCP_CONNECTIONS: &str = "cutover_tcp_connections_total";
     pub const ADMIN_REQUESTS: &str = "cutover_admin_requests_total";
     pub const CHANGES: &str = "cutover_changes_total";
+    pub const UPSTREAM_CONNECTIONS: &str = "cutover_upstream_connections";
+    pub const UPSTREAM_CONNECTIONS_OPENED: &str = "cutover_upstream_connections_opened_total";
 }
 
 /// Status classes used as the `code` label.
@@ -38,6 +40,8 @@ pub struct ProxyMetrics {
     tunnels: IntGaugeVec,
     drain_closed: IntCounterVec,
     tcp_connections: IntCounterVec,
+    upstream_connections: IntGaugeVec,
+    upstream_opened: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -106,6 +110,22 @@ impl ProxyMetrics {
             ),
             &["service", "pool"],
         )?;
+        let upstream_connections = IntGaugeVec::new(
+            Opts::new(
+                names::UPSTREAM_CONNECTIONS,
+                "Open HTTP connections to backends, idle or in use (upgraded ones count as tunnels)",
+            ),
+            &["service", "pool"],
+        )?;
+        let upstream_opened = IntCounterVec::new(
+            Opts::new(
+                names::UPSTREAM_CONNECTIONS_OPENED,
+                "Connections opened to backends; with keep-alive working this barely moves under steady load",
+            ),
+            &["service", "pool"],
+        )?;
+        registry.register(Box::new(upstream_connections.clone()))?;
+        registry.register(Box::new(upstream_opened.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
         registry.register(Box::new(drain_closed.clone()))?;
         registry.register(Box::new(tcp_connections.clone()))?;
@@ -125,6 +145,8 @@ impl ProxyMetrics {
             tunnels,
             drain_closed,
             tcp_connections,
+            upstream_connections,
+            upstream_opened,
         })
     }
 
@@ -143,6 +165,12 @@ impl ProxyMetrics {
                 .drain_closed
                 .with_label_values(&[service, pool, "deadline"]),
             tcp_connections: self.tcp_connections.with_label_values(&[service, pool]),
+            upstream: UpstreamMetrics {
+                open: self
+                    .upstream_connections
+                    .with_label_values(&[service, pool]),
+                opened: self.upstream_opened.with_label_values(&[service, pool]),
+            },
             errors: ErrorKind::ALL.map(|k| {
                 self.upstream_errors.with_label_values(&[
                     service,
@@ -187,7 +215,15 @@ pub struct PoolMetrics {
     pub drain_finished: IntCounter,
     pub drain_deadline: IntCounter,
     pub tcp_connections: IntCounter,
+    pub upstream: UpstreamMetrics,
     errors: [IntCounter; ErrorKind::ALL.len()],
+}
+
+/// A pool's upstream connection counts, shared by its backends.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub open: IntGauge,
+    pub opened: IntCounter,
 }
 
 impl PoolMetrics {

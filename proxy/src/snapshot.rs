@@ -12,7 +12,7 @@ use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
 use http::HeaderName;
 
-use crate::metrics::{PoolMetrics, ProxyMetrics};
+use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
 use crate::ticket::{Split, Ticket};
 use crate::upstream::{ConnRegistry, Upstream};
 
@@ -147,6 +147,7 @@ impl Service {
                 let prev_pool = prev_service
                     .as_ref()
                     .and_then(|s| s.pools.iter().find(|p| p.name == pc.name).cloned());
+                let pool_metrics = metrics.pool(&sc.name, &pc.name);
                 let backends: Vec<Arc<Backend>> = pc
                     .backends
                     .iter()
@@ -168,12 +169,12 @@ impl Service {
                                 bc.protocol,
                                 bc.weight,
                                 sc.timeouts.connect,
+                                pool_metrics.upstream.clone(),
                             ))
                         })
                     })
                     .collect();
-                let mut pool =
-                    Pool::new(pc.name.clone(), backends, metrics.pool(&sc.name, &pc.name));
+                let mut pool = Pool::new(pc.name.clone(), backends, pool_metrics);
                 pool.send_proxy_protocol = pc.send_proxy_protocol;
                 Arc::new(pool)
             })
@@ -271,8 +272,14 @@ impl Pool {
 }
 
 impl Backend {
-    pub fn new(addr: &str, protocol: Protocol, weight: u32, connect_timeout: Duration) -> Backend {
-        let connections = Arc::new(ConnRegistry::default());
+    pub fn new(
+        addr: &str,
+        protocol: Protocol,
+        weight: u32,
+        connect_timeout: Duration,
+        metrics: UpstreamMetrics,
+    ) -> Backend {
+        let connections = Arc::new(ConnRegistry::new(metrics));
         Backend {
             addr: addr.to_string(),
             // Validated config guarantees host:port; a fallback keeps this total.
@@ -289,7 +296,13 @@ impl Backend {
 
     /// The same backend with no pooled connections.
     pub fn fresh(&self) -> Backend {
-        Backend::new(&self.addr, self.protocol, self.weight, self.connect_timeout)
+        Backend::new(
+            &self.addr,
+            self.protocol,
+            self.weight,
+            self.connect_timeout,
+            self.connections.metrics().clone(),
+        )
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -312,6 +325,7 @@ mod tests {
     fn pool(weights: &[u32]) -> Pool {
         let reg = prometheus::Registry::new();
         let m = ProxyMetrics::new(&reg).unwrap();
+        let pm = m.pool("s", "p");
         let backends = weights
             .iter()
             .enumerate()
@@ -321,10 +335,11 @@ mod tests {
                     Protocol::Http1,
                     *w,
                     Duration::from_secs(1),
+                    pm.upstream.clone(),
                 ))
             })
             .collect();
-        Pool::new("p".into(), backends, m.pool("s", "p"))
+        Pool::new("p".into(), backends, pm)
     }
 
     #[tokio::test]

@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cutover_config::Protocol;
+
+use crate::metrics::UpstreamMetrics;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -45,14 +47,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[derive(Default)]
 pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
-    opened: AtomicU64,
+    metrics: UpstreamMetrics,
 }
 
 impl ConnRegistry {
+    pub fn new(metrics: UpstreamMetrics) -> ConnRegistry {
+        ConnRegistry {
+            socks: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.metrics
+    }
+
     /// Shuts down every open connection; returns how many there were.
     pub fn cut_all(&self) -> usize {
         let socks = lock(&self.socks);
@@ -67,14 +80,10 @@ impl ConnRegistry {
         lock(&self.socks).len()
     }
 
-    /// Connections opened since this backend object was made.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-
     fn register(self: &Arc<Self>, stream: TcpStream) -> TrackedIo {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.metrics.opened.inc();
+        self.metrics.open.inc();
         // A failed dup only means this connection cannot be cut early.
         if let Ok(dup) = socket2::SockRef::from(&stream).try_clone() {
             lock(&self.socks).insert(id, dup);
@@ -83,6 +92,7 @@ impl ConnRegistry {
             io: TokioIo::new(stream),
             id,
             registry: self.clone(),
+            registered: true,
         }
     }
 }
@@ -92,13 +102,18 @@ pub struct TrackedIo {
     io: TokioIo<TcpStream>,
     id: u64,
     registry: Arc<ConnRegistry>,
+    registered: bool,
 }
 
 impl TrackedIo {
     /// Leaves the registry: this connection is no longer cut with its backend
-    /// (an upgraded connection, drained as a tunnel instead).
-    pub fn forget(&self) {
-        lock(&self.registry.socks).remove(&self.id);
+    /// nor counted as an upstream connection (an upgraded connection,
+    /// drained and counted as a tunnel instead).
+    pub fn forget(&mut self) {
+        if std::mem::take(&mut self.registered) {
+            lock(&self.registry.socks).remove(&self.id);
+            self.registry.metrics.open.dec();
+        }
     }
 }
 

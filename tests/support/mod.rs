@@ -627,6 +627,15 @@ pub async fn generation(addr: SocketAddr) -> u64 {
     v["generation"].as_u64().expect("generation in status")
 }
 
+/// The value of the first metric line starting with `line_start`.
+pub async fn metric(admin_addr: SocketAddr, line_start: &str) -> Option<f64> {
+    let m = get_once(admin_addr, "/metrics", &[]).await.ok()?.body;
+    m.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `f` every 20 ms until it is true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where
