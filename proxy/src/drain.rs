@@ -2,6 +2,7 @@
 //! tunnels whenever the routing generation changes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::watch;
@@ -61,9 +62,20 @@ pub fn status(shared: &Shared, service: &str) -> Option<Vec<PoolDrain>> {
 /// After every routing change, until the sender goes: re-evaluates tunnels,
 /// and for backends the new snapshot retired (their pool lost all its
 /// traffic) cuts the upstream connections still open at the drain deadline.
+/// Every [`REAP_INTERVAL`] it also closes idle upstream connections past
+/// their idle timeout.
 pub async fn follow_changes(shared: Arc<Shared>, mut generation: watch::Receiver<u64>) {
     let mut prev = shared.snapshot.load_full();
-    while generation.changed().await.is_ok() {
+    let mut reap = tokio::time::interval(REAP_INTERVAL);
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = generation.changed() => if changed.is_err() { break },
+            _ = reap.tick() => {
+                close_expired_idle(&shared.snapshot.load());
+                continue;
+            }
+        }
         let snap = shared.snapshot.load_full();
         shared.tunnels.rebalance(&snap);
         for (service, backend) in retired(&prev, &snap) {
@@ -83,6 +95,21 @@ pub async fn follow_changes(shared: Arc<Shared>, mut generation: watch::Receiver
             });
         }
         prev = snap;
+    }
+}
+
+/// How often idle upstream connections past their idle timeout are closed.
+const REAP_INTERVAL: Duration = Duration::from_secs(15);
+
+fn close_expired_idle(snap: &Snapshot) {
+    let now = Instant::now();
+    for b in snap
+        .services
+        .iter()
+        .flat_map(|s| s.pools.iter())
+        .flat_map(|p| p.backends.iter())
+    {
+        b.upstream.close_expired(now);
     }
 }
 

@@ -303,6 +303,16 @@ impl Upstream {
         }
     }
 
+    /// Closes idle connections unused for longer than [`IDLE_TIMEOUT`] at
+    /// `now`, and forgets closed ones; called periodically, so a backend
+    /// that gets no more traffic does not keep its idle connections open.
+    /// Returns how many idle connections remain.
+    pub fn close_expired(&self, now: Instant) -> usize {
+        let mut idle = lock(&self.idle);
+        idle.retain(|c| !c.conn.is_closed() && now.duration_since(c.since) <= IDLE_TIMEOUT);
+        idle.len()
+    }
+
     async fn connect(&self) -> Result<TrackedIo, UpstreamError> {
         let connecting = async {
             match self.socket_addr {
@@ -361,5 +371,68 @@ impl Upstream {
         // and the others close when their streams are done.
         *lock(&self.h2) = Some(conn.clone());
         conn.send_request(req).await.map_err(UpstreamError::Request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(addr: &str) -> Upstream {
+        let reg = prometheus::Registry::new();
+        let m = crate::ProxyMetrics::new(&reg).expect("metrics");
+        Upstream::new(
+            addr,
+            Protocol::Http1,
+            Duration::from_secs(1),
+            Arc::new(ConnRegistry::new(m.pool("s", "p").upstream)),
+        )
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        // The peer: accept and hold connections, noting when one closes.
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+            }
+        });
+        let up = upstream(&addr);
+        let (a, b) = (
+            up.dial_h1().await.expect("dial"),
+            up.dial_h1().await.expect("dial"),
+        );
+        up.give_back(a);
+        up.give_back(b);
+        assert_eq!(up.idle(), 2);
+        assert_eq!(up.registry.open(), 2);
+
+        let now = Instant::now();
+        assert_eq!(up.close_expired(now), 2, "fresh idle connections stay");
+        assert_eq!(
+            up.close_expired(now + IDLE_TIMEOUT + Duration::from_secs(1)),
+            0
+        );
+        // Dropping the handles closes the sockets: the peer sees both go.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), closed_rx.recv())
+                .await
+                .expect("the peer sees the idle connection close")
+                .expect("peer task alive");
+        }
     }
 }
