@@ -270,25 +270,34 @@ ngx_h2_listen() {
   fi
 }
 
-write_backend_conf() {
-  local n=$1 port=$2 st=$3 body=$4 extra=${5:-}
-  mkdir -p "$WORK/be$n"
-  cat >"$WORK/be$n.conf" <<EOF
+# The start of every nginx config here, up to the inside of `http {`; $1
+# names its pid file, error log and temp directory under $WORK.
+nginx_head() {
+  local name=$1
+  mkdir -p "$WORK/$name"
+  cat <<EOF
 worker_processes 1;
 daemon off;
-pid $WORK/be$n.pid;
-error_log $WORK/be$n.err warn;
+pid $WORK/$name.pid;
+error_log $WORK/$name.err warn;
 worker_rlimit_nofile 4096;
 events { worker_connections 2048; }
 http {
   access_log off;
   keepalive_requests 100000000;
   keepalive_timeout 300s;
-  client_body_temp_path $WORK/be$n/body;
-  proxy_temp_path $WORK/be$n/proxy;
-  fastcgi_temp_path $WORK/be$n/fastcgi;
-  uwsgi_temp_path $WORK/be$n/uwsgi;
-  scgi_temp_path $WORK/be$n/scgi;
+  client_body_temp_path $WORK/$name/body;
+  proxy_temp_path $WORK/$name/proxy;
+  fastcgi_temp_path $WORK/$name/fastcgi;
+  uwsgi_temp_path $WORK/$name/uwsgi;
+  scgi_temp_path $WORK/$name/scgi;
+EOF
+}
+
+write_backend_conf() {
+  local n=$1 port=$2 st=$3 body=$4 extra=${5:-}
+  cat >"$WORK/be$n.conf" <<EOF
+$(nginx_head "be$n")
   server {
     listen 127.0.0.1:$port;
     location / { default_type text/plain; return 200 "$body\n"; }
@@ -305,7 +314,6 @@ EOF
 # nginx as the proxy; $1 = upstream servers block content.
 write_nginx_proxy_conf() {
   local file=$1 servers=$2
-  mkdir -p "$WORK/ngx"
   local loc='location / {
       proxy_pass http://web;
       proxy_http_version 1.1;
@@ -315,21 +323,7 @@ write_nginx_proxy_conf() {
       proxy_set_header X-Forwarded-Host $host;
     }'
   cat >"$file" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/ngx.pid;
-error_log $WORK/ngx.err warn;
-worker_rlimit_nofile 4096;
-events { worker_connections 2048; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $WORK/ngx/body;
-  proxy_temp_path $WORK/ngx/proxy;
-  fastcgi_temp_path $WORK/ngx/fastcgi;
-  uwsgi_temp_path $WORK/ngx/uwsgi;
-  scgi_temp_path $WORK/ngx/scgi;
+$(nginx_head ngx)
   upstream web {
     $servers
     keepalive 1024;
