@@ -29,7 +29,7 @@ use cutover_config::Protocol;
 use crate::metrics::UpstreamMetrics;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -176,6 +176,15 @@ pub enum UpstreamError {
     Request(#[source] hyper::Error),
 }
 
+/// A request a pooled connection could not send: given back when the
+/// connection closed before any of it was written (the backend's keep-alive
+/// timeout, just as the request was handed over), to be sent on a fresh
+/// connection instead; otherwise the error.
+fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, UpstreamError> {
+    e.take_message()
+        .ok_or_else(|| UpstreamError::Request(e.into_error()))
+}
+
 /// An HTTP/1.1 connection out of the idle list, for one request; it goes
 /// back with [`Upstream::give_back`] once its response has been read whole.
 pub type H1Conn = http1::SendRequest<Incoming>;
@@ -241,16 +250,10 @@ impl Upstream {
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<H1Conn>), UpstreamError> {
         let mut req = req;
-        // A pooled connection can close (the backend's keep-alive timeout)
-        // just as a request is handed to it; hyper gives the request back if
-        // none of it was written, and it goes on a fresh connection instead.
         if let Some(mut conn) = self.take_idle() {
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(conn))),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(UpstreamError::Request(e.into_error())),
-                },
+                Err(e) => req = unsent(e)?,
             }
         }
         let mut conn = self.dial_h1().await?;
@@ -350,10 +353,7 @@ impl Upstream {
         if let Some(mut conn) = shared {
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(UpstreamError::Request(e.into_error())),
-                },
+                Err(e) => req = unsent(e)?,
             }
         }
         let io = self.connect().await?;
