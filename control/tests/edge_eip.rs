@@ -13,11 +13,11 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{DomainType, ResourceType, Tag, TagSpecification};
 use bytes::Bytes;
 use cutover_control::edge::reconcile::PassResult;
-use cutover_control::edge::{spawn_reconciler_with, EdgeClients, ReconcilerOptions, SplitsFn};
+use cutover_control::edge::{ReconcilerOptions, SplitsFn};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use support::edge_config;
 use support::moto::{sdk_config, wait_for, Moto};
+use support::{edge_config, reconciler};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -185,31 +185,15 @@ health_timeout = "500ms"
     ));
     let splits: SplitsFn = Arc::new(Vec::new);
     let (_gen_tx, gen_rx) = tokio::sync::watch::channel(0u64);
-    let registry = prometheus::Registry::new();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = spawn_reconciler_with(
-        cfg,
-        Some(EdgeClients::from_sdk_config(&sdk)),
-        ReconcilerOptions {
-            retry_initial: Duration::from_millis(100),
-            ..ReconcilerOptions::default()
-        },
-        splits,
-        gen_rx,
-        &registry,
-        async move {
-            let _ = stop_rx.await;
-        },
-    )
-    .expect("reconciler starts");
-    let mut status = handle.subscribe();
+    let opts = ReconcilerOptions {
+        retry_initial: Duration::from_millis(100),
+        ..ReconcilerOptions::default()
+    };
+    let mut rec = reconciler::start(cfg, &sdk, opts, splits, gen_rx);
 
     // Both healthy: it stays on A.
-    wait_for("a first pass", Duration::from_secs(30), || {
-        let s = status.borrow_and_update().clone();
-        async move { s.passes >= 1 }
-    })
-    .await;
+    rec.wait_status("a first pass", |s| s.passes >= 1).await;
+    let handle = &rec.handle;
     assert_eq!(
         handle.status().last_result,
         Some(PassResult::Unchanged),
@@ -248,19 +232,11 @@ health_timeout = "500ms"
     // passes with both healthy must leave it on B.
     health_a.restart().await;
     let seen = handle.status().passes;
-    wait_for(
-        "three passes with A healthy again",
-        Duration::from_secs(30),
-        || {
-            let s = status.borrow_and_update().clone();
-            async move { s.passes >= seen + 3 && s.last_result == Some(PassResult::Unchanged) }
-        },
-    )
+    rec.wait_status("three passes with A healthy again", |s| {
+        s.passes >= seen + 3 && s.last_result == Some(PassResult::Unchanged)
+    })
     .await;
     assert_eq!(associated(&ec2, &alloc).await.as_deref(), Some(b.as_str()));
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), handle.join())
-        .await
-        .expect("the reconciler stops on shutdown");
+    rec.stop().await;
 }

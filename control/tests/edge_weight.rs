@@ -7,12 +7,11 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cutover_control::edge::reconcile::PassResult;
-use cutover_control::edge::{spawn_reconciler_with, EdgeClients, ReconcilerOptions, SplitsFn};
-use support::moto::{sdk_config, wait_for, Moto};
-use support::{create_zone, edge_config, find, list_records};
+use cutover_control::edge::{ReconcilerOptions, SplitsFn};
+use support::moto::{sdk_config, Moto};
+use support::{create_zone, edge_config, find, list_records, reconciler};
 
 type Split = Vec<(String, String, u32, u32)>;
 
@@ -88,29 +87,11 @@ weight_from = "web.green"
     let source = live.clone();
     let splits: SplitsFn = Arc::new(move || source.lock().map(|s| s.clone()).unwrap_or_default());
     let (gen_tx, gen_rx) = tokio::sync::watch::channel(1u64);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let registry = prometheus::Registry::new();
-    let handle = spawn_reconciler_with(
-        cfg,
-        Some(EdgeClients::from_sdk_config(&sdk)),
-        ReconcilerOptions::default(),
-        splits,
-        gen_rx,
-        &registry,
-        async move {
-            let _ = stop_rx.await;
-        },
-    )
-    .expect("reconciler starts");
-    let mut status = handle.subscribe();
+    let mut rec = reconciler::start(cfg, &sdk, ReconcilerOptions::default(), splits, gen_rx);
 
     // The first pass runs at once and creates both records from the split.
-    wait_for("the first pass", Duration::from_secs(30), || {
-        let s = status.borrow_and_update().clone();
-        async move { s.passes >= 1 }
-    })
-    .await;
-    let s = handle.status();
+    rec.wait_status("the first pass", |s| s.passes >= 1).await;
+    let s = rec.handle.status();
     assert_eq!(s.last_result, Some(PassResult::Applied), "{s:?}");
     assert_eq!(s.last_error, None);
     assert_eq!(s.drift_records, 2);
@@ -120,13 +101,10 @@ weight_from = "web.green"
     // An admin switch: all traffic to green, new generation.
     *live.lock().unwrap() = split(0, 100);
     gen_tx.send_replace(2);
-    wait_for("a pass after the switch", Duration::from_secs(30), || {
-        let s = status.borrow_and_update().clone();
-        async move { s.generation == 2 }
-    })
-    .await;
+    rec.wait_status("a pass after the switch", |s| s.generation == 2)
+        .await;
     assert_eq!(weights(&r53, &zone).await, (Some(0), Some(255)));
-    let s = handle.status();
+    let s = rec.handle.status();
     assert_eq!(
         s.passes, 2,
         "the trigger, not the 1h interval, ran it: {s:?}"
@@ -139,7 +117,7 @@ weight_from = "web.green"
 
     assert_eq!(
         metric(
-            &registry,
+            &rec.registry,
             "cutover_edge_reconcile_total",
             Some(("result", "applied"))
         ),
@@ -147,27 +125,28 @@ weight_from = "web.green"
     );
     assert_eq!(
         metric(
-            &registry,
+            &rec.registry,
             "cutover_edge_reconcile_total",
             Some(("result", "error"))
         ),
         0.0
     );
     assert_eq!(
-        metric(&registry, "cutover_edge_drift", Some(("kind", "record"))),
+        metric(
+            &rec.registry,
+            "cutover_edge_drift",
+            Some(("kind", "record"))
+        ),
         2.0
     );
     assert!(
         metric(
-            &registry,
+            &rec.registry,
             "cutover_edge_last_success_timestamp_seconds",
             None
         ) > 1.6e9
     );
 
     // Shutdown stops the loop.
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), handle.join())
-        .await
-        .expect("the reconciler stops on shutdown");
+    rec.stop().await;
 }

@@ -4,6 +4,7 @@
 
 pub mod front;
 pub mod moto;
+pub mod reconciler;
 
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
