@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::snapshot::{Backend, Pool};
 use crate::upstream::H1Conn;
@@ -138,7 +138,7 @@ impl Drop for RequestGuard {
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { #[pin] inner: Incoming, guard: RequestGuard },
+        Upstream { inner: UpstreamBody, guard: RequestGuard },
         Full { data: Option<Bytes> },
     }
 }
@@ -154,15 +154,15 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { mut inner, guard } => {
-                let polled = inner.as_mut().poll_frame(cx);
+            ProxyBodyProj::Upstream { inner, guard } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {

@@ -136,7 +136,7 @@ impl ProxyError {
                     "the client's request body failed while sending to backend {backend}: {detail}"
                 ),
             ),
-            UpstreamError::Request(_) => ProxyError::new(
+            UpstreamError::Request(_) | UpstreamError::H1(_) => ProxyError::new(
                 ErrorKind::BadResponse,
                 format!("backend {backend} (pool {pool}) closed the connection or sent an invalid response: {detail}"),
             ),

@@ -284,13 +284,25 @@ pub(crate) async fn handle(
         }
     }
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(backend.authority.clone());
     uri.path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    if backend.protocol == cutover_config::Protocol::Http1 {
+        // Origin form (`GET /path HTTP/1.1`), as a backend expects from a
+        // reverse proxy; the name the client asked for stays in `Host`
+        // (from HTTP/2's `:authority` when the client spoke HTTP/2).
+        if !parts.headers.contains_key(header::HOST) {
+            let host = authority.as_ref().unwrap_or(&backend.authority);
+            if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    } else {
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(backend.authority.clone());
+    }
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
         Err(e) => {
@@ -409,6 +421,9 @@ pub(crate) async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
+    // cutover answers in its own HTTP version, not the backend's: an
+    // HTTP/1.0 backend must not make hyper close the client's connection.
+    parts.version = Version::HTTP_11;
     if route.set_cookie {
         let t = route.ticket.unwrap_or(ctx.ticket);
         if let Some(v) =

@@ -16,6 +16,8 @@
 //! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
 //! connections when its drain deadline passes.
 
+pub mod h1;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -106,6 +108,14 @@ pub struct TrackedIo {
 }
 
 impl TrackedIo {
+    fn stream(&self) -> &TcpStream {
+        self.io.inner()
+    }
+
+    fn stream_mut(&mut self) -> &mut TcpStream {
+        self.io.inner_mut()
+    }
+
     /// Leaves the registry: this connection is no longer cut with its backend
     /// nor counted as an upstream connection (an upgraded connection,
     /// drained and counted as a tunnel instead).
@@ -174,6 +184,44 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("{0}")]
     Request(#[source] hyper::Error),
+    #[error("{0}")]
+    H1(#[source] h1::H1Error),
+}
+
+/// A response body from a backend: hyper's (HTTP/2, and HTTP/1.1 requests
+/// with a body or an upgrade) or cutover's own HTTP/1.1 client's.
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    H1(h1::Body),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
+        }
+    }
 }
 
 /// A request a pooled connection could not send: given back when the
@@ -205,6 +253,8 @@ pub struct Upstream {
     /// Most recently used at the back: checkouts take from the back, so
     /// surplus connections sink to the front and time out there.
     idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections of cutover's own HTTP/1.1 client ([`h1`]).
+    direct: Arc<h1::IdleConns>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
@@ -222,27 +272,61 @@ impl Upstream {
             connect_timeout,
             registry,
             idle: Mutex::new(VecDeque::new()),
+            direct: Arc::default(),
             h2: Mutex::new(None),
         }
     }
 
     /// Idle HTTP/1.1 connections kept now.
     pub fn idle(&self) -> usize {
-        lock(&self.idle).len()
+        lock(&self.idle).len() + self.direct.len()
     }
 
-    /// Sends `req`, on a pooled connection if one is free. For HTTP/1.1 the
-    /// connection comes back with the response: hand it to
-    /// [`Upstream::give_back`] when the response body has been read to its
-    /// end, or drop it (which closes it) if it was not.
+    /// Sends `req`, on a pooled connection if one is free. A request
+    /// without a body or upgrade to an HTTP/1.1 backend goes through
+    /// cutover's own client ([`h1`]), whose body returns its connection by
+    /// itself. Otherwise, for HTTP/1.1 hyper's connection comes back with the
+    /// response: hand it to [`Upstream::give_back`] when the response body
+    /// has been read to its end, or drop it (which closes it) if it was not.
     pub async fn send(
         &self,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<H1Conn>), UpstreamError> {
+    ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), UpstreamError> {
         match self.protocol {
-            Protocol::Http1 => self.send_h1(req).await,
-            Protocol::H2c => self.send_h2(req).await.map(|r| (r, None)),
+            Protocol::Http1 if h1::can_send(&req) => {
+                let resp = self.send_direct(req).await?;
+                Ok((resp.map(UpstreamBody::H1), None))
+            }
+            Protocol::Http1 => {
+                let (resp, conn) = self.send_h1(req).await?;
+                Ok((resp.map(UpstreamBody::Hyper), conn))
+            }
+            Protocol::H2c => {
+                let resp = self.send_h2(req).await?;
+                Ok((resp.map(UpstreamBody::Hyper), None))
+            }
         }
+    }
+
+    async fn send_direct(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<h1::Body>, UpstreamError> {
+        let head = h1::Head::encode(&req);
+        drop(req);
+        if let Some(conn) = self.direct.take() {
+            match h1::send(conn, &head, &self.direct).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.retry => {
+                    tracing::debug!(backend = %self.addr, "idle connection failed before an answer ({}); sending on a new one", e.error)
+                }
+                Err(e) => return Err(UpstreamError::H1(e.error)),
+            }
+        }
+        let conn = h1::Conn::new(self.connect().await?);
+        h1::send(conn, &head, &self.direct)
+            .await
+            .map_err(|e| UpstreamError::H1(e.error))
     }
 
     async fn send_h1(
@@ -313,7 +397,7 @@ impl Upstream {
     pub fn close_expired(&self, now: Instant) -> usize {
         let mut idle = lock(&self.idle);
         idle.retain(|c| !c.conn.is_closed() && now.duration_since(c.since) <= IDLE_TIMEOUT);
-        idle.len()
+        idle.len() + self.direct.close_expired(now)
     }
 
     async fn connect(&self) -> Result<TrackedIo, UpstreamError> {

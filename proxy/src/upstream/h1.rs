@@ -1,0 +1,751 @@
+//! cutover's own HTTP/1.1 client, for the common request: one without a
+//! body and without an upgrade. It runs inside the request's task (no
+//! connection task, no dispatch channel, no task switch per request or per
+//! body chunk), writes the request head with one `write` and parses the
+//! response head with `httparse`; the response body is read from the socket
+//! as the downstream side polls for it, and the connection goes back to the
+//! idle list when the body has been read to its end.
+//!
+//! Requests with a body, upgrades and `CONNECT` go through hyper's client
+//! (the parent module), which streams a request body while it reads the
+//! response (a backend may answer before it has read the body).
+//!
+//! Response framing follows RFC 9112 section 6.3: no body for `HEAD`, 1xx,
+//! 204 and 304; `Transfer-Encoding` with `chunked` last is chunked (any
+//! `Content-Length` beside it is dropped and the connection is not reused);
+//! other transfer codings and responses without a length run to the close;
+//! otherwise `Content-Length`, which must be one number. Interim responses
+//! (1xx other than 101) are read and dropped. A connection is reused only
+//! when the response said keep-alive (HTTP/1.1 without `Connection: close`,
+//! HTTP/1.0 with `Connection: keep-alive`) and nothing followed the body.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{lock, TrackedIo, IDLE_TIMEOUT, MAX_IDLE};
+
+/// A response head (status line and headers) longer than this is refused.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// A response with more header lines than this is refused (hyper's limit).
+pub const MAX_HEADERS: usize = 100;
+/// A chunk-size line (with extensions) longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Trailers longer than this are refused.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Read sizes: the response head, then the body.
+const HEAD_READ: usize = 4 * 1024;
+const BODY_READ: usize = 16 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("writing the request failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the response failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("the backend closed the connection without answering")]
+    Closed,
+    #[error("the backend closed the connection in the middle of the response head")]
+    TruncatedHead,
+    #[error("response head longer than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid response head: {0}")]
+    Parse(httparse::Error),
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("the backend closed the connection {0} bytes before the end of the body")]
+    TruncatedBody(u64),
+    #[error("invalid chunked body: {0}")]
+    Chunked(&'static str),
+}
+
+/// A failed exchange, and whether the request may go again on a fresh
+/// connection: the connection was a reused one and the backend had not
+/// answered at all (most likely its keep-alive timeout closed it as the
+/// request went out), and either the request was not delivered or it is
+/// idempotent.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: H1Error,
+    pub retry: bool,
+}
+
+/// One upstream HTTP/1.1 connection of this client.
+pub struct Conn {
+    io: TrackedIo,
+    /// Bytes read and not consumed yet; empty between exchanges.
+    buf: BytesMut,
+    /// Has finished an exchange before.
+    reused: bool,
+}
+
+impl Conn {
+    pub fn new(io: TrackedIo) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            reused: false,
+        }
+    }
+
+    /// Still open, and the backend has sent nothing since the last exchange.
+    /// Does not wait; costs no system call when the socket has seen no event.
+    fn usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.io.stream().try_read(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // 0: closed; anything else: bytes nobody asked for.
+            Ok(_) => false,
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want / 4 {
+            self.buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(self.io.stream_mut()), cx, &mut self.buf)
+    }
+}
+
+/// The idle connections of one backend, most recently used at the back.
+#[derive(Default)]
+pub struct IdleConns {
+    list: Mutex<VecDeque<(Conn, Instant)>>,
+}
+
+impl IdleConns {
+    /// The most recently used idle connection that is still usable.
+    pub fn take(&self) -> Option<Conn> {
+        loop {
+            let (conn, _) = lock(&self.list).pop_back()?;
+            if conn.usable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn give_back(&self, mut conn: Conn) {
+        conn.reused = true;
+        // Nothing is left in it; do not hold its memory while idle.
+        conn.buf = BytesMut::new();
+        let now = Instant::now();
+        let mut list = lock(&self.list);
+        while list
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+        {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE {
+            list.push_back((conn, now));
+        }
+    }
+
+    /// Closes connections idle for longer than [`IDLE_TIMEOUT`] at `now`
+    /// and those the backend closed; returns how many remain.
+    pub fn close_expired(&self, now: Instant) -> usize {
+        let mut list = lock(&self.list);
+        list.retain(|(c, since)| now.duration_since(*since) <= IDLE_TIMEOUT && c.usable());
+        list.len()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.list).len()
+    }
+}
+
+/// Whether this client can send `req`: no body, no upgrade, not `CONNECT`,
+/// no transfer coding of its own.
+pub fn can_send<B: http_body::Body>(req: &Request<B>) -> bool {
+    req.body().is_end_stream()
+        && req.method() != Method::CONNECT
+        && !req.headers().contains_key(header::UPGRADE)
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// What [`send`] needs of the request: its head in wire form and the two
+/// facts about its method that matter afterwards.
+pub struct Head {
+    bytes: Vec<u8>,
+    head_request: bool,
+    idempotent: bool,
+}
+
+impl Head {
+    /// The request line in origin form and the headers as they are (the
+    /// caller has set `Host`); `Content-Length: 0` for a method that
+    /// normally has a body, as hyper does.
+    pub fn encode<B>(req: &Request<B>) -> Head {
+        let method = req.method().as_str();
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let headers = req.headers();
+        let size = headers
+            .iter()
+            .fold(method.len() + target.len() + 32, |n, (k, v)| {
+                n + k.as_str().len() + v.len() + 4
+            });
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (k, v) in headers {
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let bodiless_method = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+        );
+        if !bodiless_method && !headers.contains_key(header::CONTENT_LENGTH) {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Head {
+            bytes: out,
+            head_request: req.method() == Method::HEAD,
+            idempotent: idempotent(req.method()),
+        }
+    }
+}
+
+/// Sends `head` on `conn` and reads the response head. The body is read
+/// as the returned response's body is polled; `conn` goes back to `home`
+/// at its end when it can be reused.
+pub async fn send(
+    mut conn: Conn,
+    head: &Head,
+    home: &std::sync::Arc<IdleConns>,
+) -> Result<Response<Body>, SendError> {
+    let reused = conn.reused;
+    if let Err(e) = conn.io.stream_mut().write_all(&head.bytes).await {
+        return Err(SendError {
+            error: H1Error::Write(e),
+            retry: reused,
+        });
+    }
+    let mut answered = false;
+    let fail = |error: H1Error, answered: bool| SendError {
+        retry: reused && !answered && head.idempotent,
+        error,
+    };
+    let parsed = loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&mut conn.buf, head.head_request) {
+                Ok(Some(Parsed::Interim)) => continue,
+                Ok(Some(Parsed::Final(p))) => break p,
+                Ok(None) if conn.buf.len() >= MAX_HEAD => {
+                    return Err(fail(H1Error::HeadTooLarge, true))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(fail(e, true)),
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < HEAD_READ / 4 {
+            conn.buf.reserve(HEAD_READ);
+        }
+        match conn.io.stream_mut().read_buf(&mut conn.buf).await {
+            Ok(0) if !answered => return Err(fail(H1Error::Closed, false)),
+            Ok(0) => return Err(fail(H1Error::TruncatedHead, true)),
+            Ok(_) => answered = true,
+            Err(e) => return Err(fail(H1Error::Read(e), answered)),
+        }
+    };
+    let (parts, framing, keep_alive) = parsed;
+    let mut body = Body {
+        state: State::Done,
+        conn: Some(conn),
+        home: Some(home.clone()),
+        keep_alive,
+        full: None,
+    };
+    match framing {
+        Framing::Empty => body.finish(),
+        Framing::Length(n) => {
+            // The whole body is already here (the usual small response):
+            // the connection is free before the body is even polled.
+            let buffered = body.conn.as_ref().map_or(0, |c| c.buf.len() as u64);
+            if n <= buffered {
+                if let Some(c) = body.conn.as_mut() {
+                    body.full = Some(c.buf.split_to(n as usize).freeze());
+                }
+                body.finish();
+            } else {
+                body.state = State::Length(n);
+            }
+        }
+        Framing::Chunked => body.state = State::Chunked(Chunk::Size),
+        Framing::Close => body.state = State::Close,
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+enum Parsed {
+    /// A 1xx response other than 101, consumed.
+    Interim,
+    Final((http::response::Parts, Framing, bool)),
+}
+
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Parses one response head at the start of `buf`, consuming it; `None`
+/// when more bytes are needed.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, H1Error> {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(H1Error::Parse(e)),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(H1Error::Invalid("status code out of range"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(H1Error::Invalid(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            ));
+        }
+        buf.advance(len);
+        return Ok(Some(Parsed::Interim));
+    }
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Names now; values as slices of the head once it is frozen (no copy).
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Invalid("invalid header name"))?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, start, end) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| H1Error::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, keep_alive) = framing(status, version, &mut headers, head_request)?;
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Parsed::Final((parts, framing, keep_alive))))
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+    head_request: bool,
+) -> Result<(Framing, bool), H1Error> {
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !has_token(headers, header::CONNECTION, "close")
+    } else {
+        has_token(headers, header::CONNECTION, "keep-alive")
+    };
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            // Both: the coding wins, and this connection is not trusted again.
+            keep_alive = false;
+        }
+        let chunked_last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().split(|b| *b == b',').next_back())
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if chunked_last && version == Version::HTTP_11 {
+            return Ok((Framing::Chunked, keep_alive));
+        }
+        return Ok((Framing::Close, false));
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(H1Error::Invalid("Content-Length is not a number"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, keep_alive),
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Close, false),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data: bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailers, then an empty line.
+    Trailers,
+}
+
+#[derive(Clone, Copy)]
+enum State {
+    Done,
+    /// Bytes of the body left to read.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the backend closes.
+    Close,
+}
+
+/// A response body read from its connection as it is polled.
+pub struct Body {
+    state: State,
+    conn: Option<Conn>,
+    home: Option<std::sync::Arc<IdleConns>>,
+    keep_alive: bool,
+    /// The whole body, when it came with the head.
+    full: Option<Bytes>,
+}
+
+impl Body {
+    /// The body ended: its connection goes back when it can be reused.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
+            if self.keep_alive && conn.buf.is_empty() {
+                home.give_back(conn);
+            }
+        }
+    }
+
+    /// The body failed: its connection is closed.
+    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.full.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) | State::Chunked(Chunk::Data(left)) => {
+                    if !conn.buf.is_empty() {
+                        let n = left.min(conn.buf.len() as u64);
+                        let data = conn.buf.split_to(n as usize).freeze();
+                        match this.state {
+                            State::Length(_) if n == left => this.finish(),
+                            State::Length(_) => this.state = State::Length(left - n),
+                            _ if n == left => this.state = State::Chunked(Chunk::DataEnd),
+                            _ => this.state = State::Chunked(Chunk::Data(left - n)),
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        conn.buf.advance(used);
+                        this.state = State::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) if conn.buf.len() > MAX_CHUNK_LINE => {
+                        return this.fail(H1Error::Chunked("chunk-size line too long"))
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => return this.fail(H1Error::Chunked("invalid chunk-size line")),
+                },
+                State::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.len() >= 2 {
+                        if &conn.buf[..2] != b"\r\n" {
+                            return this.fail(H1Error::Chunked("chunk data not followed by CRLF"));
+                        }
+                        conn.buf.advance(2);
+                        this.state = State::Chunked(Chunk::Size);
+                        continue;
+                    }
+                }
+                State::Chunked(Chunk::Trailers) => {
+                    if conn.buf.starts_with(b"\r\n") {
+                        conn.buf.advance(2);
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    let mut slots = [httparse::EMPTY_HEADER; 32];
+                    match httparse::parse_headers(&conn.buf, &mut slots) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields.iter() {
+                                if let (Ok(k), Ok(v)) = (
+                                    HeaderName::from_bytes(f.name.as_bytes()),
+                                    HeaderValue::from_bytes(f.value),
+                                ) {
+                                    trailers.append(k, v);
+                                }
+                            }
+                            conn.buf.advance(used);
+                            this.finish();
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) if conn.buf.len() > MAX_TRAILERS => {
+                            return this.fail(H1Error::Chunked("trailers too long"))
+                        }
+                        Ok(httparse::Status::Partial) => {}
+                        Err(_) => return this.fail(H1Error::Chunked("invalid trailers")),
+                    }
+                }
+                State::Close => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            // Need more bytes.
+            let conn = match this.conn.as_mut() {
+                Some(c) => c,
+                None => return Poll::Ready(None),
+            };
+            match ready!(conn.poll_fill(cx, BODY_READ)) {
+                Ok(0) => {
+                    return match this.state {
+                        State::Close => {
+                            // The end of a close-delimited body.
+                            this.state = State::Done;
+                            this.conn = None;
+                            Poll::Ready(None)
+                        }
+                        State::Length(left) | State::Chunked(Chunk::Data(left)) => {
+                            this.fail(H1Error::TruncatedBody(left))
+                        }
+                        _ => this.fail(H1Error::Chunked(
+                            "the backend closed the connection before the last chunk",
+                        )),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(H1Error::Read(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.full.is_none() && matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if let Some(d) = &self.full {
+            return SizeHint::with_exact(d.len() as u64);
+        }
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head_request: bool) -> Result<Option<Parsed>, H1Error> {
+        let mut buf = BytesMut::from(raw);
+        parse_head(&mut buf, head_request)
+    }
+
+    fn final_of(raw: &[u8], head_request: bool) -> (http::response::Parts, Framing, bool) {
+        match parse(raw, head_request) {
+            Ok(Some(Parsed::Final(p))) => p,
+            Ok(Some(Parsed::Interim)) => panic!("interim"),
+            Ok(None) => panic!("partial"),
+            Err(e) => panic!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (p, f, ka) = final_of(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
+        assert_eq!(p.status, 200);
+        assert!(matches!(f, Framing::Length(5)) && ka);
+        let (_, f, ka) = final_of(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert!(matches!(f, Framing::Empty) && ka, "HEAD has no body");
+        let (_, f, _) = final_of(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Empty));
+        let (_, f, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked) && ka);
+        let (p, f, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        );
+        assert!(
+            matches!(f, Framing::Chunked) && !ka,
+            "both: chunked, no reuse"
+        );
+        assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
+        let (_, f, ka) = final_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
+        assert!(matches!(f, Framing::Close) && !ka);
+        let (_, f, ka) = final_of(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert!(
+            matches!(f, Framing::Close) && !ka,
+            "no length: to the close"
+        );
+        let (_, _, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!ka);
+        let (p, _, ka) = final_of(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!ka && p.version == Version::HTTP_10);
+        let (_, _, ka) = final_of(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(ka);
+        let (_, f, _) = final_of(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false);
+        assert!(matches!(f, Framing::Length(7)));
+    }
+
+    #[test]
+    fn bad_heads_are_refused_with_what_was_wrong() {
+        let err = |raw: &[u8]| match parse(raw, false) {
+            Err(e) => e.to_string(),
+            _ => panic!("accepted {:?}", String::from_utf8_lossy(raw)),
+        };
+        assert!(err(b"NOT HTTP\r\n\r\n").contains("invalid response head"));
+        assert!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                .contains("conflicting Content-Length")
+        );
+        assert!(err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("not a number"));
+        assert!(err(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n").contains("not a number"));
+        assert!(err(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").contains("no upgrade"));
+        let many: Vec<u8> = [
+            b"HTTP/1.1 200 OK\r\n".to_vec(),
+            b"x: y\r\n".repeat(MAX_HEADERS + 1),
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        assert!(err(&many).contains("invalid response head"));
+    }
+
+    #[test]
+    fn interim_responses_are_consumed_and_partial_heads_wait() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 2"[..]);
+        assert!(matches!(
+            parse_head(&mut buf, false),
+            Ok(Some(Parsed::Interim))
+        ));
+        assert_eq!(&buf[..], b"HTTP/1.1 2");
+        assert!(matches!(parse_head(&mut buf, false), Ok(None)));
+    }
+
+    #[test]
+    fn header_values_are_slices_of_the_head() {
+        let (p, _, _) = final_of(
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.headers["server"], "nginx");
+        let cookies: Vec<_> = p.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn request_heads_are_origin_form_with_a_length_where_hyper_puts_one() {
+        let req = Request::get("http://backend:80/a/b?c=d")
+            .header("host", "app.test")
+            .body(())
+            .expect("request");
+        let h = Head::encode(&req);
+        assert_eq!(
+            String::from_utf8_lossy(&h.bytes),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: app.test\r\n\r\n"
+        );
+        assert!(h.idempotent && !h.head_request);
+        let req = Request::post("/form").body(()).expect("request");
+        let h = Head::encode(&req);
+        assert_eq!(
+            String::from_utf8_lossy(&h.bytes),
+            "POST /form HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert!(!h.idempotent);
+    }
+}
