@@ -291,11 +291,11 @@ pub(crate) async fn handle(
         .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     if backend.protocol == cutover_config::Protocol::Http1 {
         // Origin form (`GET /path HTTP/1.1`), as a backend expects from a
-        // reverse proxy; the name the client asked for stays in `Host`
-        // (from HTTP/2's `:authority` when the client spoke HTTP/2).
+        // reverse proxy; the name the client asked for is in `Host`
+        // (`set_forwarded` took it from HTTP/2's `:authority`), else the
+        // backend's own (an HTTP/1.0 client may send none).
         if !parts.headers.contains_key(header::HOST) {
-            let host = authority.as_ref().unwrap_or(&backend.authority);
-            if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+            if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
                 parts.headers.insert(header::HOST, v);
             }
         }

@@ -137,8 +137,12 @@ impl IdleConns {
 
     fn give_back(&self, mut conn: Conn) {
         conn.reused = true;
-        // Nothing is left in it; do not hold its memory while idle.
-        conn.buf = BytesMut::new();
+        // An empty buffer of head size is kept (reused in place by the next
+        // response when nothing else holds it); a larger one is not held
+        // while idle.
+        if conn.buf.capacity() > HEAD_READ {
+            conn.buf = BytesMut::new();
+        }
         let now = Instant::now();
         let mut list = lock(&self.list);
         while list
@@ -160,7 +164,8 @@ impl IdleConns {
         list.len()
     }
 
-    pub fn len(&self) -> usize {
+    /// Idle connections kept now.
+    pub fn count(&self) -> usize {
         lock(&self.list).len()
     }
 }
@@ -344,9 +349,19 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         Version::HTTP_11
     };
     // Names now; values as slices of the head once it is frozen (no copy).
+    // `Connection` and `Keep-Alive` only say what happens to this
+    // connection: read here, not passed on (unless `Connection` names other
+    // headers, which the caller's hop-by-hop removal then strips).
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(res.headers.len());
+    let mut conn = ConnTokens::default();
     for h in res.headers.iter() {
+        if h.name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("connection") && !conn.read(h.value) {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| H1Error::Invalid("invalid header name"))?;
         let start = h.value.as_ptr() as usize - base;
@@ -359,7 +374,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
             .map_err(|_| H1Error::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
-    let (framing, keep_alive) = framing(status, version, &mut headers, head_request)?;
+    let keep_alive = if version == Version::HTTP_11 {
+        !conn.close
+    } else {
+        conn.keep_alive && !conn.close
+    };
+    let (framing, keep_alive) = framing(status, version, &mut headers, head_request, keep_alive)?;
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -367,12 +387,28 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     Ok(Some(Parsed::Final((parts, framing, keep_alive))))
 }
 
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// The `Connection` tokens of a response.
+#[derive(Default)]
+struct ConnTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnTokens {
+    /// Notes one `Connection` value; true when it names other headers too.
+    fn read(&mut self, value: &[u8]) -> bool {
+        let mut others = false;
+        for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() {
+                others = true;
+            }
+        }
+        others
+    }
 }
 
 fn framing(
@@ -380,12 +416,8 @@ fn framing(
     version: Version,
     headers: &mut HeaderMap,
     head_request: bool,
+    mut keep_alive: bool,
 ) -> Result<(Framing, bool), H1Error> {
-    let mut keep_alive = if version == Version::HTTP_11 {
-        !has_token(headers, header::CONNECTION, "close")
-    } else {
-        has_token(headers, header::CONNECTION, "keep-alive")
-    };
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, keep_alive));
     }
@@ -726,6 +758,20 @@ mod tests {
         assert_eq!(p.headers["server"], "nginx");
         let cookies: Vec<_> = p.headers.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
+        // What only concerns this connection is read, not passed on.
+        let (p, _, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(ka && p.headers.len() == 1, "{:?}", p.headers);
+        let (p, _, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nConnection: close, x-trace\r\nx-trace: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(
+            !ka && p.headers.contains_key("connection"),
+            "names x-trace: kept for hop-by-hop removal"
+        );
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl Upstream {
 
     /// Idle HTTP/1.1 connections kept now.
     pub fn idle(&self) -> usize {
-        lock(&self.idle).len() + self.direct.len()
+        lock(&self.idle).len() + self.direct.count()
     }
 
     /// Sends `req`, on a pooled connection if one is free. A request
