@@ -681,7 +681,7 @@ async fn oversized_response_head_is_a_502_and_cutover_stays_up() {
 
 #[tokio::test]
 async fn truncated_body_is_not_passed_off_as_a_complete_response() {
-    // Proves: when the backend closes 10 bytes into a 1000-byte body, the client sees a failed response, never a clean success; cutover serves the next client.
+    // Proves: when the backend closes 10 bytes into a 1000-byte body, the client sees a failed response, never a clean success; it counts as a bad response; cutover serves the next client.
     let truncated = raw_response(
         "HTTP/1.1 200 OK",
         &["Content-Length: 1000", "Content-Type: text/plain"],
@@ -693,6 +693,7 @@ async fn truncated_body_is_not_passed_off_as_a_complete_response() {
     ])
     .await;
     let run = cutover_for(&backend).await;
+    let before = bad_responses(&run).await;
     let mut conn = h1(run.proxy).await;
     match send(&mut conn, request(Method::GET, "/truncated", b"")).await {
         Err(e) => eprintln!("truncated body, as the client saw it: {e}"),
@@ -703,6 +704,10 @@ async fn truncated_body_is_not_passed_off_as_a_complete_response() {
             r.body.len()
         ),
     }
+    assert!(
+        eventually(WAIT, || async { bad_responses(&run).await > before }).await,
+        "{BAD_RESPONSE} stayed at {before} after a truncated body"
+    );
     assert_eq!(get_ok(&mut h1(run.proxy).await, SMALL).await.text(), "ok\n");
 }
 

@@ -32,18 +32,20 @@ impl ConnActivity {
         }
     }
 
-    fn touch(&self) {
-        self.last_ms
-            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
+    /// A request starts (no clock read: a connection with a request in
+    /// progress is not idle, whenever it started).
     pub fn begin(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.touch();
     }
 
     pub fn end(&self) {
-        self.touch();
+        self.end_at(Instant::now());
+    }
+
+    /// A request ended at `now` (the caller's clock read, shared).
+    pub fn end_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.base).as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -111,13 +113,14 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         self.pool.metrics.in_flight.dec();
         self.pool.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some(b) = &self.backend {
             b.leave();
         }
-        self.conn.end();
+        self.conn.end_at(now);
         if let Some(a) = &self.access {
             tracing::info!(
                 target: "cutover::access",
@@ -174,8 +177,17 @@ impl Body for ProxyBody {
                         }
                     }
                     Poll::Ready(None) => guard.response_complete(),
-                    // A failed body leaves its connection unusable: dropped.
-                    Poll::Ready(Some(Err(_))) => guard.upstream = None,
+                    // The backend's body failed (cut short, badly framed, reset):
+                    // the client's response is cut too, and it counts as a
+                    // bad response. Its connection is unusable: dropped.
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(pool = %guard.pool.name, "response body from the backend failed: {e}");
+                        guard
+                            .pool
+                            .metrics
+                            .count_error(crate::error::ErrorKind::BadResponse);
+                        guard.upstream = None;
+                    }
                     Poll::Pending => {}
                 }
                 polled

@@ -321,8 +321,8 @@ pub(crate) async fn handle(
     };
     let up_req = Request::from_parts(parts, body);
 
-    let sent = tokio::time::timeout(
-        service.config.timeouts.response_header,
+    let sent = tokio::time::timeout_at(
+        tokio::time::Instant::from_std(start) + service.config.timeouts.response_header,
         backend.upstream.send(up_req),
     )
     .await;
