@@ -1,8 +1,8 @@
 //! End-to-end: upstream connection reuse. A keep-alive connection goes back
 //! to its backend's idle list when its response has been read whole, and is
 //! the one the next request takes; a connection whose response was not read
-//! whole is never reused; a pooled connection the backend closed costs no
-//! request.
+//! whole is never reused, unless cutover could read the little that was left
+//! itself; a pooled connection the backend closed costs no request.
 
 mod support;
 
@@ -49,6 +49,7 @@ async fn sequential_requests_share_one_upstream_connection() {
 const OPENED_BLUE: &str =
     "cutover_upstream_connections_opened_total{pool=\"blue\",service=\"web\"}";
 const OPEN_BLUE: &str = "cutover_upstream_connections{pool=\"blue\",service=\"web\"}";
+const KEPT_BLUE: &str = "cutover_upstream_connections_kept_total{pool=\"blue\",service=\"web\"}";
 
 /// A HEAD request on a new downstream connection; returns the status.
 async fn head_status(addr: std::net::SocketAddr) -> u16 {
@@ -119,7 +120,8 @@ async fn a_response_not_read_whole_is_not_reused() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
     // The half-read connection must not serve the next request: that one
-    // would read the rest of the stream as its answer.
+    // would read the rest of the stream as its answer. (Its 2.5 s of
+    // stream are too slow to finish in the background.)
     let mut conn = Conn::h1(run.proxy).await;
     for _ in 0..5 {
         let a = conn.get("/", &[]).await.expect("answer");
@@ -136,6 +138,40 @@ async fn a_response_not_read_whole_is_not_reused() {
         "open upstream connections: {:?}",
         metric(run.admin, OPEN_BLUE).await
     );
+}
+
+#[tokio::test]
+async fn a_response_the_client_left_near_its_end_keeps_its_connection() {
+    let run = Harness::new().blue(1).start().await;
+    // Read the head and first chunk of a short stream, then hang up.
+    {
+        let mut s = tokio::net::TcpStream::connect(run.proxy)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /stream?chunks=3&ms=100 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("read head");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    // cutover reads the other two chunks itself and keeps the connection...
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(run.admin, KEPT_BLUE).await == Some(1.0)
+        })
+        .await,
+        "kept: {:?}",
+        metric(run.admin, KEPT_BLUE).await
+    );
+    // ...which serves the next requests, the stream's rest not among them.
+    let mut conn = Conn::h1(run.proxy).await;
+    for _ in 0..3 {
+        let a = conn.get("/", &[]).await.expect("answer");
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "blue\n"));
+    }
+    assert_eq!(accepted(&run), 1, "a new connection was opened");
+    assert_eq!(metric(run.admin, OPEN_BLUE).await, Some(1.0));
 }
 
 /// A backend that answers one request per connection, then holds the

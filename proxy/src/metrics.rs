@@ -25,6 +25,7 @@ pub mod names {
     pub const CHANGES: &str = "cutover_changes_total";
     pub const UPSTREAM_CONNECTIONS: &str = "cutover_upstream_connections";
     pub const UPSTREAM_CONNECTIONS_OPENED: &str = "cutover_upstream_connections_opened_total";
+    pub const UPSTREAM_CONNECTIONS_KEPT: &str = "cutover_upstream_connections_kept_total";
 }
 
 /// Status classes used as the `code` label.
@@ -42,6 +43,7 @@ pub struct ProxyMetrics {
     tcp_connections: IntCounterVec,
     upstream_connections: IntGaugeVec,
     upstream_opened: IntCounterVec,
+    upstream_kept: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -124,6 +126,14 @@ impl ProxyMetrics {
             ),
             &["service", "pool"],
         )?;
+        let upstream_kept = IntCounterVec::new(
+            Opts::new(
+                names::UPSTREAM_CONNECTIONS_KEPT,
+                "Connections kept by reading to its end, in the background, a response body the client stopped reading",
+            ),
+            &["service", "pool"],
+        )?;
+        registry.register(Box::new(upstream_kept.clone()))?;
         registry.register(Box::new(upstream_connections.clone()))?;
         registry.register(Box::new(upstream_opened.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
@@ -147,6 +157,7 @@ impl ProxyMetrics {
             tcp_connections,
             upstream_connections,
             upstream_opened,
+            upstream_kept,
         })
     }
 
@@ -170,6 +181,7 @@ impl ProxyMetrics {
                     .upstream_connections
                     .with_label_values(&[service, pool]),
                 opened: self.upstream_opened.with_label_values(&[service, pool]),
+                kept: self.upstream_kept.with_label_values(&[service, pool]),
             },
             errors: ErrorKind::ALL.map(|k| {
                 self.upstream_errors.with_label_values(&[
@@ -224,6 +236,7 @@ pub struct PoolMetrics {
 pub struct UpstreamMetrics {
     pub open: IntGauge,
     pub opened: IntCounter,
+    pub kept: IntCounter,
 }
 
 impl PoolMetrics {

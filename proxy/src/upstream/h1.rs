@@ -46,6 +46,11 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Read sizes: the response head, then the body.
 const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 16 * 1024;
+/// A body the client stopped reading is read to its end in the background,
+/// to keep its connection, when at most this much of it is left...
+const FINISH_MAX_BYTES: u64 = 64 * 1024;
+/// ...and it ends within this long; otherwise the connection is closed.
+const FINISH_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +288,8 @@ pub async fn send(
         home: Some(home.clone()),
         keep_alive,
         full: None,
+        finish_on_drop: true,
+        kept: false,
     };
     match framing {
         Framing::Empty => body.finish(),
@@ -502,6 +509,69 @@ pub struct Body {
     keep_alive: bool,
     /// The whole body, when it came with the head.
     full: Option<Bytes>,
+    /// Dropped before its end: finish it in the background (false for the
+    /// body doing that).
+    finish_on_drop: bool,
+    /// Its connection went back to the idle list.
+    kept: bool,
+}
+
+impl Drop for Body {
+    /// The client went away before the end of the body (its request is
+    /// over): when little of a keep-alive body is left, read the rest in
+    /// the background and keep the connection, rather than pay a new one
+    /// for the next request. The rest is discarded; a body that is longer
+    /// or slower than the limits closes its connection.
+    fn drop(&mut self) {
+        if !self.finish_on_drop || !self.keep_alive || self.conn.is_none() {
+            return;
+        }
+        let small = match self.state {
+            State::Length(left) => left <= FINISH_MAX_BYTES,
+            State::Chunked(_) => true,
+            State::Done | State::Close => false,
+        };
+        if !small {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(kept) = self
+            .conn
+            .as_ref()
+            .map(|c| c.io.registry.metrics().kept.clone())
+        else {
+            return;
+        };
+        let mut rest = Body {
+            state: self.state,
+            conn: self.conn.take(),
+            home: self.home.take(),
+            keep_alive: true,
+            full: None,
+            finish_on_drop: false,
+            kept: false,
+        };
+        rt.spawn(async move {
+            let drained = tokio::time::timeout(FINISH_MAX_TIME, async {
+                let mut read = 0u64;
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut rest).await {
+                    let Ok(frame) = frame else { return };
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > FINISH_MAX_BYTES {
+                        return;
+                    }
+                }
+            });
+            // At the end of the body, `rest` has given its connection
+            // back; otherwise dropping it closes the connection.
+            let _ = drained.await;
+            if rest.kept {
+                kept.inc();
+            }
+        });
+    }
 }
 
 impl Body {
@@ -511,6 +581,7 @@ impl Body {
         if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
             if self.keep_alive && conn.buf.is_empty() {
                 home.give_back(conn);
+                self.kept = true;
             }
         }
     }
