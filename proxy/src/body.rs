@@ -3,7 +3,6 @@
 //! it ends (or is dropped), or a short body cutover wrote itself.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -12,53 +11,9 @@ use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::server::ConnActivity;
 use crate::snapshot::{Backend, Pool};
 use crate::upstream::H1Conn;
-
-/// Per downstream connection: requests in progress and the last activity,
-/// for the idle timeout.
-pub(crate) struct ConnActivity {
-    base: Instant,
-    active: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-impl ConnActivity {
-    pub fn new() -> ConnActivity {
-        ConnActivity {
-            base: Instant::now(),
-            active: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// A request starts (no clock read: a connection with a request in
-    /// progress is not idle, whenever it started).
-    pub fn begin(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn end(&self) {
-        self.end_at(Instant::now());
-    }
-
-    /// A request ended at `now` (the caller's clock read, shared).
-    pub fn end_at(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.base).as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-        self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// How long the connection has had no request in progress.
-    pub fn idle_for(&self) -> Option<std::time::Duration> {
-        if self.active.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let now = self.base.elapsed().as_millis() as u64;
-        Some(std::time::Duration::from_millis(now.saturating_sub(last)))
-    }
-}
 
 /// What the access log line needs beyond the guard's own fields.
 pub(crate) struct AccessInfo {

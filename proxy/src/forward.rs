@@ -14,10 +14,10 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{AccessInfo, ConnActivity, ProxyBody, RequestGuard};
+use crate::body::{AccessInfo, ProxyBody, RequestGuard};
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers;
-use crate::server::ListenerCtx;
+use crate::server::{ConnActivity, ListenerCtx};
 use crate::snapshot::Service;
 use crate::ticket::Ticket;
 
@@ -175,6 +175,9 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     ctx.activity.begin();
+    if req.version() == Version::HTTP_2 {
+        ctx.activity.mark_h2();
+    }
     // The one snapshot read of this request.
     let service = {
         let snap = ctx.listener.shared.snapshot.load();

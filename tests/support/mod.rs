@@ -527,6 +527,14 @@ impl Conn {
         Conn::H2(send)
     }
 
+    /// The server has closed the connection, as far as this client knows.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
+
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
         let mut b = Request::builder().uri(path);
         match self {
