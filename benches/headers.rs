@@ -55,7 +55,7 @@ fn headers(c: &mut Criterion) {
                 || head.clone(),
                 |h| {
                     remove_hop_by_hop(h);
-                    set_forwarded(h, &client, "http", Some("www.example.com"));
+                    set_forwarded(h, &client, "http", "www.example.com");
                 },
                 BatchSize::SmallInput,
             )

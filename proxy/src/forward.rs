@@ -261,11 +261,14 @@ pub(crate) async fn handle(
     }
     let authority = parts.uri.authority().cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
+    // The name the client asked for goes on in `Host` (from HTTP/2's
+    // `:authority` when the client spoke HTTP/2), else the backend's own
+    // (an HTTP/1.0 client may send none).
     headers::set_forwarded(
         &mut parts.headers,
         &ctx.client_value,
         "http",
-        authority.as_ref().map(|a| a.as_str()),
+        authority.as_ref().unwrap_or(&backend.authority).as_str(),
     );
     if let Some(u) = &upgrade {
         parts
@@ -292,17 +295,9 @@ pub(crate) async fn handle(
         .path_and_query()
         .cloned()
         .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-    if backend.protocol == cutover_config::Protocol::Http1 {
-        // Origin form (`GET /path HTTP/1.1`), as a backend expects from a
-        // reverse proxy; the name the client asked for is in `Host`
-        // (`set_forwarded` took it from HTTP/2's `:authority`), else the
-        // backend's own (an HTTP/1.0 client may send none).
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    } else {
+    // HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
+    // expects from a reverse proxy; HTTP/2 ones `:scheme` and `:authority`.
+    if backend.protocol != cutover_config::Protocol::Http1 {
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(backend.authority.clone());
     }
@@ -326,7 +321,7 @@ pub(crate) async fn handle(
 
     let sent = tokio::time::timeout_at(
         tokio::time::Instant::from_std(start) + service.config.timeouts.response_header,
-        backend.upstream.send(up_req),
+        backend.upstream.send(up_req, upgrade.is_some()),
     )
     .await;
     let resp = match sent {

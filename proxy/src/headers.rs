@@ -101,7 +101,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is
-/// present (HTTP/2 clients send `:authority` instead).
+/// present: `authority` when the request has none (HTTP/2 clients send
+/// `:authority` instead, HTTP/1.0 clients may send nothing).
 ///
 /// `client` is the client address as a header value, built once per
 /// connection with [`client_value`]; only an incoming list is formatted.
@@ -109,7 +110,7 @@ pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     proto: &'static str,
-    authority: Option<&str>,
+    authority: &str,
 ) {
     let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
@@ -126,12 +127,13 @@ pub fn set_forwarded(
         appended.unwrap_or_else(|| client.clone()),
     );
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if !headers.contains_key(header::HOST) {
-        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(header::HOST, v);
-        }
-    }
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    let host = match headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => HeaderValue::from_str(authority).ok().inspect(|v| {
+            headers.insert(header::HOST, v.clone());
+        }),
+    };
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 }
@@ -191,7 +193,7 @@ mod tests {
             &mut h,
             &client_value("127.0.0.1".parse().unwrap()),
             "http",
-            Some("ignored"),
+            "ignored",
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -203,7 +205,7 @@ mod tests {
             &mut h2,
             &client_value("::ffff:127.0.0.3".parse().unwrap()),
             "http",
-            Some("api.example.com:8443"),
+            "api.example.com:8443",
         );
         assert_eq!(h2["x-forwarded-for"], "127.0.0.3");
         assert_eq!(h2[header::HOST], "api.example.com:8443");

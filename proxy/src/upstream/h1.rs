@@ -175,13 +175,11 @@ impl IdleConns {
     }
 }
 
-/// Whether this client can send `req`: no body, no upgrade, not `CONNECT`,
-/// no transfer coding of its own.
+/// Whether this client can send `req`: no body and not `CONNECT`. The
+/// caller has removed hop-by-hop headers (`Transfer-Encoding` among them)
+/// and sends upgrades elsewhere.
 pub fn can_send<B: http_body::Body>(req: &Request<B>) -> bool {
-    req.body().is_end_stream()
-        && req.method() != Method::CONNECT
-        && !req.headers().contains_key(header::UPGRADE)
-        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+    req.body().is_end_stream() && req.method() != Method::CONNECT
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -191,64 +189,64 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// What [`send`] needs of the request: its head in wire form and the two
-/// facts about its method that matter afterwards.
-pub struct Head {
-    bytes: Vec<u8>,
+/// Writes `req`'s head in wire form to `out`: the request line in origin
+/// form and the headers as they are (the caller has set `Host`);
+/// `Content-Length: 0` for a method that normally has a body, as hyper does.
+fn encode_head(req: &http::request::Parts, out: &mut BytesMut) {
+    let method = req.method.as_str();
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let headers = &req.headers;
+    let size = headers
+        .iter()
+        .fold(method.len() + target.len() + 32, |n, (k, v)| {
+            n + k.as_str().len() + v.len() + 4
+        });
+    out.reserve(size);
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless_method = matches!(
+        req.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if !bodiless_method && !headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The two facts about a request's method that matter to its response.
+struct Head {
     head_request: bool,
     idempotent: bool,
 }
 
-impl Head {
-    /// The request line in origin form and the headers as they are (the
-    /// caller has set `Host`); `Content-Length: 0` for a method that
-    /// normally has a body, as hyper does.
-    pub fn encode<B>(req: &Request<B>) -> Head {
-        let method = req.method().as_str();
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let headers = req.headers();
-        let size = headers
-            .iter()
-            .fold(method.len() + target.len() + 32, |n, (k, v)| {
-                n + k.as_str().len() + v.len() + 4
-            });
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (k, v) in headers {
-            out.extend_from_slice(k.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let bodiless_method = matches!(
-            *req.method(),
-            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-        );
-        if !bodiless_method && !headers.contains_key(header::CONTENT_LENGTH) {
-            out.extend_from_slice(b"content-length: 0\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        Head {
-            bytes: out,
-            head_request: req.method() == Method::HEAD,
-            idempotent: idempotent(req.method()),
-        }
-    }
-}
-
-/// Sends `head` on `conn` and reads the response head. The body is read
-/// as the returned response's body is polled; `conn` goes back to `home`
-/// at its end when it can be reused.
+/// Sends `req`'s head on `conn` and reads the response head. The body is
+/// read as the returned response's body is polled; `conn` goes back to
+/// `home` at its end when it can be reused.
 pub async fn send(
     mut conn: Conn,
-    head: &Head,
+    req: &http::request::Parts,
     home: &std::sync::Arc<IdleConns>,
 ) -> Result<Response<Body>, SendError> {
+    let head = Head {
+        head_request: req.method == Method::HEAD,
+        idempotent: idempotent(&req.method),
+    };
     let reused = conn.reused;
-    if let Err(e) = conn.io.stream_mut().write_all(&head.bytes).await {
+    // The (empty) read buffer holds the request head while it is written.
+    conn.buf.clear();
+    encode_head(req, &mut conn.buf);
+    let written = conn.io.stream_mut().write_all(&conn.buf).await;
+    conn.buf.clear();
+    if let Err(e) = written {
         return Err(SendError {
             error: H1Error::Write(e),
             retry: reused,
@@ -259,27 +257,35 @@ pub async fn send(
         retry: reused && !answered && head.idempotent,
         error,
     };
+    // A head can only have ended in bytes with a newline: a backend that
+    // drips its head byte by byte does not make cutover re-parse it each time.
+    let mut may_be_whole = false;
     let parsed = loop {
-        if !conn.buf.is_empty() {
+        if may_be_whole {
             match parse_head(&mut conn.buf, head.head_request) {
-                Ok(Some(Parsed::Interim)) => continue,
-                Ok(Some(Parsed::Final(p))) => break p,
-                Ok(None) if conn.buf.len() >= MAX_HEAD => {
-                    return Err(fail(H1Error::HeadTooLarge, true))
+                Ok(Some(Parsed::Interim)) => {
+                    may_be_whole = !conn.buf.is_empty();
+                    continue;
                 }
+                Ok(Some(Parsed::Final(p))) => break p,
                 Ok(None) => {}
                 Err(e) => return Err(fail(e, true)),
             }
         }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(fail(H1Error::HeadTooLarge, true));
+        }
         if conn.buf.capacity() - conn.buf.len() < HEAD_READ / 4 {
             conn.buf.reserve(HEAD_READ);
         }
+        let before = conn.buf.len();
         match conn.io.stream_mut().read_buf(&mut conn.buf).await {
             Ok(0) if !answered => return Err(fail(H1Error::Closed, false)),
             Ok(0) => return Err(fail(H1Error::TruncatedHead, true)),
             Ok(_) => answered = true,
             Err(e) => return Err(fail(H1Error::Read(e), answered)),
         }
+        may_be_whole = conn.buf[before..].contains(&b'\n');
     };
     let (parts, framing, keep_alive) = parsed;
     let mut body = Body {
@@ -355,12 +361,26 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     } else {
         Version::HTTP_11
     };
-    // Names now; values as slices of the head once it is frozen (no copy).
-    // `Connection` and `Keep-Alive` only say what happens to this
-    // connection: read here, not passed on (unless `Connection` names other
-    // headers, which the caller's hop-by-hop removal then strips).
+    // Where each field is in the head (on the stack: no allocation); names
+    // and values are built once the head is frozen, values as slices of it
+    // (no copy). `Connection` and `Keep-Alive` only say what happens to
+    // this connection: read here, not passed on (unless `Connection` names
+    // other headers, which the caller's hop-by-hop removal then strips).
     let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(res.headers.len());
+    let span = |s: &[u8]| -> Result<(u32, u32), H1Error> {
+        if s.is_empty() {
+            return Ok((0, 0));
+        }
+        // httparse hands out slices of `buf`; anything else is refused
+        // rather than trusted.
+        (s.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|start| start + s.len() <= len)
+            .map(|start| (start as u32, (start + s.len()) as u32))
+            .ok_or(H1Error::Invalid("header field outside the response head"))
+    };
+    let mut fields = [((0u32, 0u32), (0u32, 0u32)); MAX_HEADERS];
+    let mut count = 0;
     let mut conn = ConnTokens::default();
     for h in res.headers.iter() {
         if h.name.eq_ignore_ascii_case("keep-alive") {
@@ -369,29 +389,18 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         if h.name.eq_ignore_ascii_case("connection") && !conn.read(h.value) {
             continue;
         }
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Invalid("invalid header name"))?;
-        // httparse hands out slices of `buf`; anything else (an empty
-        // value may not point into it) is copied instead.
-        let span = (h.value.as_ptr() as usize)
-            .checked_sub(base)
-            .filter(|start| start + h.value.len() <= len)
-            .map(|start| start..start + h.value.len());
-        let value = match span {
-            Some(span) => Err(span),
-            None => Ok(HeaderValue::from_bytes(h.value)
-                .map_err(|_| H1Error::Invalid("invalid header value"))?),
-        };
-        fields.push((name, value));
+        if let Some(slot) = fields.get_mut(count) {
+            *slot = (span(h.name.as_bytes())?, span(h.value)?);
+            count += 1;
+        }
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        let value = match value {
-            Ok(copied) => copied,
-            Err(span) => HeaderValue::from_maybe_shared(head.slice(span))
-                .map_err(|_| H1Error::Invalid("invalid header value"))?,
-        };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &((ns, ne), (vs, ve)) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| H1Error::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| H1Error::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
     let keep_alive = if version == Version::HTTP_11 {
@@ -884,7 +893,7 @@ mod tests {
         let registry =
             std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
         let home = std::sync::Arc::new(IdleConns::default());
-        let head = Head::encode(&Request::get("/").body(()).expect("request"));
+        let head = Request::get("/").body(()).expect("request").into_parts().0;
         let mut rng = fastrand::Rng::with_seed(7);
         let mut outcomes = [0usize; 2];
         for round in 0..300 {
@@ -925,24 +934,67 @@ mod tests {
         assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
     }
 
+    /// A response written one byte at a time is read whole (and its head
+    /// parsed only when a newline arrives).
+    #[tokio::test]
+    async fn a_response_dripped_byte_by_byte_is_read_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reg = prometheus::Registry::new();
+        let m = crate::ProxyMetrics::new(&reg).expect("metrics");
+        let registry =
+            std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
+        let home = std::sync::Arc::new(IdleConns::default());
+        let head = Request::get("/").body(()).expect("request").into_parts().0;
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let backend = tokio::spawn(async move {
+            let mut req = [0u8; 256];
+            let _ = tokio::io::AsyncReadExt::read(&mut server, &mut req).await;
+            for b in b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello" {
+                server.write_all(&[*b]).await.expect("write");
+                server.flush().await.expect("flush");
+            }
+            server
+        });
+        let exchange = async {
+            let resp = send(Conn::new(registry.register(client)), &head, &home)
+                .await
+                .map_err(|e| e.error)?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+            Ok::<_, H1Error>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .expect("in time")
+            .expect("response");
+        assert_eq!(parts.status, 200);
+        assert_eq!(parts.headers["x-a"], "1");
+        assert_eq!(&body[..], b"hello");
+        let _server = backend.await.expect("backend");
+        assert_eq!(home.count(), 1, "its connection went back to the idle list");
+    }
+
     #[test]
     fn request_heads_are_origin_form_with_a_length_where_hyper_puts_one() {
         let req = Request::get("http://backend:80/a/b?c=d")
             .header("host", "app.test")
             .body(())
             .expect("request");
-        let h = Head::encode(&req);
-        assert_eq!(
-            String::from_utf8_lossy(&h.bytes),
-            "GET /a/b?c=d HTTP/1.1\r\nhost: app.test\r\n\r\n"
-        );
-        assert!(h.idempotent && !h.head_request);
+        let wire = |req: Request<()>| {
+            let mut out = BytesMut::new();
+            encode_head(&req.into_parts().0, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        assert_eq!(wire(req), "GET /a/b?c=d HTTP/1.1\r\nhost: app.test\r\n\r\n");
         let req = Request::post("/form").body(()).expect("request");
-        let h = Head::encode(&req);
         assert_eq!(
-            String::from_utf8_lossy(&h.bytes),
+            wire(req),
             "POST /form HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
         );
-        assert!(!h.idempotent);
+        assert!(idempotent(&Method::PUT) && !idempotent(&Method::POST));
     }
 }

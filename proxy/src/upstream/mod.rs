@@ -282,18 +282,20 @@ impl Upstream {
         lock(&self.idle).len() + self.direct.count()
     }
 
-    /// Sends `req`, on a pooled connection if one is free. A request
-    /// without a body or upgrade to an HTTP/1.1 backend goes through
-    /// cutover's own client ([`h1`]), whose body returns its connection by
-    /// itself. Otherwise, for HTTP/1.1 hyper's connection comes back with the
+    /// Sends `req` (its hop-by-hop headers removed, except those of an
+    /// `upgrade`), on a pooled connection if one is free. A request without
+    /// a body or upgrade to an HTTP/1.1 backend goes through cutover's own
+    /// client ([`h1`]), whose body returns its connection by itself.
+    /// Otherwise, for HTTP/1.1 hyper's connection comes back with the
     /// response: hand it to [`Upstream::give_back`] when the response body
     /// has been read to its end, or drop it (which closes it) if it was not.
     pub async fn send(
         &self,
         req: Request<Incoming>,
+        upgrade: bool,
     ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), UpstreamError> {
         match self.protocol {
-            Protocol::Http1 if h1::can_send(&req) => {
+            Protocol::Http1 if !upgrade && h1::can_send(&req) => {
                 let resp = self.send_direct(req).await?;
                 Ok((resp.map(UpstreamBody::H1), None))
             }
@@ -312,8 +314,8 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
     ) -> Result<Response<h1::Body>, UpstreamError> {
-        let head = h1::Head::encode(&req);
-        drop(req);
+        // No body (see `h1::can_send`): the head is all there is to send.
+        let (head, _) = req.into_parts();
         if let Some(conn) = self.direct.take() {
             match h1::send(conn, &head, &self.direct).await {
                 Ok(resp) => return Ok(resp),
