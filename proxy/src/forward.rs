@@ -259,17 +259,17 @@ pub(crate) async fn handle(
             status: 0,
         }));
     }
+    let authority = parts.uri.authority().cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
     // The name the client asked for goes on in `Host` (from HTTP/2's
     // `:authority` when the client spoke HTTP/2), else the backend's own
-    // (an HTTP/1.0 client may send none). Borrowed, not cloned: a clone
-    // would share the downstream connection's read buffer and keep hyper
-    // from reusing it (see `upstream::h1::Head`).
-    let host = parts
-        .uri
-        .authority()
-        .map_or(backend.authority.as_str(), |a| a.as_str());
-    headers::set_forwarded(&mut parts.headers, &ctx.client_value, "http", host);
+    // (an HTTP/1.0 client may send none).
+    headers::set_forwarded(
+        &mut parts.headers,
+        &ctx.client_value,
+        "http",
+        authority.as_ref().unwrap_or(&backend.authority).as_str(),
+    );
     if let Some(u) = &upgrade {
         parts
             .headers

@@ -197,7 +197,7 @@ fn idempotent(m: &Method) -> bool {
 /// Writes `req`'s head in wire form to `out`: the request line in origin
 /// form and the headers as they are (the caller has set `Host`);
 /// `Content-Length: 0` for a method that normally has a body, as hyper does.
-fn encode_head(req: &http::request::Parts, out: &mut Vec<u8>) {
+fn encode_head(req: &http::request::Parts, out: &mut BytesMut) {
     let method = req.method.as_str();
     let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let headers = &req.headers;
@@ -227,44 +227,32 @@ fn encode_head(req: &http::request::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A request head in wire form, and the two facts about its method that
-/// matter to the response. Owned: the request itself can be dropped before
-/// the exchange starts, which matters because its header values are slices
-/// of the downstream connection's read buffer; while any of them lives,
-/// hyper cannot reuse that buffer and allocates a fresh 8 KiB one when it
-/// next reads from the client (it does so during the exchange, to notice a
-/// client that goes away).
-pub struct Head {
-    bytes: Vec<u8>,
+/// The two facts about a request's method that matter to its response.
+struct Head {
     head_request: bool,
     idempotent: bool,
 }
 
-impl Head {
-    pub fn encode(req: &http::request::Parts) -> Head {
-        let mut bytes = Vec::new();
-        encode_head(req, &mut bytes);
-        Head {
-            bytes,
-            head_request: req.method == Method::HEAD,
-            idempotent: idempotent(&req.method),
-        }
-    }
-}
-
-/// Sends `head` on `conn` and reads the response head. The body is read
-/// as the returned response's body is polled; `conn` goes back to `home`
-/// at its end when it can be reused.
+/// Sends `req`'s head on `conn` and reads the response head. The body is
+/// read as the returned response's body is polled; `conn` goes back to
+/// `home` at its end when it can be reused.
 pub async fn send(
     mut conn: Conn,
-    head: &Head,
+    req: &http::request::Parts,
     home: &std::sync::Arc<IdleConns>,
 ) -> Result<Response<Body>, SendError> {
+    let head = Head {
+        head_request: req.method == Method::HEAD,
+        idempotent: idempotent(&req.method),
+    };
     let reused = conn.reused;
-    let written = conn.io.stream_mut().write_all(&head.bytes).await;
-    // Sized once for the response head (see `HEAD_READ`).
+    // The (empty) read buffer holds the request head while it is written;
+    // sized once for that and for the response head.
     conn.buf.clear();
     conn.buf.reserve(HEAD_READ);
+    encode_head(req, &mut conn.buf);
+    let written = conn.io.stream_mut().write_all(&conn.buf).await;
+    conn.buf.clear();
     if let Err(e) = written {
         return Err(SendError {
             error: H1Error::Write(e),
@@ -912,7 +900,7 @@ mod tests {
         let registry =
             std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
         let home = std::sync::Arc::new(IdleConns::default());
-        let head = Head::encode(&Request::get("/").body(()).expect("request").into_parts().0);
+        let head = Request::get("/").body(()).expect("request").into_parts().0;
         let mut rng = fastrand::Rng::with_seed(7);
         let mut outcomes = [0usize; 2];
         for round in 0..300 {
@@ -966,7 +954,7 @@ mod tests {
         let registry =
             std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
         let home = std::sync::Arc::new(IdleConns::default());
-        let head = Head::encode(&Request::get("/").body(()).expect("request").into_parts().0);
+        let head = Request::get("/").body(()).expect("request").into_parts().0;
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
         let backend = tokio::spawn(async move {
@@ -1004,7 +992,7 @@ mod tests {
             .body(())
             .expect("request");
         let wire = |req: Request<()>| {
-            let mut out = Vec::new();
+            let mut out = BytesMut::new();
             encode_head(&req.into_parts().0, &mut out);
             String::from_utf8_lossy(&out).into_owned()
         };

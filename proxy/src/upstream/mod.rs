@@ -314,9 +314,8 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
     ) -> Result<Response<h1::Body>, UpstreamError> {
-        // No body (see `h1::can_send`): the head is all there is to send,
-        // and the request goes now (see `h1::Head`).
-        let head = h1::Head::encode(&req.into_parts().0);
+        // No body (see `h1::can_send`): the head is all there is to send.
+        let (head, _) = req.into_parts();
         if let Some(conn) = self.direct.take() {
             match h1::send(conn, &head, &self.direct).await {
                 Ok(resp) => return Ok(resp),
