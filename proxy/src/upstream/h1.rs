@@ -881,6 +881,25 @@ mod tests {
         );
     }
 
+    /// A loopback listener to play the backend, a connection registry and
+    /// an idle list for the client side, and a `GET /` to send.
+    async fn loopback() -> (
+        tokio::net::TcpListener,
+        std::sync::Arc<super::super::ConnRegistry>,
+        std::sync::Arc<IdleConns>,
+        http::request::Parts,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let reg = prometheus::Registry::new();
+        let m = crate::ProxyMetrics::new(&reg).expect("metrics");
+        let registry =
+            std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
+        let head = Request::get("/").body(()).expect("request").into_parts().0;
+        (listener, registry, std::sync::Arc::default(), head)
+    }
+
     /// Mangled responses (bytes flipped, cut, inserted) from a real socket:
     /// every one ends in a response or an error, never a panic or a hang.
     #[tokio::test]
@@ -891,16 +910,8 @@ mod tests {
             b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.0 200 OK\r\n\r\nto the close",
             b"HTTP/1.1 204 No Content\r\nConnection: close, x\r\nX: 1\r\n\r\n",
         ];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let (listener, registry, home, head) = loopback().await;
         let addr = listener.local_addr().expect("addr");
-        let reg = prometheus::Registry::new();
-        let m = crate::ProxyMetrics::new(&reg).expect("metrics");
-        let registry =
-            std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
-        let home = std::sync::Arc::new(IdleConns::default());
-        let head = Request::get("/").body(()).expect("request").into_parts().0;
         let mut rng = fastrand::Rng::with_seed(7);
         let mut outcomes = [0usize; 2];
         for round in 0..300 {
@@ -945,16 +956,8 @@ mod tests {
     /// parsed only when a newline arrives).
     #[tokio::test]
     async fn a_response_dripped_byte_by_byte_is_read_whole() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let (listener, registry, home, head) = loopback().await;
         let addr = listener.local_addr().expect("addr");
-        let reg = prometheus::Registry::new();
-        let m = crate::ProxyMetrics::new(&reg).expect("metrics");
-        let registry =
-            std::sync::Arc::new(super::super::ConnRegistry::new(m.pool("s", "p").upstream));
-        let home = std::sync::Arc::new(IdleConns::default());
-        let head = Request::get("/").body(()).expect("request").into_parts().0;
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
         let backend = tokio::spawn(async move {
