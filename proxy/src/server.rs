@@ -147,7 +147,7 @@ struct Watched {
 
 impl Watched {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnActivity>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+        crate::upstream::lock(&self.conns)
     }
 
     fn insert(self: &Arc<Self>, activity: Arc<ConnActivity>) -> WatchEntry {

@@ -19,13 +19,10 @@
 //! when the response said keep-alive (HTTP/1.1 without `Connection: close`,
 //! HTTP/1.0 with `Connection: keep-alive`) and nothing followed the body.
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -33,7 +30,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{lock, TrackedIo, IDLE_TIMEOUT, MAX_IDLE};
+use super::{IdleList, TrackedIo};
 
 /// A response head (status line and headers) longer than this is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -111,7 +108,7 @@ impl Conn {
 
     /// Still open, and the backend has sent nothing since the last exchange.
     /// Does not wait; costs no system call when the socket has seen no event.
-    fn usable(&self) -> bool {
+    pub(super) fn usable(&self) -> bool {
         let mut probe = [0u8; 1];
         match self.io.stream().try_read(&mut probe) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -128,17 +125,14 @@ impl Conn {
     }
 }
 
-/// The idle connections of one backend, most recently used at the back.
-#[derive(Default)]
-pub struct IdleConns {
-    list: Mutex<VecDeque<(Conn, Instant)>>,
-}
+/// The idle connections of this client for one backend.
+pub type IdleConns = IdleList<Conn>;
 
-impl IdleConns {
+impl IdleList<Conn> {
     /// The most recently used idle connection that is still usable.
     pub fn take(&self) -> Option<Conn> {
         loop {
-            let (conn, _) = lock(&self.list).pop_back()?;
+            let (conn, _) = self.lock().pop_back()?;
             if conn.usable() {
                 return Some(conn);
             }
@@ -153,30 +147,7 @@ impl IdleConns {
         if conn.buf.capacity() > HEAD_READ {
             conn.buf = BytesMut::new();
         }
-        let now = Instant::now();
-        let mut list = lock(&self.list);
-        while list
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
-        {
-            list.pop_front();
-        }
-        if list.len() < MAX_IDLE {
-            list.push_back((conn, now));
-        }
-    }
-
-    /// Closes connections idle for longer than [`IDLE_TIMEOUT`] at `now`
-    /// and those the backend closed; returns how many remain.
-    pub fn close_expired(&self, now: Instant) -> usize {
-        let mut list = lock(&self.list);
-        list.retain(|(c, since)| now.duration_since(*since) <= IDLE_TIMEOUT && c.usable());
-        list.len()
-    }
-
-    /// Idle connections kept now.
-    pub fn count(&self) -> usize {
-        lock(&self.list).len()
+        self.push(conn, |_| true);
     }
 }
 

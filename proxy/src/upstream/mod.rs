@@ -1,5 +1,6 @@
-//! Connections to one backend: a pool of idle HTTP/1.1 keep-alive
-//! connections (hyper's `client::conn`, one connection task each), or one
+//! Connections to one backend: pools of idle HTTP/1.1 keep-alive
+//! connections (cutover's own client, [`h1`], for requests without a body;
+//! hyper's `client::conn`, one connection task each, for the others), or one
 //! shared HTTP/2 connection for `h2c` backends.
 //!
 //! Built by hand on hyper's connection API rather than hyper-util's
@@ -45,8 +46,58 @@ pub const MAX_IDLE: usize = 1024;
 /// their previous exchange (a request body still being sent) before dialing.
 const MAX_SKIPPED: usize = 4;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Idle connections of one backend, each with the time it went idle. Most
+/// recently used at the back: checkouts take from the back, so surplus
+/// connections sink to the front and time out there.
+pub struct IdleList<C> {
+    list: Mutex<VecDeque<(C, Instant)>>,
+}
+
+impl<C> Default for IdleList<C> {
+    fn default() -> Self {
+        IdleList {
+            list: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl<C> IdleList<C> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(C, Instant)>> {
+        lock(&self.list)
+    }
+
+    /// Puts `conn` back, first dropping from the cold end connections past
+    /// [`IDLE_TIMEOUT`] or no longer `alive`; a full list closes `conn`.
+    fn push(&self, conn: C, alive: impl Fn(&C) -> bool) {
+        let now = Instant::now();
+        let mut list = self.lock();
+        while list
+            .front()
+            .is_some_and(|(c, since)| !alive(c) || now.duration_since(*since) > IDLE_TIMEOUT)
+        {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE {
+            list.push_back((conn, now));
+        }
+    }
+
+    /// Closes connections idle for longer than [`IDLE_TIMEOUT`] at `now`,
+    /// and those no longer `alive`; returns how many remain.
+    fn close_expired(&self, now: Instant, alive: impl Fn(&C) -> bool) -> usize {
+        let mut list = self.lock();
+        list.retain(|(c, since)| now.duration_since(*since) <= IDLE_TIMEOUT && alive(c));
+        list.len()
+    }
+
+    /// Idle connections kept now.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 pub struct ConnRegistry {
@@ -237,11 +288,6 @@ fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, U
 /// back with [`Upstream::give_back`] once its response has been read whole.
 pub type H1Conn = http1::SendRequest<Incoming>;
 
-struct Idle {
-    conn: H1Conn,
-    since: Instant,
-}
-
 pub struct Upstream {
     addr: String,
     /// `addr` parsed once when it is an IP address (no resolver on the
@@ -250,9 +296,8 @@ pub struct Upstream {
     protocol: Protocol,
     connect_timeout: Duration,
     registry: Arc<ConnRegistry>,
-    /// Most recently used at the back: checkouts take from the back, so
-    /// surplus connections sink to the front and time out there.
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections of hyper's client (requests with a body).
+    idle: IdleList<H1Conn>,
     /// Idle connections of cutover's own HTTP/1.1 client ([`h1`]).
     direct: Arc<h1::IdleConns>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
@@ -271,7 +316,7 @@ impl Upstream {
             protocol,
             connect_timeout,
             registry,
-            idle: Mutex::new(VecDeque::new()),
+            idle: IdleList::default(),
             direct: Arc::default(),
             h2: Mutex::new(None),
         }
@@ -279,7 +324,7 @@ impl Upstream {
 
     /// Idle HTTP/1.1 connections kept now.
     pub fn idle(&self) -> usize {
-        lock(&self.idle).len() + self.direct.count()
+        self.idle.count() + self.direct.count()
     }
 
     /// Sends `req` (its hop-by-hop headers removed, except those of an
@@ -351,15 +396,15 @@ impl Upstream {
 
     /// The most recently used idle connection that is ready for a request.
     fn take_idle(&self) -> Option<H1Conn> {
-        let mut idle = lock(&self.idle);
-        let mut skipped: Vec<Idle> = Vec::new();
+        let mut idle = self.idle.lock();
+        let mut skipped = Vec::new();
         let mut found = None;
         while let Some(c) = idle.pop_back() {
-            if c.conn.is_closed() {
+            if c.0.is_closed() {
                 continue;
             }
-            if c.conn.is_ready() {
-                found = Some(c.conn);
+            if c.0.is_ready() {
+                found = Some(c.0);
                 break;
             }
             // Still finishing its last exchange; keep it for later.
@@ -376,19 +421,8 @@ impl Upstream {
     /// connections are dropped, and so are idle ones past [`IDLE_TIMEOUT`]
     /// at the cold end of the list.
     pub fn give_back(&self, conn: H1Conn) {
-        if conn.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = lock(&self.idle);
-        while idle
-            .front()
-            .is_some_and(|c| c.conn.is_closed() || now.duration_since(c.since) > IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { conn, since: now });
+        if !conn.is_closed() {
+            self.idle.push(conn, |c| !c.is_closed());
         }
     }
 
@@ -397,9 +431,8 @@ impl Upstream {
     /// that gets no more traffic does not keep its idle connections open.
     /// Returns how many idle connections remain.
     pub fn close_expired(&self, now: Instant) -> usize {
-        let mut idle = lock(&self.idle);
-        idle.retain(|c| !c.conn.is_closed() && now.duration_since(c.since) <= IDLE_TIMEOUT);
-        idle.len() + self.direct.close_expired(now)
+        self.idle.close_expired(now, |c| !c.is_closed())
+            + self.direct.close_expired(now, h1::Conn::usable)
     }
 
     async fn connect(&self) -> Result<TrackedIo, UpstreamError> {
