@@ -2,7 +2,9 @@
 //! HTTP/1.1 client has `header_read` for each request head (the wait for the
 //! next request on a keep-alive connection included), an HTTP/2 connection
 //! stays open for `idle` between requests, and a client stuck halfway
-//! through a request head is cut.
+//! through a request head is cut. A client that leaves while its request is
+//! in progress has the request cancelled (the backend sees its connection
+//! close); one that waits gets its answer however long it takes.
 
 mod support;
 
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 /// Waits (bounded by `within`) for the server to close `s`; true if it did.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
@@ -103,4 +106,168 @@ async fn an_http2_connection_stays_open_for_idle_not_header_read() {
     // Then, idle past `idle`, it is closed too.
     let closed = eventually(Duration::from_secs(10), || async { conn.is_closed() }).await;
     assert!(closed, "an idle HTTP/2 connection stayed open past idle");
+}
+
+/// What the slow backend saw of one connection.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Request,
+    Closed,
+}
+
+/// How the slow backend answers.
+#[derive(Clone, Copy)]
+enum Answers {
+    Never,
+    After(Duration),
+    /// A response head and the first chunk of a body, then nothing.
+    Stalled,
+}
+
+/// A backend that reads each request head, reports it, answers as told,
+/// and reports when cutover closes the connection.
+async fn slow_backend(answers: Answers) -> (String, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = tx.send(Seen::Closed);
+                            return;
+                        }
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        head.clear();
+                        let _ = tx.send(Seen::Request);
+                        let answer: &[u8] = match answers {
+                            Answers::Never => continue,
+                            Answers::After(d) => {
+                                tokio::time::sleep(d).await;
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow"
+                            }
+                            Answers::Stalled => {
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+                            }
+                        };
+                        let _ = s.write_all(answer).await;
+                    }
+                }
+            });
+        }
+    });
+    (format!("[\"{addr}\"]"), rx)
+}
+
+async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, within: Duration) -> Option<Seen> {
+    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_cancels_it() {
+    let (backend, mut seen) = slow_backend(Answers::Never).await;
+    // Looks every 100 ms: the client's leaving is seen within ~200 ms.
+    let run = Harness::new()
+        .backends(&backend, &backend)
+        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    s.write_all(b"GET /long-poll HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(
+        next_seen(&mut seen, Duration::from_secs(5)).await,
+        Some(Seen::Request)
+    );
+    drop(s);
+    // The backend's connection is closed long before the response timeout.
+    assert_eq!(
+        next_seen(&mut seen, Duration::from_secs(5)).await,
+        Some(Seen::Closed),
+        "the backend kept working for a client that left"
+    );
+    let counted = eventually(Duration::from_secs(5), || async {
+        let m = get_once(run.admin, "/metrics", &[])
+            .await
+            .map(|a| a.body)
+            .unwrap_or_default();
+        m.contains(&format!(
+            "cutover_downstream_client_gone_total{{listener=\"{}\"}} 1",
+            run.proxy
+        )) && m.contains(
+            r#"cutover_upstream_errors_total{cause="client_aborted",pool="blue",service="web",source="client"} 1"#,
+        ) && m.contains(r#"cutover_in_flight_requests{pool="blue",service="web"} 0"#)
+    })
+    .await;
+    assert!(counted, "the client's leaving was not counted");
+}
+
+#[tokio::test]
+async fn a_client_that_waits_for_a_slow_answer_gets_it() {
+    // The answer takes ten looks of the watchdog: the client, still there,
+    // must not be taken for gone.
+    let (backend, mut seen) = slow_backend(Answers::After(Duration::from_secs(1))).await;
+    let run = Harness::new()
+        .backends(&backend, &backend)
+        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
+        .start()
+        .await;
+    let mut conn = Conn::h1(run.proxy).await;
+    let a = conn.get("/slow", &[]).await.expect("answer");
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "slow"));
+    assert_eq!(
+        next_seen(&mut seen, Duration::from_secs(1)).await,
+        Some(Seen::Request)
+    );
+    assert_eq!(
+        metric(run.admin, "cutover_downstream_client_gone_total").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_response_cancels_it() {
+    let (backend, mut seen) = slow_backend(Answers::Stalled).await;
+    let run = Harness::new()
+        .backends(&backend, &backend)
+        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The client reads the response head and the first chunk, then leaves
+    // while the backend has nothing more to send.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&got).contains("first") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(first, Ok(true), "got: {}", String::from_utf8_lossy(&got));
+    assert_eq!(
+        next_seen(&mut seen, Duration::from_secs(1)).await,
+        Some(Seen::Request)
+    );
+    drop(s);
+    assert_eq!(
+        next_seen(&mut seen, Duration::from_secs(5)).await,
+        Some(Seen::Closed),
+        "the backend's stalled stream was kept for a client that left"
+    );
 }

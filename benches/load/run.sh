@@ -8,7 +8,7 @@
 #
 # Options: --rounds N, --no-oha (skip the fixed-rate latency part),
 # --no-build (use the existing release binary), --keep (keep the work dir),
-# --profile [h1|h2] (no comparison: profile cutover with `perf record` under
+# --profile [h1|h2] (no comparison: profile cutover (or BENCH_PROFILE_TARGET) with `perf record` under
 # wrk/h2load at 50 connections and print the hottest functions),
 # --syscalls [h1|h2] (no timing: system calls per request of each proxy,
 # counted with `strace -c -f` over a fixed number of requests at 50
@@ -24,7 +24,9 @@
 # use during a point before it is repeated, default 10), BENCH_MAX_WAIT
 # (seconds to wait for an idle machine before giving up, default 1800),
 # BENCH_COMMIT (the commit to name when the tree is not a git checkout),
-# BENCH_PROFILE_CONNS (connections for --profile, default 50).
+# BENCH_PROFILE_CONNS (connections for --profile, default 50),
+# BENCH_PROFILE_TARGET (the proxy --profile records: cutover, nginx or haproxy;
+# default cutover).
 # Needs root for apt-get when tools are missing. All traffic is to 127.0.0.1.
 
 set -euo pipefail
@@ -804,17 +806,18 @@ PYEOF
 profile() {
   command -v perf >/dev/null || die "perf is missing: apt-get install linux-perf"
   start_backends
-  cp "$WORK/ngx-split.conf" "$WORK/ngx.conf"
-  start_on 0 cutover "$CUTOVER_BIN" run --config "$WORK/cutover.toml" --workers 1; CUT_PID=$LAST_PID
-  wait_port "$CUT" || die "cutover did not start"
-  local pc=${BENCH_PROFILE_CONNS:-50}
-  load "$PROFILE" "$pc" "$WARM" "$CUT" "$WORK/warm.txt"
+  start_proxies
+  local pc=${BENCH_PROFILE_CONNS:-50} t=${BENCH_PROFILE_TARGET:-cutover} port pids
+  case "$t" in cutover|nginx|haproxy) ;; *) die "BENCH_PROFILE_TARGET must be cutover, nginx or haproxy, not $t" ;; esac
+  port=$(port_of "$t" "$PROFILE")
+  pids=$(pids_of "$t" | paste -sd, -)
+  load "$PROFILE" "$pc" "$WARM" "$port" "$WORK/warm.txt"
   local secs=$((DUR > 8 ? 8 : DUR))
-  perf record -q -e cpu-clock -F 1999 -g -p "$CUT_PID" -o "$WORK/perf.data" -- sleep "$secs" 2>/dev/null &
+  perf record -q -e cpu-clock -F 1999 -g -p "$pids" -o "$WORK/perf.data" -- sleep "$secs" 2>/dev/null &
   local perf_pid=$!
-  load "$PROFILE" "$pc" "$secs" "$CUT" "$WORK/prof.txt"
+  load "$PROFILE" "$pc" "$secs" "$port" "$WORK/prof.txt"
   wait "$perf_pid" || true
-  python3 "$WORK/parse.py" point 0 cutover "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" 0 0 "$HZ" 100 \
+  python3 "$WORK/parse.py" point 0 "$t" "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" 0 0 "$HZ" 100 \
     | python3 "$WORK/parse.py" show
   echo "== hottest functions (self time) =="
   perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null >"$WORK/self.txt" || true
@@ -823,7 +826,7 @@ profile() {
   perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null >"$WORK/incl.txt" || true
   awk '/^ +[0-9.]+%/ { sub(/ +- +- *$/, ""); print substr($0, 1, 150); if (++n == 60) exit }' "$WORK/incl.txt"
   mkdir -p "$REPO/target"
-  cp "$WORK/perf.data" "$REPO/target/cutover-perf.data" && log "perf data kept: $REPO/target/cutover-perf.data (perf report -i ...)"
+  cp "$WORK/perf.data" "$REPO/target/$t-perf.data" && log "perf data kept: $REPO/target/$t-perf.data (perf report -i ...)"
 }
 
 # System calls per request of each proxy: strace -c -f attached for a fixed

@@ -71,6 +71,11 @@ impl Drop for RequestGuard {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
         self.pool.metrics.in_flight.dec();
+        if self.conn.client_gone() {
+            self.pool
+                .metrics
+                .count_error(crate::error::ErrorKind::ClientAborted);
+        }
         self.pool.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some(b) = &self.backend {
             b.leave();

@@ -16,6 +16,7 @@ pub mod names {
     pub const UPSTREAM_ERRORS: &str = "cutover_upstream_errors_total";
     pub const DOWNSTREAM_CONNECTIONS: &str = "cutover_downstream_connections";
     pub const DOWNSTREAM_REFUSED: &str = "cutover_downstream_refused_total";
+    pub const DOWNSTREAM_CLIENT_GONE: &str = "cutover_downstream_client_gone_total";
     pub const SPLIT_WEIGHT: &str = "cutover_split_weight";
     pub const GENERATION: &str = "cutover_generation";
     pub const TUNNELS: &str = "cutover_tunnels";
@@ -38,6 +39,7 @@ pub struct ProxyMetrics {
     upstream_errors: IntCounterVec,
     downstream_connections: IntGaugeVec,
     downstream_refused: IntCounterVec,
+    downstream_client_gone: IntCounterVec,
     tunnels: IntGaugeVec,
     drain_closed: IntCounterVec,
     tcp_connections: IntCounterVec,
@@ -90,6 +92,13 @@ impl ProxyMetrics {
                 "Downstream connections closed at accept",
             ),
             &["listener", "reason"],
+        )?;
+        let downstream_client_gone = IntCounterVec::new(
+            Opts::new(
+                names::DOWNSTREAM_CLIENT_GONE,
+                "HTTP/1 downstream connections dropped because the client left with a request in progress",
+            ),
+            &["listener"],
         )?;
         let tunnels = IntGaugeVec::new(
             Opts::new(
@@ -145,6 +154,7 @@ impl ProxyMetrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(downstream_connections.clone()))?;
         registry.register(Box::new(downstream_refused.clone()))?;
+        registry.register(Box::new(downstream_client_gone.clone()))?;
         Ok(ProxyMetrics {
             requests,
             duration,
@@ -152,6 +162,7 @@ impl ProxyMetrics {
             upstream_errors,
             downstream_connections,
             downstream_refused,
+            downstream_client_gone,
             tunnels,
             drain_closed,
             tcp_connections,
@@ -213,6 +224,7 @@ impl ProxyMetrics {
             refused_proxy_protocol: self
                 .downstream_refused
                 .with_label_values(&[listener, "proxy_protocol"]),
+            client_gone: self.downstream_client_gone.with_label_values(&[listener]),
         }
     }
 }
@@ -254,6 +266,7 @@ pub struct ListenerMetrics {
     pub connections: IntGauge,
     pub refused_limit: IntCounter,
     pub refused_proxy_protocol: IntCounter,
+    pub client_gone: IntCounter,
 }
 
 fn class_index(status: u16) -> usize {
