@@ -259,16 +259,14 @@ pub(crate) async fn handle(
             status: 0,
         }));
     }
-    let authority = parts.uri.authority().cloned();
-    headers::remove_hop_by_hop(&mut parts.headers);
     // The name the client asked for goes on in `Host` (from HTTP/2's
     // `:authority` when the client spoke HTTP/2), else the backend's own
     // (an HTTP/1.0 client may send none).
-    headers::set_forwarded(
+    let fwd = headers::prepare_request(
         &mut parts.headers,
         &ctx.client_value,
         "http",
-        authority.as_ref().unwrap_or(&backend.authority).as_str(),
+        parts.uri.authority().unwrap_or(&backend.authority).as_str(),
     );
     if let Some(u) = &upgrade {
         parts
@@ -317,11 +315,9 @@ pub(crate) async fn handle(
         cutover_config::Protocol::Http1 => Version::HTTP_11,
         cutover_config::Protocol::H2c => Version::HTTP_2,
     };
-    let up_req = Request::from_parts(parts, body);
-
     let sent = tokio::time::timeout_at(
         tokio::time::Instant::from_std(start) + service.config.timeouts.response_header,
-        backend.upstream.send(up_req, upgrade.is_some()),
+        backend.upstream.send(parts, body, fwd, upgrade.is_some()),
     )
     .await;
     let resp = match sent {

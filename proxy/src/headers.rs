@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::ticket::Ticket;
@@ -44,15 +45,48 @@ fn names_no_header(token: &str) -> bool {
         || token.is_empty()
 }
 
+/// Bits of [`scan`] past the hop-by-hop ones: the headers
+/// [`Forwarded::take`] looks at.
+const XFF_BIT: u16 = 1 << 8;
+const XFP_BIT: u16 = 1 << 9;
+const XFH_BIT: u16 = 1 << 10;
+const HOST_BIT: u16 = 1 << 11;
+
+/// Which of the headers cutover rewrites are present: one pass over the
+/// names, no hashing (each lookup or removal in a `HeaderMap` hashes the
+/// name, and most requests have none of them but `Host`).
+fn scan(headers: &HeaderMap) -> u16 {
+    headers.keys().fold(0u16, |acc, k| {
+        acc | u16::from(hop_by_hop_bit(k))
+            | if k == header::HOST {
+                HOST_BIT
+            } else if k == X_FORWARDED_FOR {
+                XFF_BIT
+            } else if k == X_FORWARDED_PROTO {
+                XFP_BIT
+            } else if k == X_FORWARDED_HOST {
+                XFH_BIT
+            } else {
+                0
+            }
+    })
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in
 /// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names, no hashing; then only what is there is
-    // removed (each removal hashes).
-    let present = headers.keys().fold(0u8, |acc, k| acc | hop_by_hop_bit(k));
+    remove_present(headers, scan(headers));
+}
+
+/// [`remove_hop_by_hop`] given the [`scan`] of `headers`; returns the scan
+/// of what is left.
+fn remove_present(headers: &mut HeaderMap, scanned: u16) -> u16 {
+    let present = scanned as u8;
     if present == 0 {
-        return;
+        return scanned;
     }
+    // `Connection` may name any header, even `Host`: scan again after.
+    let mut rescan = false;
     if present & 1 != 0 {
         let tokens = || {
             headers
@@ -72,7 +106,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         };
         for n in named {
             if n != header::TE {
-                headers.remove(&n);
+                rescan |= headers.remove(&n).is_some();
             }
         }
         headers.remove(header::CONNECTION);
@@ -97,44 +131,122 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
+    // The hop-by-hop bits are of no more use.
+    if rescan {
+        scan(headers) & !0xff
+    } else {
+        scanned & !0xff
+    }
 }
 
-/// Sets `X-Forwarded-For` (appending the client to any list already there),
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes sure `Host` is
-/// present: `authority` when the request has none (HTTP/2 clients send
-/// `:authority` instead, HTTP/1.0 clients may send nothing).
+/// The headers cutover adds to a request it forwards: `X-Forwarded-For`
+/// (the client appended to any list already there), `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, and `Host` when the request has none (HTTP/2 clients
+/// send `:authority` instead, HTTP/1.0 clients may send nothing).
+///
+/// They are kept apart from the request's `HeaderMap` until it is sent:
+/// cutover's own HTTP/1.1 client writes them straight after the request's
+/// headers ([`Forwarded::encode`]), which saves inserting (and hashing)
+/// four names per request; hyper's client gets them inserted
+/// ([`Forwarded::apply`]).
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub for_: HeaderValue,
+    pub proto: HeaderValue,
+    /// `Host` to add: the request had none.
+    pub host: Option<HeaderValue>,
+    /// `X-Forwarded-Host`: the request's `Host`, or the one added.
+    pub forwarded_host: Option<HeaderValue>,
+}
+
+/// Prepares a request's headers to go upstream: removes hop-by-hop headers
+/// (see [`remove_hop_by_hop`]) and any `X-Forwarded-*` the client sent, and
+/// returns what to add in their place (see [`Forwarded`]).
 ///
 /// `client` is the client address as a header value, built once per
 /// connection with [`client_value`]; only an incoming list is formatted.
-pub fn set_forwarded(
+/// `authority` is the `Host` to add when the request has none.
+pub fn prepare_request(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     proto: &'static str,
     authority: &str,
-) {
-    let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            let mut list = String::with_capacity(prev.len() + 2 + client.len());
-            list.push_str(prev);
-            list.push_str(", ");
-            list.push_str(client.to_str().unwrap_or(""));
-            HeaderValue::from_str(&list).ok()
+) -> Forwarded {
+    let present = remove_present(headers, scan(headers));
+    let mut for_ = None;
+    if present & XFF_BIT != 0 {
+        if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            if !prev.trim().is_empty() {
+                let mut list = String::with_capacity(prev.len() + 2 + client.len());
+                list.push_str(prev);
+                list.push_str(", ");
+                list.push_str(client.to_str().unwrap_or(""));
+                for_ = HeaderValue::from_str(&list).ok();
+            }
         }
-        _ => None,
+        headers.remove(&X_FORWARDED_FOR);
+    }
+    if present & XFP_BIT != 0 {
+        headers.remove(&X_FORWARDED_PROTO);
+    }
+    if present & XFH_BIT != 0 {
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    let (host, forwarded_host) = match present & HOST_BIT != 0 {
+        true => (None, headers.get(header::HOST).cloned()),
+        false => {
+            let h = HeaderValue::from_str(authority).ok();
+            (h.clone(), h)
+        }
     };
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        appended.unwrap_or_else(|| client.clone()),
-    );
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    let host = match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => HeaderValue::from_str(authority).ok().inspect(|v| {
-            headers.insert(header::HOST, v.clone());
-        }),
-    };
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    Forwarded {
+        for_: for_.unwrap_or_else(|| client.clone()),
+        proto: HeaderValue::from_static(proto),
+        host,
+        forwarded_host,
+    }
+}
+
+impl Forwarded {
+    fn fields(&self) -> [(&'static str, Option<&HeaderValue>); 4] {
+        [
+            ("host", self.host.as_ref()),
+            ("x-forwarded-for", Some(&self.for_)),
+            ("x-forwarded-proto", Some(&self.proto)),
+            ("x-forwarded-host", self.forwarded_host.as_ref()),
+        ]
+    }
+
+    /// Inserts the headers into `headers` (for hyper's client).
+    pub fn apply(self, headers: &mut HeaderMap) {
+        if let Some(h) = self.host {
+            headers.insert(header::HOST, h);
+        }
+        headers.insert(X_FORWARDED_FOR.clone(), self.for_);
+        headers.insert(X_FORWARDED_PROTO.clone(), self.proto);
+        if let Some(h) = self.forwarded_host {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
+        }
+    }
+
+    /// The bytes [`Forwarded::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        self.fields()
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| k.len() + v.len() + 4))
+            .sum()
+    }
+
+    /// Writes the headers as HTTP/1.1 header lines.
+    pub fn encode(&self, out: &mut BytesMut) {
+        for (k, v) in self.fields() {
+            if let Some(v) = v {
+                out.extend_from_slice(k.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
 }
 
@@ -184,31 +296,105 @@ mod tests {
         assert!(h.contains_key("x-keep") && h.contains_key(header::TE));
     }
 
+    /// `prepare_request` then `apply`, as for hyper's client.
+    fn forwarded(mut h: HeaderMap, client: &str, authority: &str) -> HeaderMap {
+        let client = client_value(client.parse().unwrap());
+        prepare_request(&mut h, &client, "http", authority).apply(&mut h);
+        h
+    }
+
+    /// `prepare_request` then `encode` after the request's own headers, as
+    /// cutover's HTTP/1.1 client does, parsed back.
+    fn encoded(mut h: HeaderMap, client: &str, authority: &str) -> Vec<(String, String)> {
+        let client = client_value(client.parse().unwrap());
+        let f = prepare_request(&mut h, &client, "http", authority);
+        let mut out = BytesMut::new();
+        for (k, v) in &h {
+            out.extend_from_slice(format!("{k}: ").as_bytes());
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let before = out.len();
+        f.encode(&mut out);
+        assert_eq!(out.len() - before, f.encoded_len());
+        String::from_utf8(out.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(": ").unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
     #[test]
     fn forwarded_headers_append_and_keep_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        set_forwarded(
-            &mut h,
-            &client_value("127.0.0.1".parse().unwrap()),
-            "http",
-            "ignored",
-        );
+        let h = forwarded(h, "127.0.0.1", "ignored");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "www.example.com");
         assert_eq!(h[header::HOST], "www.example.com");
 
-        let mut h2 = HeaderMap::new();
-        set_forwarded(
-            &mut h2,
-            &client_value("::ffff:127.0.0.3".parse().unwrap()),
-            "http",
-            "api.example.com:8443",
-        );
+        let h2 = forwarded(HeaderMap::new(), "::ffff:127.0.0.3", "api.example.com:8443");
         assert_eq!(h2["x-forwarded-for"], "127.0.0.3");
         assert_eq!(h2[header::HOST], "api.example.com:8443");
+        assert_eq!(h2["x-forwarded-host"], "api.example.com:8443");
+    }
+
+    #[test]
+    fn a_client_cannot_set_forwarded_headers_in_either_form() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static(" "));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let want = [
+            ("host", "www.example.com"),
+            ("x-keep", "1"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "www.example.com"),
+        ];
+        let applied = forwarded(h.clone(), "127.0.0.1", "ignored");
+        assert_eq!(applied.len(), want.len(), "{applied:?}");
+        for (k, v) in want {
+            assert_eq!(applied.get_all(k).iter().collect::<Vec<_>>(), [v], "{k}");
+        }
+        let mut wire = encoded(h, "127.0.0.1", "ignored");
+        wire.sort();
+        let mut want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(wire, want);
+    }
+
+    #[test]
+    fn a_host_named_in_connection_is_removed_and_replaced() {
+        // `Connection: host` strips Host as a hop-by-hop header; the
+        // backend then gets the authority, and X-Forwarded-Host matches.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("host"));
+        let wire = encoded(h, "127.0.0.1", "backend:80");
+        assert!(
+            wire.contains(&("host".into(), "backend:80".into())),
+            "{wire:?}"
+        );
+        assert!(
+            wire.contains(&("x-forwarded-host".into(), "backend:80".into())),
+            "{wire:?}"
+        );
+        assert_eq!(
+            wire.iter().filter(|(k, _)| k == "host").count(),
+            1,
+            "{wire:?}"
+        );
     }
 
     #[test]

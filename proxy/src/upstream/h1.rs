@@ -26,11 +26,12 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{IdleList, TrackedIo};
+use crate::headers::Forwarded;
 
 /// A response head (status line and headers) longer than this is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -151,11 +152,11 @@ impl IdleList<Conn> {
     }
 }
 
-/// Whether this client can send `req`: no body and not `CONNECT`. The
-/// caller has removed hop-by-hop headers (`Transfer-Encoding` among them)
-/// and sends upgrades elsewhere.
-pub fn can_send<B: http_body::Body>(req: &Request<B>) -> bool {
-    req.body().is_end_stream() && req.method() != Method::CONNECT
+/// Whether this client can send a request with this head and body: no
+/// body and not `CONNECT`. The caller has removed hop-by-hop headers
+/// (`Transfer-Encoding` among them) and sends upgrades elsewhere.
+pub fn can_send<B: http_body::Body>(head: &http::request::Parts, body: &B) -> bool {
+    body.is_end_stream() && head.method != Method::CONNECT
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -166,17 +167,17 @@ fn idempotent(m: &Method) -> bool {
 }
 
 /// Writes `req`'s head in wire form to `out`: the request line in origin
-/// form and the headers as they are (the caller has set `Host`);
-/// `Content-Length: 0` for a method that normally has a body, as hyper does.
-fn encode_head(req: &http::request::Parts, out: &mut BytesMut) {
+/// form, the headers as they are, then `fwd`'s (`Host` among them when the
+/// request has none); `Content-Length: 0` for a method that normally has a
+/// body, as hyper does.
+fn encode_head(req: &http::request::Parts, fwd: &Forwarded, out: &mut BytesMut) {
     let method = req.method.as_str();
     let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let headers = &req.headers;
-    let size = headers
-        .iter()
-        .fold(method.len() + target.len() + 32, |n, (k, v)| {
-            n + k.as_str().len() + v.len() + 4
-        });
+    let size = headers.iter().fold(
+        method.len() + target.len() + 32 + fwd.encoded_len(),
+        |n, (k, v)| n + k.as_str().len() + v.len() + 4,
+    );
     out.reserve(size);
     out.extend_from_slice(method.as_bytes());
     out.extend_from_slice(b" ");
@@ -188,6 +189,7 @@ fn encode_head(req: &http::request::Parts, out: &mut BytesMut) {
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    fwd.encode(out);
     let bodiless_method = matches!(
         req.method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -210,6 +212,7 @@ struct Head {
 pub async fn send(
     mut conn: Conn,
     req: &http::request::Parts,
+    fwd: &Forwarded,
     home: &std::sync::Arc<IdleConns>,
 ) -> Result<Response<Body>, SendError> {
     let head = Head {
@@ -221,7 +224,7 @@ pub async fn send(
     // sized once for that and for the response head.
     conn.buf.clear();
     conn.buf.reserve(HEAD_READ);
-    encode_head(req, &mut conn.buf);
+    encode_head(req, fwd, &mut conn.buf);
     let written = conn.io.stream_mut().write_all(&conn.buf).await;
     conn.buf.clear();
     if let Err(e) = written {
@@ -721,7 +724,18 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
     use std::time::Duration;
+
+    /// What cutover adds to a request from 127.0.0.1 that has a `Host`.
+    fn fwd() -> Forwarded {
+        Forwarded {
+            for_: HeaderValue::from_static("127.0.0.1"),
+            proto: HeaderValue::from_static("http"),
+            host: None,
+            forwarded_host: None,
+        }
+    }
 
     fn parse(raw: &[u8], head_request: bool) -> Result<Option<Parsed>, H1Error> {
         let mut buf = BytesMut::from(raw);
@@ -902,7 +916,9 @@ mod tests {
             let (mut server, _) = listener.accept().await.expect("accept");
             let conn = Conn::new(registry.register(client));
             let exchange = async {
-                let resp = send(conn, &head, &home).await.map_err(|e| e.error)?;
+                let resp = send(conn, &head, &fwd(), &home)
+                    .await
+                    .map_err(|e| e.error)?;
                 http_body_util::BodyExt::collect(resp.into_body()).await?;
                 Ok::<_, H1Error>(())
             };
@@ -941,7 +957,7 @@ mod tests {
             server
         });
         let exchange = async {
-            let resp = send(Conn::new(registry.register(client)), &head, &home)
+            let resp = send(Conn::new(registry.register(client)), &head, &fwd(), &home)
                 .await
                 .map_err(|e| e.error)?;
             let (parts, body) = resp.into_parts();
@@ -967,14 +983,17 @@ mod tests {
             .expect("request");
         let wire = |req: Request<()>| {
             let mut out = BytesMut::new();
-            encode_head(&req.into_parts().0, &mut out);
+            encode_head(&req.into_parts().0, &fwd(), &mut out);
             String::from_utf8_lossy(&out).into_owned()
         };
-        assert_eq!(wire(req), "GET /a/b?c=d HTTP/1.1\r\nhost: app.test\r\n\r\n");
+        assert_eq!(
+            wire(req),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
         let req = Request::post("/form").body(()).expect("request");
         assert_eq!(
             wire(req),
-            "POST /form HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+            "POST /form HTTP/1.1\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\ncontent-length: 0\r\n\r\n"
         );
         assert!(idempotent(&Method::PUT) && !idempotent(&Method::POST));
     }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use cutover_config::Protocol;
 
+use crate::headers::Forwarded;
 use crate::metrics::UpstreamMetrics;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -334,16 +335,25 @@ impl Upstream {
     /// Otherwise, for HTTP/1.1 hyper's connection comes back with the
     /// response: hand it to [`Upstream::give_back`] when the response body
     /// has been read to its end, or drop it (which closes it) if it was not.
+    ///
+    /// `fwd` holds the headers cutover adds (see [`Forwarded`]): written
+    /// after `head`'s own by cutover's client, inserted into them for
+    /// hyper's.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        mut head: http::request::Parts,
+        body: Incoming,
+        fwd: Forwarded,
         upgrade: bool,
     ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), UpstreamError> {
+        if self.protocol == Protocol::Http1 && !upgrade && h1::can_send(&head, &body) {
+            // No body: the head is all there is to send.
+            let resp = self.send_direct(&head, &fwd).await?;
+            return Ok((resp.map(UpstreamBody::H1), None));
+        }
+        fwd.apply(&mut head.headers);
+        let req = Request::from_parts(head, body);
         match self.protocol {
-            Protocol::Http1 if !upgrade && h1::can_send(&req) => {
-                let resp = self.send_direct(req).await?;
-                Ok((resp.map(UpstreamBody::H1), None))
-            }
             Protocol::Http1 => {
                 let (resp, conn) = self.send_h1(req).await?;
                 Ok((resp.map(UpstreamBody::Hyper), conn))
@@ -357,12 +367,11 @@ impl Upstream {
 
     async fn send_direct(
         &self,
-        req: Request<Incoming>,
+        head: &http::request::Parts,
+        fwd: &Forwarded,
     ) -> Result<Response<h1::Body>, UpstreamError> {
-        // No body (see `h1::can_send`): the head is all there is to send.
-        let (head, _) = req.into_parts();
         if let Some(conn) = self.direct.take() {
-            match h1::send(conn, &head, &self.direct).await {
+            match h1::send(conn, head, fwd, &self.direct).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.retry => {
                     tracing::debug!(backend = %self.addr, "idle connection failed before an answer ({}); sending on a new one", e.error)
@@ -371,7 +380,7 @@ impl Upstream {
             }
         }
         let conn = h1::Conn::new(self.connect().await?);
-        h1::send(conn, &head, &self.direct)
+        h1::send(conn, head, fwd, &self.direct)
             .await
             .map_err(|e| UpstreamError::H1(e.error))
     }
