@@ -363,12 +363,20 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     let mut fields = [((0u32, 0u32), (0u32, 0u32)); MAX_HEADERS];
     let mut count = 0;
     let mut conn = ConnTokens::default();
+    // The framing fields, read here rather than looked up in the map.
+    let mut coded = false;
+    let mut length = Ok(None);
     for h in res.headers.iter() {
         if h.name.eq_ignore_ascii_case("keep-alive") {
             continue;
         }
         if h.name.eq_ignore_ascii_case("connection") && !conn.read(h.value) {
             continue;
+        }
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            length = length.and_then(|l| content_length(l, h.value));
         }
         if let Some(slot) = fields.get_mut(count) {
             *slot = (span(h.name.as_bytes())?, span(h.value)?);
@@ -389,7 +397,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     } else {
         conn.keep_alive && !conn.close
     };
-    let (framing, keep_alive) = framing(status, version, &mut headers, head_request, keep_alive)?;
+    let (framing, keep_alive) = if coded {
+        coded_framing(status, version, &mut headers, head_request, keep_alive)
+    } else {
+        length_framing(status, head_request, keep_alive, length)?
+    };
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -421,52 +433,76 @@ impl ConnTokens {
     }
 }
 
-fn framing(
+/// No body at all, whatever the head says: a HEAD request's answer, 204, 304.
+fn bodiless(status: StatusCode, head_request: bool) -> bool {
+    head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+/// The framing of a response with `Transfer-Encoding`: chunked if that is
+/// the last coding (HTTP/1.1), else read to the close. A `Content-Length`
+/// beside it is dropped, and the connection is not trusted again.
+fn coded_framing(
     status: StatusCode,
     version: Version,
     headers: &mut HeaderMap,
     head_request: bool,
     mut keep_alive: bool,
+) -> (Framing, bool) {
+    if bodiless(status, head_request) {
+        return (Framing::Empty, keep_alive);
+    }
+    if headers.remove(header::CONTENT_LENGTH).is_some() {
+        keep_alive = false;
+    }
+    let chunked_last = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().split(|b| *b == b',').next_back())
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if chunked_last && version == Version::HTTP_11 {
+        (Framing::Chunked, keep_alive)
+    } else {
+        (Framing::Close, false)
+    }
+}
+
+/// The framing of a response without `Transfer-Encoding`, given its
+/// `Content-Length` (see [`content_length`]; not looked at when there is no
+/// body anyway): that many bytes, or to the close without one.
+fn length_framing(
+    status: StatusCode,
+    head_request: bool,
+    keep_alive: bool,
+    length: Result<Option<u64>, H1Error>,
 ) -> Result<(Framing, bool), H1Error> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    if bodiless(status, head_request) {
         return Ok((Framing::Empty, keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
-            // Both: the coding wins, and this connection is not trusted again.
-            keep_alive = false;
-        }
-        let chunked_last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().split(|b| *b == b',').next_back())
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if chunked_last && version == Version::HTTP_11 {
-            return Ok((Framing::Chunked, keep_alive));
-        }
-        return Ok((Framing::Close, false));
-    }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(H1Error::Invalid("Content-Length is not a number"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Invalid("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match length? {
         Some(0) => (Framing::Empty, keep_alive),
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Close, false),
     })
+}
+
+/// Adds one `Content-Length` field to `length` (the value of those before
+/// it): a number, or a list of the same number; anything else is refused.
+fn content_length(length: Option<u64>, value: &[u8]) -> Result<Option<u64>, H1Error> {
+    let mut length = length;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        let n = std::str::from_utf8(part)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(H1Error::Invalid("Content-Length is not a number"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(H1Error::Invalid("conflicting Content-Length values"));
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 #[derive(Clone, Copy)]
@@ -798,6 +834,19 @@ mod tests {
         assert!(ka);
         let (_, f, _) = final_of(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false);
         assert!(matches!(f, Framing::Length(7)));
+        // A Content-Length nobody uses is not judged: beside a coding, or
+        // on an answer without a body.
+        let (p, f, ka) = final_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Chunked) && !ka);
+        assert!(!p.headers.contains_key(header::CONTENT_LENGTH));
+        let (_, f, ka) = final_of(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: x\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, Framing::Empty) && ka);
     }
 
     #[test]
