@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use cutover_proxy::headers::{client_value, cookie_ticket, prepare_request};
+use cutover_proxy::headers::{client_value, cookie_ticket, prepare_request, Scan};
 use http::header::{HeaderMap, HeaderValue};
 
 /// A request head as a load generator sends it (wrk: Host only).
@@ -54,14 +54,20 @@ fn headers(c: &mut Criterion) {
         group.bench_function(format!("rewrite_{name}"), |b| {
             b.iter_batched_ref(
                 || head.clone(),
-                |h| prepare_request(h, &client, "http", "www.example.com").apply(h),
+                |h| {
+                    let scanned = Scan::of(h);
+                    prepare_request(h, scanned, &client, "http", "www.example.com").apply(h)
+                },
                 BatchSize::SmallInput,
             )
         });
         group.bench_function(format!("rewrite_encoded_{name}"), |b| {
             b.iter_batched_ref(
                 || (head.clone(), BytesMut::with_capacity(1024)),
-                |(h, out)| prepare_request(h, &client, "http", "www.example.com").encode(out),
+                |(h, out)| {
+                    let scanned = Scan::of(h);
+                    prepare_request(h, scanned, &client, "http", "www.example.com").encode(out)
+                },
                 BatchSize::SmallInput,
             )
         });

@@ -775,6 +775,43 @@ async fn http1_request_reaches_the_backend_in_origin_form_with_its_host() {
     assert_origin_form_with_host(&backend);
 }
 
+#[tokio::test]
+async fn an_absolute_form_http1_request_reaches_the_backend_in_origin_form() {
+    // Proves: `GET http://app.example.test/some/path?x=1 HTTP/1.1` (absolute
+    // form, as a client talking to a proxy sends it) is rewritten to origin
+    // form for the backend, its Host kept.
+    let backend = Scripted::start(vec![("/some/path", small_answer())]).await;
+    let run = cutover_for(&backend).await;
+    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    s.write_all(
+        format!("GET http://{HOST}/some/path?x=1 HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "no answer: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_origin_form_with_host(&backend);
+}
+
 /// The backend's last request was `GET /some/path?x=1 HTTP/1.1` with `Host: HOST`.
 fn assert_origin_form_with_host(backend: &Scripted) {
     let seen = backend.last();

@@ -150,9 +150,10 @@ fn websocket_key() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
-/// The `Upgrade` header of an HTTP/1.1 upgrade request (WebSocket and others).
-fn upgrade_request(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+/// The `Upgrade` header of an HTTP/1.1 upgrade request (WebSocket and
+/// others); `scanned` is [`headers::Scan::of`] its headers.
+fn upgrade_request(req: &Request<Incoming>, scanned: headers::Scan) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 || !scanned.has_connection() {
         return None;
     }
     let wants = req
@@ -238,10 +239,11 @@ pub(crate) async fn handle(
         );
         return Ok(fail(&pool, guard, err));
     }
+    let scanned = headers::Scan::of(req.headers());
     let upgrade = if h2_ws {
         Some(HeaderValue::from_static("websocket"))
     } else {
-        upgrade_request(&req)
+        upgrade_request(&req, scanned)
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -264,6 +266,7 @@ pub(crate) async fn handle(
     // (an HTTP/1.0 client may send none).
     let fwd = headers::prepare_request(
         &mut parts.headers,
+        scanned,
         &ctx.client_value,
         "http",
         parts.uri.authority().unwrap_or(&backend.authority).as_str(),
@@ -287,30 +290,37 @@ pub(crate) async fn handle(
             );
         }
     }
-    let mut uri = http::uri::Parts::default();
-    uri.path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     // HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
-    // expects from a reverse proxy; HTTP/2 ones `:scheme` and `:authority`.
-    if backend.protocol != cutover_config::Protocol::Http1 {
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(backend.authority.clone());
-    }
-    parts.uri = match Uri::from_parts(uri) {
-        Ok(u) => u,
-        Err(e) => {
-            let err = ProxyError::new(
-                ErrorKind::BadRequest,
-                format!("cannot build the upstream URI: {e}"),
-            );
-            pool.metrics.count_error(err.kind);
-            pool.metrics.count_status(err.status().as_u16());
-            return Ok(error_response(&err));
+    // expects from a reverse proxy (an HTTP/1.1 client's request target
+    // mostly is already); HTTP/2 ones `:scheme` and `:authority`.
+    let http1 = backend.protocol == cutover_config::Protocol::Http1;
+    let origin_form = parts.uri.scheme().is_none()
+        && parts.uri.authority().is_none()
+        && parts.uri.path_and_query().is_some();
+    if !(http1 && origin_form) {
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        if !http1 {
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(backend.authority.clone());
         }
-    };
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(u) => u,
+            Err(e) => {
+                let err = ProxyError::new(
+                    ErrorKind::BadRequest,
+                    format!("cannot build the upstream URI: {e}"),
+                );
+                pool.metrics.count_error(err.kind);
+                pool.metrics.count_status(err.status().as_u16());
+                return Ok(error_response(&err));
+            }
+        };
+    }
     parts.version = match backend.protocol {
         cutover_config::Protocol::Http1 => Version::HTTP_11,
         cutover_config::Protocol::H2c => Version::HTTP_2,

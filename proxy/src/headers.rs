@@ -58,6 +58,22 @@ fn scan(headers: &HeaderMap) -> u16 {
     headers.keys().fold(0u16, |acc, k| acc | header_bit(k))
 }
 
+/// Which of the headers cutover rewrites a request has, found in one pass
+/// (see [`prepare_request`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Scan(u16);
+
+impl Scan {
+    pub fn of(headers: &HeaderMap) -> Scan {
+        Scan(scan(headers))
+    }
+
+    /// Has a `Connection` header (which an upgrade request must have).
+    pub fn has_connection(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in
 /// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -147,18 +163,20 @@ pub struct Forwarded {
 
 /// Prepares a request's headers to go upstream: removes hop-by-hop headers
 /// (see [`remove_hop_by_hop`]) and any `X-Forwarded-*` the client sent, and
-/// returns what to add in their place (see [`Forwarded`]).
+/// returns what to add in their place (see [`Forwarded`]). `scanned` is
+/// [`Scan::of`] these headers, unchanged since.
 ///
 /// `client` is the client address as a header value, built once per
 /// connection with [`client_value`]; only an incoming list is formatted.
 /// `authority` is the `Host` to add when the request has none.
 pub fn prepare_request(
     headers: &mut HeaderMap,
+    scanned: Scan,
     client: &HeaderValue,
     proto: &'static str,
     authority: &str,
 ) -> Forwarded {
-    let present = remove_present(headers, scan(headers));
+    let present = remove_present(headers, scanned.0);
     let mut for_ = None;
     if present & XFF_BIT != 0 {
         if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -285,7 +303,8 @@ mod tests {
     /// `prepare_request` then `apply`, as for hyper's client.
     fn forwarded(mut h: HeaderMap, client: &str, authority: &str) -> HeaderMap {
         let client = client_value(client.parse().unwrap());
-        prepare_request(&mut h, &client, "http", authority).apply(&mut h);
+        let scanned = Scan::of(&h);
+        prepare_request(&mut h, scanned, &client, "http", authority).apply(&mut h);
         h
     }
 
@@ -293,7 +312,8 @@ mod tests {
     /// cutover's HTTP/1.1 client does, parsed back.
     fn encoded(mut h: HeaderMap, client: &str, authority: &str) -> Vec<(String, String)> {
         let client = client_value(client.parse().unwrap());
-        let f = prepare_request(&mut h, &client, "http", authority);
+        let scanned = Scan::of(&h);
+        let f = prepare_request(&mut h, scanned, &client, "http", authority);
         let mut out = BytesMut::new();
         for (k, v) in &h {
             out.extend_from_slice(format!("{k}: ").as_bytes());
