@@ -166,19 +166,26 @@ async fn slow_backend(answers: Answers) -> (String, mpsc::UnboundedReceiver<Seen
     (format!("[\"{addr}\"]"), rx)
 }
 
+/// cutover in front of a [`slow_backend`], its watchdog looking every
+/// 100 ms (a quarter of `header_read`), the response timeout far away.
+async fn slow_cutover(answers: Answers) -> (Running, mpsc::UnboundedReceiver<Seen>) {
+    let (backend, seen) = slow_backend(answers).await;
+    let run = Harness::new()
+        .backends(&backend, &backend)
+        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
+        .start()
+        .await;
+    (run, seen)
+}
+
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, within: Duration) -> Option<Seen> {
     tokio::time::timeout(within, rx.recv()).await.ok().flatten()
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_request_cancels_it() {
-    let (backend, mut seen) = slow_backend(Answers::Never).await;
     // Looks every 100 ms: the client's leaving is seen within ~200 ms.
-    let run = Harness::new()
-        .backends(&backend, &backend)
-        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
-        .start()
-        .await;
+    let (run, mut seen) = slow_cutover(Answers::Never).await;
     let mut s = TcpStream::connect(run.proxy).await.expect("connect");
     s.write_all(b"GET /long-poll HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -214,12 +221,7 @@ async fn a_client_that_leaves_mid_request_cancels_it() {
 async fn a_client_that_waits_for_a_slow_answer_gets_it() {
     // The answer takes ten looks of the watchdog: the client, still there,
     // must not be taken for gone.
-    let (backend, mut seen) = slow_backend(Answers::After(Duration::from_secs(1))).await;
-    let run = Harness::new()
-        .backends(&backend, &backend)
-        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
-        .start()
-        .await;
+    let (run, mut seen) = slow_cutover(Answers::After(Duration::from_secs(1))).await;
     let mut conn = Conn::h1(run.proxy).await;
     let a = conn.get("/slow", &[]).await.expect("answer");
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "slow"));
@@ -235,12 +237,7 @@ async fn a_client_that_waits_for_a_slow_answer_gets_it() {
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_response_cancels_it() {
-    let (backend, mut seen) = slow_backend(Answers::Stalled).await;
-    let run = Harness::new()
-        .backends(&backend, &backend)
-        .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
-        .start()
-        .await;
+    let (run, mut seen) = slow_cutover(Answers::Stalled).await;
     let mut s = TcpStream::connect(run.proxy).await.expect("connect");
     s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
