@@ -45,7 +45,7 @@ fn names_no_header(token: &str) -> bool {
 }
 
 /// Bits of [`scan`] past the hop-by-hop ones: the headers
-/// [`Forwarded::take`] looks at.
+/// [`prepare_request`] rewrites.
 const XFF_BIT: u16 = 1 << 8;
 const XFP_BIT: u16 = 1 << 9;
 const XFH_BIT: u16 = 1 << 10;
@@ -179,7 +179,9 @@ pub fn prepare_request(
     let present = remove_present(headers, scanned.0);
     let mut for_ = None;
     if present & XFF_BIT != 0 {
-        if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        // `remove` hands back the first value, as `get` would.
+        let prev = headers.remove(&X_FORWARDED_FOR);
+        if let Some(prev) = prev.as_ref().and_then(|v| v.to_str().ok()) {
             if !prev.trim().is_empty() {
                 let mut list = String::with_capacity(prev.len() + 2 + client.len());
                 list.push_str(prev);
@@ -188,7 +190,6 @@ pub fn prepare_request(
                 for_ = HeaderValue::from_str(&list).ok();
             }
         }
-        headers.remove(&X_FORWARDED_FOR);
     }
     if present & XFP_BIT != 0 {
         headers.remove(&X_FORWARDED_PROTO);
@@ -237,7 +238,7 @@ impl Forwarded {
     pub fn encoded_len(&self) -> usize {
         self.fields()
             .iter()
-            .filter_map(|(k, v)| v.map(|v| k.len() + v.len() + 4))
+            .filter_map(|(k, v)| v.map(|v| field_len(k, v.as_bytes())))
             .sum()
     }
 
@@ -245,13 +246,23 @@ impl Forwarded {
     pub fn encode(&self, out: &mut BytesMut) {
         for (k, v) in self.fields() {
             if let Some(v) = v {
-                out.extend_from_slice(k.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                write_field(out, k, v.as_bytes());
             }
         }
     }
+}
+
+/// The length of a header line `name: value\r\n` ([`write_field`]).
+pub fn field_len(name: &str, value: &[u8]) -> usize {
+    name.len() + value.len() + 4
+}
+
+/// Writes one header line, `name: value\r\n`.
+pub fn write_field(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A client address as an `X-Forwarded-For` value (IPv4-mapped IPv6 shown as IPv4).
@@ -316,9 +327,7 @@ mod tests {
         let f = prepare_request(&mut h, scanned, &client, "http", authority);
         let mut out = BytesMut::new();
         for (k, v) in &h {
-            out.extend_from_slice(format!("{k}: ").as_bytes());
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            write_field(&mut out, k.as_str(), v.as_bytes());
         }
         let before = out.len();
         f.encode(&mut out);

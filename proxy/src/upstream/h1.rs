@@ -31,7 +31,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{IdleList, TrackedIo};
-use crate::headers::Forwarded;
+use crate::headers::{field_len, write_field, Forwarded};
 
 /// A response head (status line and headers) longer than this is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -176,7 +176,7 @@ fn encode_head(req: &http::request::Parts, fwd: &Forwarded, out: &mut BytesMut) 
     let headers = &req.headers;
     let size = headers.iter().fold(
         method.len() + target.len() + 32 + fwd.encoded_len(),
-        |n, (k, v)| n + k.as_str().len() + v.len() + 4,
+        |n, (k, v)| n + field_len(k.as_str(), v.as_bytes()),
     );
     out.reserve(size);
     out.extend_from_slice(method.as_bytes());
@@ -184,10 +184,7 @@ fn encode_head(req: &http::request::Parts, fwd: &Forwarded, out: &mut BytesMut) 
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (k, v) in headers {
-        out.extend_from_slice(k.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, k.as_str(), v.as_bytes());
     }
     fwd.encode(out);
     let bodiless_method = matches!(
