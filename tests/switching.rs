@@ -36,23 +36,27 @@ async fn switch_takes_effect_on_the_next_request_of_an_open_h2_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_90_10_split_over_2000_new_connections_sends_about_10_percent_to_green() {
+async fn a_90_10_split_gives_green_its_tenth_of_new_connections_within_three_at_every_count() {
     let h = Harness::new()
         .service("split = { blue = 90, green = 10 }")
         .start()
         .await;
-    let mut green = 0;
-    let n = 2000;
-    for _ in 0..n {
+    let mut green = 0i32;
+    for n in 1..=300i32 {
         let a = get_once(h.proxy, "/", &[]).await.unwrap();
         assert!(a.status.is_success());
         if a.pool() == "green" {
             green += 1;
         }
+        // Tickets are handed out in turn, not drawn at random: after any
+        // number of connections green has had its tenth within 3. Random
+        // tickets drift like a random walk (standard deviation 5.2 at 300)
+        // and break this bound in most runs.
+        assert!(
+            (green * 10 - n).abs() <= 30,
+            "after {n} connections green had {green}"
+        );
     }
-    // Binomial(2000, 0.1): mean 200, standard deviation 13.4. Accept +-5 sd
-    // (133..=267): a correct proxy fails this about once in 3.5 million runs.
-    assert!((133..=267).contains(&green), "green got {green} of {n}");
 }
 
 /// Pool of each client (source address 127.0.0.x) after one request each.

@@ -108,7 +108,7 @@ fn route(service: &Service, ctx: &ConnCtx, req: &Request<Incoming>) -> Result<Ro
         Sticky::Cookie => {
             match headers::cookie_ticket(req.headers(), &service.config.cookie.name) {
                 Some(t) => (t, false),
-                None => (Ticket::random(), true),
+                None => (ctx.listener.tickets.next(), true),
             }
         }
         Sticky::None | Sticky::ClientIp => (ctx.ticket, false),

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::forward::{handle, ConnCtx};
 use crate::metrics::ListenerMetrics;
-use crate::ticket::Ticket;
+use crate::ticket::{Ticket, Tickets};
 use crate::Shared;
 
 /// hyper's HTTP/1 header count limit when none is set.
@@ -68,6 +68,8 @@ pub(crate) struct ListenerCtx {
     pub mode: ListenerMode,
     pub proxy_protocol: bool,
     pub header_read: Duration,
+    /// Tickets for this listener's connections (and new cookies), in turn.
+    pub tickets: Tickets,
     watched: Arc<Watched>,
 }
 
@@ -365,6 +367,7 @@ pub async fn serve(
         mode: spec.mode,
         proxy_protocol: spec.proxy_protocol,
         header_read: spec.timeouts.header_read,
+        tickets: Tickets::new(),
         watched: Arc::default(),
     });
     // Aborted when `serve` returns, however it returns.
@@ -488,7 +491,7 @@ async fn serve_conn(
         .map(|s| s.config.sticky);
     let ticket = match sticky {
         Some(Sticky::ClientIp) => Ticket::from_ip(client.ip()),
-        _ => Ticket::random(),
+        _ => ctx.tickets.next(),
     };
     let activity = Arc::new(ConnActivity::new());
     let conn_ctx = Arc::new(ConnCtx {
