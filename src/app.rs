@@ -12,7 +12,7 @@ use cutover_config::Config;
 use cutover_control::{Admin, ControlError, Controller};
 use cutover_proxy::{ListenerSpec, ProxyMetrics, Shared};
 use prometheus::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -81,10 +81,27 @@ pub struct App {
     shutdown_timeout: Duration,
 }
 
+/// Connections the kernel completes and queues while the accept loop is
+/// busy. std's and mio's 128 overflows when a few hundred clients connect at
+/// once (a reconnect storm, a load test's 256 connections): the kernel then
+/// drops their handshakes and those clients wait a second or more for a
+/// retransmit, and h2load was seen never finishing. nginx uses 511; the
+/// kernel caps this at `net.core.somaxconn` (4096 by default since 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, key, source })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart may rebind at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Bind { addr, key, source })
 }
 
 impl App {
@@ -229,5 +246,31 @@ impl App {
             tracing::warn!(tunnels = left, "tunnels still open at exit; cut");
         }
         tracing::info!("cutover stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections waits in the accept queue instead of being
+    /// dropped. The test holds the runtime's only thread, so nothing is
+    /// accepted while 600 clients connect; with a backlog of 128 the 130th
+    /// handshake would not complete (the kernel drops it and retries after
+    /// 1 s, past the timeout).
+    #[tokio::test(flavor = "current_thread")]
+    async fn six_hundred_connections_at_once_all_complete_their_handshake() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "test".into())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut open = Vec::new();
+        for i in 0..600 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(700)) {
+                Ok(s) => open.push(s),
+                Err(e) => panic!("connection {i} did not complete its handshake: {e}"),
+            }
+        }
+        assert_eq!(open.len(), 600);
     }
 }
