@@ -3,7 +3,7 @@
 # backend), side by side on this machine, reporting ratios. See
 # docs/benchmarks.md for the method and how to read the table.
 #
-#   benches/load/run.sh            # full run: 3 rounds, 2 s warm-up + 10 s per point (~25 min)
+#   benches/load/run.sh            # full run: 3 rounds, 2 s warm-up + 10 s per point (~28 min)
 #   benches/load/run.sh --quick    # smoke check: 1 round, short runs, fewer points (~3 min)
 #
 # Options: --rounds N, --no-oha (skip the fixed-rate latency part),
@@ -232,6 +232,15 @@ cpu_sample() {
   awk '/^cpu[01 ] / { busy = $2 + $3 + $4 + $7 + $8; idle = $5 + $6; tot = busy + idle + $9;
        printf "%s %d %d %d %d\n", $1, busy, idle, tot, $9 }' /proc/stat
 }
+
+# "pid:starttime:ticks" (utime+stime) of every process outside this script's
+# own tree (the proxies, backends and load generators are inside it), kernel
+# threads included: what other work used the CPUs between two samples. Read
+# per process because the machine-wide /proc/stat counts busy time in whole
+# ticks and idle time exactly, so a lightly loaded CPU that wakes often
+# (the fixed-rate points) shows busy time no process used.
+foreign_sample() { python3 "$WORK/parse.py" procs "$$"; }
+now_s() { date +%s.%N; }
 
 # Waits until both CPUs are idle (>= IDLE_MIN %) over 3 s; gives up after MAX_WAIT.
 wait_idle() {
@@ -481,22 +490,23 @@ point() {
   out="$WORK/r$round-$target-$proto-$c.txt"
   load "$proto" "$c" "$WORK_WARM" "$port" "$WORK/warm.txt"
   read -r -a pids <<<"$(pids_of "$target" | tr '\n' ' ')"
-  local a1 a2 pt0 bt0 ct0 s0 pt1 bt1 ct1 s1
+  local a1 a2 pt0 bt0 ct0 s0 f0 w0 pt1 bt1 ct1 s1 f1 w1
   a1=$(accepts "$BE1_ST"); a2=$(accepts "$BE2_ST")
   pt0=$(ticks "${pids[@]}"); bt0=$(ticks $(tree "$BE1_PID") $(tree "$BE2_PID")); child_ticks; ct0=$CHILD_TICKS
-  s0=$(cpu_sample)
+  f0=$(foreign_sample); s0=$(cpu_sample); w0=$(now_s)
   load "$proto" "$c" "$DUR" "$port" "$out"
-  s1=$(cpu_sample)
+  w1=$(now_s); s1=$(cpu_sample); f1=$(foreign_sample)
   pt1=$(ticks "${pids[@]}"); bt1=$(ticks $(tree "$BE1_PID") $(tree "$BE2_PID")); child_ticks; ct1=$CHILD_TICKS
   local na1 na2
   na1=$(accepts "$BE1_ST"); na2=$(accepts "$BE2_ST")
   local rss=0
   [ ${#pids[@]} -gt 0 ] && rss=$(hwm_kb "${pids[@]}")
   # Audit trail of the CPU accounting behind the foreign-CPU check.
-  printf '%s %s %s c=%s proxy=%s backends=%s loadgen=%s\n%s\n%s\n' "$round" "$target" "$proto" "$c" \
-    "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$s0" "$s1" >>"$WORK/accounting.log"
+  printf '%s %s %s c=%s proxy=%s backends=%s loadgen=%s wall=%s..%s\n%s\n%s\nothers before: %s\nothers after: %s\n' \
+    "$round" "$target" "$proto" "$c" "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$w0" "$w1" \
+    "$s0" "$s1" "$f0" "$f1" >>"$WORK/accounting.log"
   python3 "$WORK/parse.py" point "$round" "$target" "$proto" "$c" "$out" \
-    "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$s0" "$s1" \
+    "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$s0" "$s1" "$f0" "$f1" "$w0" "$w1" \
     "$(( (na1 - a1 - 1) + (na2 - a2 - 1) ))" "$rss" "$HZ" "$FOREIGN_MAX" >>"$WORK/points.tsv"
   tail -1 "$WORK/points.tsv" | python3 "$WORK/parse.py" show >&2
 }
@@ -592,7 +602,7 @@ flip_test() {
 # ------------------------------------------------------------ analysis ---
 write_parser() {
   cat >"$WORK/parse.py" <<'PYEOF'
-import json, re, statistics, sys
+import json, os, re, statistics, sys
 
 def ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -652,6 +662,38 @@ def parse_oha(path):
     r["sockerr"] = sum(j.get("errorDistribution", {}).values())
     return r
 
+def procs(a):
+    """'pid:starttime:ticks' of every process outside the tree of pid a[0]."""
+    root = a[0]
+    parent, info = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = open("/proc/%s/stat" % d).read()
+        except OSError:
+            continue
+        f = st[st.rindex(")") + 2:].split()
+        parent[int(d)] = int(f[1])
+        info[int(d)] = (f[19], int(f[11]) + int(f[12]))
+    ours = {int(root)}
+    grew = True
+    while grew:
+        grew = False
+        for pid, pp in parent.items():
+            if pp in ours and pid not in ours:
+                ours.add(pid)
+                grew = True
+    print(" ".join("%d:%s:%d" % (pid, start, t) for pid, (start, t) in sorted(info.items()) if pid not in ours))
+
+def foreign_ticks(f0, f1):
+    """CPU ticks that processes outside ours used between two procs() samples;
+    a process that started in between counts whole."""
+    def parse(t):
+        return {tuple(x.split(":")[:2]): int(x.split(":")[2]) for x in t.split()}
+    a, b = parse(f0), parse(f1)
+    return sum(max(0, t - a.get(k, 0)) for k, t in b.items())
+
 def cpu(sample):
     return {l.split()[0]: list(map(int, l.split()[1:])) for l in sample.splitlines()}
 
@@ -659,7 +701,7 @@ COLS = ["round", "target", "proto", "conns", "rps", "p50", "p99", "req", "errors
         "cpu_us_req", "new_upstream", "rss_kb", "foreign_pct", "steal_pct", "state"]
 
 def point(a):
-    (rnd, target, proto, conns, out, pt, bt, ct, s0, s1, newup, rss, hz, fmax) = a
+    (rnd, target, proto, conns, out, pt, bt, ct, s0, s1, f0, f1, w0, w1, newup, rss, hz, fmax) = a
     text = open(out).read()
     if proto == "h1":
         r = parse_wrk(text)
@@ -669,11 +711,9 @@ def point(a):
         r = parse_oha(out)
     hz = int(hz)
     c0, c1 = cpu(s0), cpu(s1)
-    busy = c1["cpu"][0] - c0["cpu"][0]
     total = (c1["cpu"][2] - c0["cpu"][2]) / 2.0  # ticks of one CPU
     steal = c1["cpu"][3] - c0["cpu"][3]
-    ours = int(pt) + int(bt) + int(ct)
-    foreign = max(0, busy - ours) * 100.0 / max(1.0, total)
+    foreign = foreign_ticks(f0, f1) * 100.0 / max(1.0, (float(w1) - float(w0)) * hz)
     cpu_us = int(pt) * 1e6 / hz / r["req"] if r["req"] and target != "direct" else float("nan")
     state = "dirty" if foreign > float(fmax) else "clean"
     row = [rnd, target, proto, conns, "%.1f" % r["rps"], "%.3f" % r["p50"], "%.3f" % r["p99"],
@@ -815,7 +855,7 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "report":
         RATE = int(args.pop())
-    {"point": point, "show": show, "flip": flip, "report": report}[cmd](args)
+    {"point": point, "show": show, "flip": flip, "report": report, "procs": procs}[cmd](args)
 PYEOF
 }
 
@@ -835,7 +875,7 @@ profile() {
   local perf_pid=$!
   load "$PROFILE" "$pc" "$secs" "$port" "$WORK/prof.txt"
   wait "$perf_pid" || true
-  python3 "$WORK/parse.py" point 0 "$t" "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" 0 0 "$HZ" 100 \
+  python3 "$WORK/parse.py" point 0 "$t" "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" "" "" 0 1 0 0 "$HZ" 100 \
     | python3 "$WORK/parse.py" show
   echo "== hottest functions (self time) =="
   perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null >"$WORK/self.txt" || true
