@@ -501,12 +501,13 @@ point() {
   na1=$(accepts "$BE1_ST"); na2=$(accepts "$BE2_ST")
   local rss=0
   [ ${#pids[@]} -gt 0 ] && rss=$(hwm_kb "${pids[@]}")
-  # Audit trail of the CPU accounting behind the foreign-CPU check.
+  # Audit trail of the CPU accounting: ours (the backends' and load
+  # generator's only here) and the samples behind the foreign-CPU check.
   printf '%s %s %s c=%s proxy=%s backends=%s loadgen=%s wall=%s..%s\n%s\n%s\nothers before: %s\nothers after: %s\n' \
     "$round" "$target" "$proto" "$c" "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$w0" "$w1" \
     "$s0" "$s1" "$f0" "$f1" >>"$WORK/accounting.log"
   python3 "$WORK/parse.py" point "$round" "$target" "$proto" "$c" "$out" \
-    "$((pt1 - pt0))" "$((bt1 - bt0))" "$((ct1 - ct0))" "$s0" "$s1" "$f0" "$f1" "$w0" "$w1" \
+    "$((pt1 - pt0))" "$s0" "$s1" "$f0" "$f1" "$w0" "$w1" \
     "$(( (na1 - a1 - 1) + (na2 - a2 - 1) ))" "$rss" "$HZ" "$FOREIGN_MAX" >>"$WORK/points.tsv"
   tail -1 "$WORK/points.tsv" | python3 "$WORK/parse.py" show >&2
 }
@@ -701,7 +702,7 @@ COLS = ["round", "target", "proto", "conns", "rps", "p50", "p99", "req", "errors
         "cpu_us_req", "new_upstream", "rss_kb", "foreign_pct", "steal_pct", "state"]
 
 def point(a):
-    (rnd, target, proto, conns, out, pt, bt, ct, s0, s1, f0, f1, w0, w1, newup, rss, hz, fmax) = a
+    (rnd, target, proto, conns, out, pt, s0, s1, f0, f1, w0, w1, newup, rss, hz, fmax) = a
     text = open(out).read()
     if proto == "h1":
         r = parse_wrk(text)
@@ -875,7 +876,7 @@ profile() {
   local perf_pid=$!
   load "$PROFILE" "$pc" "$secs" "$port" "$WORK/prof.txt"
   wait "$perf_pid" || true
-  python3 "$WORK/parse.py" point 0 "$t" "$PROFILE" "$pc" "$WORK/prof.txt" 0 0 0 "$(cpu_sample)" "$(cpu_sample)" "" "" 0 1 0 0 "$HZ" 100 \
+  python3 "$WORK/parse.py" point 0 "$t" "$PROFILE" "$pc" "$WORK/prof.txt" 0 "$(cpu_sample)" "$(cpu_sample)" "" "" 0 1 0 0 "$HZ" 100 \
     | python3 "$WORK/parse.py" show
   echo "== hottest functions (self time) =="
   perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null >"$WORK/self.txt" || true
