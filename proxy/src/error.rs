@@ -52,7 +52,8 @@ impl ErrorKind {
         ErrorKind::NoBackend,
     ];
 
-    pub fn source(self) -> ErrorSource {
+    /// Who caused a failure of this kind.
+    pub fn blame(self) -> ErrorSource {
         match self {
             ErrorKind::BadRequest | ErrorKind::ClientAborted => ErrorSource::Client,
             ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::BadResponse => {
@@ -85,12 +86,28 @@ impl ErrorKind {
     }
 }
 
-/// A failed request: the kind, and a short message for the response body.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+/// A failed request: the kind, a short message for the response body, and
+/// the error underneath it (if any), reachable through
+/// [`std::error::Error::source`].
+#[derive(Debug)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub message: String,
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl ProxyError {
@@ -98,11 +115,22 @@ impl ProxyError {
         ProxyError {
             kind,
             message: message.into(),
+            cause: None,
         }
     }
 
-    pub fn source(&self) -> ErrorSource {
-        self.kind.source()
+    /// The same error, caused by `cause`.
+    pub fn caused_by(
+        mut self,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ProxyError {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Who caused it: the client, the backend or cutover.
+    pub fn blame(&self) -> ErrorSource {
+        self.kind.blame()
     }
 
     pub fn status(&self) -> StatusCode {
@@ -110,37 +138,33 @@ impl ProxyError {
     }
 
     /// Classifies an upstream failure: connect vs timeout vs client body vs
-    /// bad response.
-    pub fn from_upstream(err: &UpstreamError, backend: &str, pool: &str) -> ProxyError {
-        let detail = error_chain(err);
-        match err {
-            UpstreamError::ConnectTimeout(_) => ProxyError::new(
+    /// bad response. The upstream error becomes the cause.
+    pub fn from_upstream(err: UpstreamError, backend: &str, pool: &str) -> ProxyError {
+        let (kind, message) = match &err {
+            UpstreamError::ConnectTimeout(_) => (
                 ErrorKind::Timeout,
-                format!("backend {backend} (pool {pool}) did not accept the connection in time: {detail}"),
+                format!("backend {backend} (pool {pool}) did not accept the connection in time"),
             ),
-            UpstreamError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                ProxyError::new(
-                    ErrorKind::Timeout,
-                    format!("backend {backend} (pool {pool}) did not accept the connection in time: {detail}"),
-                )
-            }
-            UpstreamError::Connect(_) | UpstreamError::Handshake(_) => ProxyError::new(
+            UpstreamError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => (
+                ErrorKind::Timeout,
+                format!("backend {backend} (pool {pool}) did not accept the connection in time"),
+            ),
+            UpstreamError::Connect(_) | UpstreamError::Handshake(_) => (
                 ErrorKind::Connect,
-                format!("backend {backend} (pool {pool}) refused or failed the connection: {detail}"),
+                format!("backend {backend} (pool {pool}) refused or failed the connection"),
             ),
             // A user error while sending is the request body (the client's
             // stream) failing, not the backend.
-            UpstreamError::Request(h) if h.is_user() => ProxyError::new(
+            UpstreamError::Request(h) if h.is_user() => (
                 ErrorKind::ClientAborted,
-                format!(
-                    "the client's request body failed while sending to backend {backend}: {detail}"
-                ),
+                format!("the client's request body failed while sending to backend {backend}"),
             ),
-            UpstreamError::Request(_) | UpstreamError::H1(_) => ProxyError::new(
+            UpstreamError::Request(_) | UpstreamError::H1(_) => (
                 ErrorKind::BadResponse,
-                format!("backend {backend} (pool {pool}) closed the connection or sent an invalid response: {detail}"),
+                format!("backend {backend} (pool {pool}) closed the connection or sent an invalid response"),
             ),
-        }
+        };
+        ProxyError::new(kind, message).caused_by(err)
     }
 }
 
@@ -157,4 +181,41 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         src = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_upstream_failure_keeps_its_cause_and_the_chain_reads_outer_to_inner() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let err = ProxyError::from_upstream(UpstreamError::Connect(io), "10.0.0.1:80", "green");
+        assert_eq!(err.kind, ErrorKind::Connect);
+        assert_eq!(err.blame(), ErrorSource::Backend);
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        let cause = err.source().expect("the upstream error is the cause");
+        assert!(cause.downcast_ref::<UpstreamError>().is_some());
+        assert_eq!(
+            error_chain(&err),
+            "backend 10.0.0.1:80 (pool green) refused or failed the connection: \
+             connect failed: refused here"
+        );
+    }
+
+    #[test]
+    fn a_timed_out_connect_is_a_timeout_and_an_error_without_cause_has_no_source() {
+        let err = ProxyError::from_upstream(
+            UpstreamError::ConnectTimeout(std::time::Duration::from_secs(5)),
+            "b:1",
+            "blue",
+        );
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+        let plain = ProxyError::new(ErrorKind::NoBackend, "nothing");
+        assert!(plain.source().is_none());
+        assert_eq!(plain.blame(), ErrorSource::Cutover);
+        assert_eq!(error_chain(&plain), "nothing");
+    }
 }

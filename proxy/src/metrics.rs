@@ -198,7 +198,7 @@ impl ProxyMetrics {
                 self.upstream_errors.with_label_values(&[
                     service,
                     pool,
-                    k.source().as_str(),
+                    k.blame().as_str(),
                     k.cause(),
                 ])
             }),
@@ -211,7 +211,7 @@ impl ProxyMetrics {
             .with_label_values(&[service, "none", CLASSES[class_index(status)]])
             .inc();
         self.upstream_errors
-            .with_label_values(&[service, "none", kind.source().as_str(), kind.cause()])
+            .with_label_values(&[service, "none", kind.blame().as_str(), kind.cause()])
             .inc();
     }
 

@@ -1,0 +1,88 @@
+//! Phase 2: the request as the backend gets it (hop-by-hop headers out,
+//! `X-Forwarded-*` and a `Host` in, the request target in the form the
+//! backend's protocol wants), and what the access log keeps of it.
+
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::Version;
+
+use super::ConnCtx;
+use crate::body::AccessInfo;
+use crate::error::{ErrorKind, ProxyError};
+use crate::headers::{self, Forwarded};
+use crate::snapshot::{Backend, Service};
+
+/// Rewrites `parts` for `backend` and returns the headers cutover adds
+/// (written after the request's own; see [`Forwarded`]). `scanned` is
+/// [`headers::Scan::of`] the request's headers, unchanged since.
+pub(super) fn prepare(
+    parts: &mut http::request::Parts,
+    scanned: headers::Scan,
+    ctx: &ConnCtx,
+    backend: &Backend,
+) -> Result<Forwarded, ProxyError> {
+    // The name the client asked for goes on in `Host` (from HTTP/2's
+    // `:authority` when the client spoke HTTP/2), else the backend's own
+    // (an HTTP/1.0 client may send none).
+    let fwd = headers::prepare_request(
+        &mut parts.headers,
+        scanned,
+        &ctx.client_value,
+        "http",
+        parts.uri.authority().unwrap_or(&backend.authority).as_str(),
+    );
+    target(parts, backend)?;
+    Ok(fwd)
+}
+
+/// HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
+/// expects from a reverse proxy (an HTTP/1.1 client's request target mostly
+/// is already); HTTP/2 ones `:scheme` and `:authority`.
+fn target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), ProxyError> {
+    let http1 = backend.protocol == cutover_config::Protocol::Http1;
+    let origin_form = parts.uri.scheme().is_none()
+        && parts.uri.authority().is_none()
+        && parts.uri.path_and_query().is_some();
+    if !(http1 && origin_form) {
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .or_else(|| Some(PathAndQuery::from_static("/")));
+        if !http1 {
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(backend.authority.clone());
+        }
+        parts.uri = Uri::from_parts(uri).map_err(|e| {
+            ProxyError::new(ErrorKind::BadRequest, "cannot build the upstream URI").caused_by(e)
+        })?;
+    }
+    parts.version = match backend.protocol {
+        cutover_config::Protocol::Http1 => Version::HTTP_11,
+        cutover_config::Protocol::H2c => Version::HTTP_2,
+    };
+    Ok(())
+}
+
+/// What the access log line needs of the request, when the service logs.
+pub(super) fn access_info(
+    parts: &http::request::Parts,
+    ctx: &ConnCtx,
+    service: &Service,
+) -> Option<Box<AccessInfo>> {
+    if !service.config.access_log {
+        return None;
+    }
+    Some(Box::new(AccessInfo {
+        client: ctx.client,
+        service: service.name().to_string(),
+        method: parts.method.clone(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+        status: 0,
+    }))
+}

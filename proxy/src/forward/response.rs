@@ -1,0 +1,73 @@
+//! Phase 5: the backend's answer as the client gets it, and the answers
+//! cutover writes itself when a request fails.
+
+use http::header::{self, HeaderValue};
+use http::{Response, Version};
+
+use super::route::Route;
+use super::ConnCtx;
+use crate::body::{ProxyBody, RequestGuard};
+use crate::error::{error_chain, ProxyError};
+use crate::headers;
+use crate::snapshot::Service;
+use crate::upstream::UpstreamBody;
+
+/// Rewrites the backend's response head for the client: hop-by-hop headers
+/// out, cutover's own HTTP version, the sticky cookie for a new ticket; and
+/// counts its status.
+pub(super) fn rewrite(
+    resp: Response<UpstreamBody>,
+    service: &Service,
+    route: &Route,
+    ctx: &ConnCtx,
+    guard: &mut RequestGuard,
+) -> Response<UpstreamBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    // cutover answers in its own HTTP version, not the backend's: an
+    // HTTP/1.0 backend must not make hyper close the client's connection.
+    parts.version = Version::HTTP_11;
+    if route.set_cookie {
+        let t = route.ticket.unwrap_or(ctx.ticket);
+        if let Some(v) =
+            headers::set_cookie_value(&service.config.cookie.name, t, &service.cookie_attributes)
+        {
+            parts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+    guard.pool.metrics.count_status(parts.status.as_u16());
+    if let Some(a) = guard.access.as_mut() {
+        a.status = parts.status.as_u16();
+    }
+    Response::from_parts(parts, body)
+}
+
+/// The client's response: the backend's body, streamed with the guard that
+/// closes the request's books when it ends.
+pub(super) fn stream(resp: Response<UpstreamBody>, mut guard: RequestGuard) -> Response<ProxyBody> {
+    // No body to read (204, 304, HEAD, Content-Length: 0): hyper will not
+    // poll it, so the connection is free now.
+    if http_body::Body::is_end_stream(resp.body()) {
+        guard.response_complete();
+    }
+    resp.map(|inner| ProxyBody::Upstream { inner, guard })
+}
+
+/// cutover's own answer to a failed request: the status its kind picks and
+/// the error with its causes as plain text.
+pub(super) fn error(err: &ProxyError) -> Response<ProxyBody> {
+    let status = err.status();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut resp = Response::new(ProxyBody::text(format!(
+        "{} {}: {}\n",
+        status.as_u16(),
+        reason,
+        error_chain(err)
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

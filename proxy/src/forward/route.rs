@@ -1,0 +1,133 @@
+//! Phase 1: where a request goes. A preview listener's fixed pool, else the
+//! override header (if the service has one and its token matches), else the
+//! connection's ticket (or the cookie's, with `sticky = "cookie"`) mapped
+//! through the split. Then a backend of that pool.
+
+use std::sync::Arc;
+
+use cutover_config::Sticky;
+use http::header::HeaderName;
+use http::Request;
+
+use super::{Books, ConnCtx, Failed};
+use crate::error::{ErrorKind, ProxyError};
+use crate::headers;
+use crate::snapshot::{Backend, Pool, Service};
+use crate::ticket::Ticket;
+
+static X_CUTOVER_TOKEN: HeaderName = HeaderName::from_static("x-cutover-token");
+
+/// Where a request goes.
+pub(super) struct Route {
+    pub pool: usize,
+    /// The ticket that chose the pool; None when the pool was fixed
+    /// (preview listener, override header).
+    pub ticket: Option<Ticket>,
+    /// A fresh ticket to set as the cookie.
+    pub set_cookie: bool,
+}
+
+impl Route {
+    fn fixed(pool: usize) -> Route {
+        Route {
+            pool,
+            ticket: None,
+            set_cookie: false,
+        }
+    }
+}
+
+/// The pool for `req`: preview listener, override header, then the ticket.
+pub(super) fn choose<B>(
+    service: &Service,
+    ctx: &ConnCtx,
+    req: &Request<B>,
+) -> Result<Route, ProxyError> {
+    if let Some(name) = &ctx.listener.fixed_pool {
+        return service.pool_index(name).map(Route::fixed).ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::NoBackend,
+                format!("preview pool `{name}` no longer exists"),
+            )
+        });
+    }
+    if let Some(route) = by_override(service, req)? {
+        return Ok(route);
+    }
+    let (ticket, set_cookie) = match service.config.sticky {
+        Sticky::Cookie => {
+            match headers::cookie_ticket(req.headers(), &service.config.cookie.name) {
+                Some(t) => (t, false),
+                None => (ctx.listener.tickets.next(), true),
+            }
+        }
+        Sticky::None | Sticky::ClientIp => (ctx.ticket, false),
+    };
+    Ok(Route {
+        pool: service.pool_for(ticket),
+        ticket: Some(ticket),
+        set_cookie,
+    })
+}
+
+/// The pool the override header names, when the service has one, the
+/// request carries it and (if the service asks for one) the right token.
+fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, ProxyError> {
+    let Some(h) = &service.override_header else {
+        return Ok(None);
+    };
+    let Some(v) = req.headers().get(h) else {
+        return Ok(None);
+    };
+    let token_ok = match &service.config.override_token {
+        None => true,
+        Some(t) => req
+            .headers()
+            .get(&X_CUTOVER_TOKEN)
+            .is_some_and(|v| v.as_bytes() == t.as_bytes()),
+    };
+    if !token_ok {
+        return Ok(None);
+    }
+    let name = v.to_str().unwrap_or("").trim();
+    match service.pool_index(name) {
+        Some(i) => Ok(Some(Route::fixed(i))),
+        None => {
+            let pools: Vec<&str> = service.pools.iter().map(|p| p.name.as_str()).collect();
+            Err(ProxyError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "header `{h}` names pool `{}`, which service `{}` does not have; pools: {}",
+                    String::from_utf8_lossy(v.as_bytes()),
+                    service.name(),
+                    pools.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The routed pool, and the backend in it that gets the request.
+///
+/// Issue 15's health filter goes here (a down backend is never picked), and
+/// its retries come back here for another backend of the same pool.
+pub(super) fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
+    let Some(pool) = service.pools.get(route.pool) else {
+        let err = ProxyError::new(ErrorKind::NoBackend, "no such pool");
+        return Err(Failed::new(err, Books::Listener));
+    };
+    match pool.pick() {
+        Some(backend) => Ok((pool.clone(), backend.clone())),
+        None => {
+            let err = ProxyError::new(
+                ErrorKind::NoBackend,
+                format!(
+                    "pool `{}` of service `{}` has no backend to send to",
+                    pool.name,
+                    service.name()
+                ),
+            );
+            Err(Failed::new(err, Books::Pool(pool.clone())))
+        }
+    }
+}
