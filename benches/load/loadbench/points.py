@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import machine, parse, report
-from .procs import log, run_limited
+from .procs import log
 from .settings import TARGETS
 
 
@@ -29,27 +29,30 @@ class Points:
 
     # ----------------------------------------------------------- loads ---
     def load(self, proto, conns, seconds, port, out):
-        """One load run on CPU 1: wrk (h1), h2load (h2) or oha at a fixed rate (rate).
-        A load generator that outlives its run by 30 s is stopped (h2load once
-        never finished when connections were dropped at accept); the point
-        then shows what it printed: 0 req/s when it printed nothing."""
-        url = "http://127.0.0.1:%d/" % port
-        pin = ["taskset", "-c", "1"]
-        if proto == "h1":
-            cmd = pin + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", url]
-        elif proto == "h2":
-            if os.path.exists(out + ".log"):
-                os.remove(out + ".log")
-            cmd = pin + ["h2load", "-t1", "-c%d" % conns, "-m1", "-D%d" % seconds, "--log-file=" + out + ".log", url]
-        else:
-            cmd = pin + [self.oha, "-z", "%ds" % seconds, "-q", str(self.s.rate), "--latency-correction",
-                         "-c", str(conns), "--no-tui", "--output-format", "json", url]
+        """One load run on CPU 1, its output in `out`. A load generator that
+        outlives its run by 30 s is stopped (h2load once never finished when
+        connections were dropped at accept); the point then shows what it
+        printed: 0 req/s when it printed nothing, which stands out."""
+        cmd = ["taskset", "-c", "1"] + self.load_command(proto, conns, seconds, port, out)
         with open(out, "w") as f:
             if proto == "rate":
                 with open(out + ".err", "w") as err:
-                    run_limited(cmd, seconds + 30, f, err)
+                    self.lab.procs.run_limited(cmd, seconds + 30, f, err)
             else:
-                run_limited(cmd, seconds + 30, f)
+                self.lab.procs.run_limited(cmd, seconds + 30, f)
+
+    def load_command(self, proto, conns, seconds, port, out):
+        """wrk for HTTP/1.1 (h1), h2load with one stream per connection for
+        h2c (h2, its per-request log beside `out`), oha at a fixed rate (rate)."""
+        url = "http://127.0.0.1:%d/" % port
+        if proto == "h1":
+            return ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", url]
+        if proto == "h2":
+            if os.path.exists(out + ".log"):
+                os.remove(out + ".log")
+            return ["h2load", "-t1", "-c%d" % conns, "-m1", "-D%d" % seconds, "--log-file=" + out + ".log", url]
+        return [self.oha, "-z", "%ds" % seconds, "-q", str(self.s.rate), "--latency-correction",
+                "-c", str(conns), "--no-tui", "--output-format", "json", url]
 
     def result(self, proto, out):
         text = read(out)
@@ -167,7 +170,7 @@ class Points:
         """Every round: wait for quiet, fresh proxies, every group in a rotated
         target order, the flips, proxies stopped."""
         for rnd in range(1, self.s.rounds + 1):
-            order = [TARGETS[(i + rnd - 1) % 4] for i in range(4)]
+            order = target_order(rnd)
             self.idle_waits += machine.wait_idle(self.s)
             self.lab.start_proxies()
             log("round %d/%d, order: %s" % (rnd, self.s.rounds, " ".join(order)))
@@ -181,6 +184,11 @@ class Points:
                 if t != "direct":
                     self.flip_test(rnd, t)
             self.lab.stop_proxies()
+
+
+def target_order(rnd):
+    """Round 1: cutover nginx haproxy direct; round 2: nginx haproxy direct cutover; ..."""
+    return [TARGETS[(i + rnd - 1) % len(TARGETS)] for i in range(len(TARGETS))]
 
 
 def read(path):

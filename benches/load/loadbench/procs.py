@@ -58,6 +58,18 @@ class Procs:
         if p in self.running:
             self.running.remove(p)
 
+    def run_limited(self, cmd, seconds, stdout, stderr=subprocess.STDOUT):
+        """Runs cmd in the foreground for at most `seconds` (TERM, then KILL 5 s
+        later, like timeout -k 5), stopped by cleanup if the run ends meanwhile."""
+        p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
+        self.running.append(p)
+        try:
+            p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        self.stop(p)
+        return p.returncode
+
     def cleanup(self):
         """TERM to all, KILL after 3 s, then remove the work directory unless --keep."""
         for p in self.running:
@@ -85,21 +97,6 @@ def exit_on_signals():
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def run_limited(cmd, seconds, stdout, stderr=subprocess.STDOUT):
-    """Runs cmd for at most `seconds` (TERM, then KILL 5 s later), like timeout -k 5."""
-    p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
-    try:
-        p.wait(seconds)
-    except subprocess.TimeoutExpired:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return p.returncode
 
 
 def connects(port):

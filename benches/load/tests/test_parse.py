@@ -136,6 +136,16 @@ class Callgrind(unittest.TestCase):
         self.assertFalse(any("below main" in n or "PROGRAM TOTALS" in n for n in names))
 
 
+class Perf(unittest.TestCase):
+    def test_lines_as_run_sh_printed_them(self):
+        """perf report --children -g none of run.sh --profile's perf.data gave these lines."""
+        expected = data("profile-run.sh-inclusive.txt").splitlines()[1:]
+        self.assertEqual(parse.perf_top(data("perf-report-children.txt"), 60), expected)
+
+    def test_no_report(self):
+        self.assertEqual(parse.perf_top("# no samples\n", 40), [])
+
+
 class Proc(unittest.TestCase):
     def test_pid_stat(self):
         st = parse.parse_pid_stat(data("proc-pid-stat-nginx-worker.txt"))
