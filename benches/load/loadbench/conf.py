@@ -1,0 +1,76 @@
+"""The backend and proxy configs: templates in benches/load/conf/, filled
+and written to the work directory, then checked by each program."""
+
+import os
+import string
+import subprocess
+from pathlib import Path
+
+from .procs import die
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfTemplate(string.Template):
+    delimiter = "@"  # nginx and HAProxy use $ and % themselves
+
+
+def render(template, **values):
+    text = (CONF_DIR / template).read_text()
+    return ConfTemplate(text).substitute(values)
+
+
+def version_tuple(v):
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
+def ngx_h2_listen(nginx_version, port):
+    """nginx up to 1.25.1 takes `listen ... http2` for h2c; later ones `http2 on`."""
+    if version_tuple(nginx_version) <= (1, 25, 1):
+        return "listen 127.0.0.1:%d http2;" % port
+    return "listen 127.0.0.1:%d; http2 on;" % port
+
+
+def nginx_head(work, name):
+    """The start of an nginx config; its pid, error log and temp dirs under work/name."""
+    os.makedirs(os.path.join(work, name), exist_ok=True)
+    return render("nginx-head.conf", work=work, name=name).rstrip("\n")
+
+
+def backend_conf(work, n, port, status_port, body, h2_server=""):
+    return render("nginx-backend.conf", head=nginx_head(work, "be%d" % n), listen=port,
+                  body=body, h2_server=h2_server, status_port=status_port)
+
+
+def nginx_proxy_conf(work, ports, nginx_version, backends):
+    servers = " ".join("server 127.0.0.1:%d;" % p for p in backends)
+    return render("nginx-proxy.conf", head=nginx_head(work, "ngx"), servers=servers,
+                  port_h1=ports.ngx_h1, listen_h2=ngx_h2_listen(nginx_version, ports.ngx_h2))
+
+
+def write_configs(work, ports, nginx_version, cutover_bin):
+    """Writes be1.conf, be2.conf, ngx-{split,blue,green}.conf, haproxy.cfg and
+    cutover.toml into work, and has each program check its own."""
+    files = {}
+    h2 = render("nginx-backend-h2.conf", listen_h2=ngx_h2_listen(nginx_version, ports.be1_h2), body="blue")
+    files["be1.conf"] = backend_conf(work, 1, ports.be1, ports.be1_st, "blue", h2)
+    files["be2.conf"] = backend_conf(work, 2, ports.be2, ports.be2_st, "gren")
+    for name, backends in (("split", [ports.be1, ports.be2]), ("blue", [ports.be1]), ("green", [ports.be2])):
+        files["ngx-%s.conf" % name] = nginx_proxy_conf(work, ports, nginx_version, backends)
+    files["haproxy.cfg"] = render("haproxy.cfg", work=work, port_h1=ports.hap_h1, port_h2=ports.hap_h2,
+                                  be1=ports.be1, be2=ports.be2)
+    files["cutover.toml"] = render("cutover.toml", admin=ports.cut_admin, port=ports.cut,
+                                   be1=ports.be1, be2=ports.be2)
+    for name, text in files.items():
+        Path(work, name).write_text(text)
+    check_configs(work, cutover_bin)
+
+
+def check_configs(work, cutover_bin):
+    quiet = {"stdout": subprocess.DEVNULL}
+    if subprocess.run(["haproxy", "-c", "-q", "-f", os.path.join(work, "haproxy.cfg")]).returncode:
+        die("haproxy rejects its config")
+    if subprocess.run(["nginx", "-t", "-q", "-p", work, "-c", os.path.join(work, "ngx-split.conf")]).returncode:
+        die("nginx rejects the proxy config")
+    if subprocess.run([str(cutover_bin), "check", os.path.join(work, "cutover.toml")], **quiet).returncode:
+        die("cutover rejects its config")
