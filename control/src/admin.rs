@@ -171,22 +171,7 @@ impl Admin {
                 "healthz",
                 json_response(StatusCode::OK, &json!({"status": "ok"})),
             ),
-            ["readyz"] => {
-                if self.ready.load(Ordering::Relaxed) {
-                    (
-                        "readyz",
-                        json_response(StatusCode::OK, &json!({"status": "ready"})),
-                    )
-                } else {
-                    (
-                        "readyz",
-                        json_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &json!({"status": "shutting down"}),
-                        ),
-                    )
-                }
-            }
+            ["readyz"] => ("readyz", self.readyz()),
             _ if !self.authorized(&req) => (
                 "unauthorized",
                 error(
@@ -214,62 +199,63 @@ impl Admin {
             },
             ["v1", "services", service, op] => {
                 let service = service.to_string();
-                match (*op, method) {
-                    ("split", Method::PUT) => (
-                        "split",
-                        self.change(req, peer, service, ChangeKind::Split).await,
-                    ),
-                    ("split", _) => ("split", method_not_allowed("PUT")),
-                    ("switch", Method::POST) => (
-                        "switch",
-                        self.change(req, peer, service, ChangeKind::Switch).await,
-                    ),
-                    ("switch", _) => ("switch", method_not_allowed("POST")),
-                    ("rollback", Method::POST) => (
-                        "rollback",
-                        self.change(req, peer, service, ChangeKind::Rollback).await,
-                    ),
-                    ("rollback", _) => ("rollback", method_not_allowed("POST")),
-                    ("drain", Method::GET) => {
-                        ("drain", self.drain(&service, req.uri().query()).await)
-                    }
-                    ("drain", _) => ("drain", method_not_allowed("GET")),
-                    _ => ("unknown", not_found(path)),
-                }
+                self.service_route(req, peer, service, op, method, path)
+                    .await
             }
+            _ => ("unknown", not_found(path)),
+        }
+    }
+
+    /// `/readyz`: 200 until shutdown begins, then 503.
+    fn readyz(&self) -> Resp {
+        if self.ready.load(Ordering::Relaxed) {
+            json_response(StatusCode::OK, &json!({"status": "ready"}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "shutting down"}),
+            )
+        }
+    }
+
+    /// `/v1/services/{service}/{op}`.
+    async fn service_route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        service: String,
+        op: &str,
+        method: Method,
+        path: &str,
+    ) -> (&'static str, Resp) {
+        match (op, method) {
+            ("split", Method::PUT) => (
+                "split",
+                self.change(req, peer, service, ChangeKind::Split).await,
+            ),
+            ("split", _) => ("split", method_not_allowed("PUT")),
+            ("switch", Method::POST) => (
+                "switch",
+                self.change(req, peer, service, ChangeKind::Switch).await,
+            ),
+            ("switch", _) => ("switch", method_not_allowed("POST")),
+            ("rollback", Method::POST) => (
+                "rollback",
+                self.change(req, peer, service, ChangeKind::Rollback).await,
+            ),
+            ("rollback", _) => ("rollback", method_not_allowed("POST")),
+            ("drain", Method::GET) => ("drain", self.drain(&service, req.uri().query()).await),
+            ("drain", _) => ("drain", method_not_allowed("GET")),
             _ => ("unknown", not_found(path)),
         }
     }
 
     /// `GET /v1/services/{service}/drain[?pool=blue][&wait=30s]`.
     async fn drain(&self, service: &str, query: Option<&str>) -> Resp {
-        let mut pool: Option<String> = None;
-        let mut wait = Duration::ZERO;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "pool" => pool = Some(v.to_string()),
-                "wait" => match cutover_config::parse_duration(v) {
-                    Ok(d) if d <= MAX_WAIT => wait = d,
-                    Ok(_) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "wait `{v}` is too long; at most {}",
-                                humantime::format_duration(MAX_WAIT)
-                            ),
-                        )
-                    }
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("query `wait`: {e}")),
-                },
-                other => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown query parameter `{other}`; allowed: pool, wait"),
-                    )
-                }
-            }
-        }
+        let (pool, wait) = match drain_query(query) {
+            Ok(q) => q,
+            Err((status, message)) => return error(status, message),
+        };
         let started = tokio::time::Instant::now();
         loop {
             let Some(pools) = drain::status(&self.shared, service) else {
@@ -363,78 +349,129 @@ impl Admin {
                 )
             }
         };
-        let parse_err = |e: serde_json::Error, example: &str| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("malformed JSON body: {e}; expected like {example}"),
-            )
-        };
-        let peer_who = peer.ip().to_string();
-        let request = match kind {
-            ChangeKind::Split => {
-                let example = r#"{"split": {"blue": 90, "green": 10}, "reason": "canary", "expect_generation": 7}"#;
-                let b: SplitBody = match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return parse_err(e, example),
-                };
-                let mut pairs = Vec::new();
-                for (k, v) in b.split {
-                    match v.as_i64() {
-                        Some(w) => pairs.push((k, w)),
-                        None => {
-                            return error(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                format!("weight for pool `{k}` must be a whole number, got {v}"),
-                            )
-                        }
-                    }
-                }
-                ChangeRequest {
-                    service,
-                    action: Action::Split(pairs),
-                    reason: b.reason,
-                    expect_generation: b.expect_generation,
-                    who: b.who.unwrap_or(peer_who),
-                }
-            }
-            ChangeKind::Switch => {
-                let b: SwitchBody = match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return parse_err(e, r#"{"to": "green", "reason": "release 42"}"#),
-                };
-                ChangeRequest {
-                    service,
-                    action: Action::Switch(b.to),
-                    reason: b.reason,
-                    expect_generation: b.expect_generation,
-                    who: b.who.unwrap_or(peer_who),
-                }
-            }
-            ChangeKind::Rollback => {
-                let b: RollbackBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
-                    RollbackBody::default()
-                } else {
-                    match serde_json::from_slice(&body) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            return parse_err(e, r#"{"reason": "errors on green"} or no body"#)
-                        }
-                    }
-                };
-                ChangeRequest {
-                    service,
-                    action: Action::Rollback,
-                    reason: b.reason,
-                    expect_generation: b.expect_generation,
-                    who: b.who.unwrap_or(peer_who),
-                }
-            }
+        let request = match change_request(&body, peer, service, kind) {
+            Ok(r) => r,
+            Err((status, message)) => return error(status, message),
         };
         match self.controller.apply(request) {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
             Err(e) => error(e.status(), e.to_string()),
         }
     }
+}
+
+/// A drain request's query: `pool` (none: every pool at weight 0) and
+/// `wait` (zero unless given); refused with the status and message of the
+/// error answer.
+fn drain_query(query: Option<&str>) -> Result<(Option<String>, Duration), (StatusCode, String)> {
+    let mut pool: Option<String> = None;
+    let mut wait = Duration::ZERO;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "pool" => pool = Some(v.to_string()),
+            "wait" => match cutover_config::parse_duration(v) {
+                Ok(d) if d <= MAX_WAIT => wait = d,
+                Ok(_) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "wait `{v}` is too long; at most {}",
+                            humantime::format_duration(MAX_WAIT)
+                        ),
+                    ))
+                }
+                Err(e) => return Err((StatusCode::BAD_REQUEST, format!("query `wait`: {e}"))),
+            },
+            other => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter `{other}`; allowed: pool, wait"),
+                ))
+            }
+        }
+    }
+    Ok((pool, wait))
+}
+
+/// The [`ChangeRequest`] a change's JSON body asks for; refused with the
+/// status and message of the error answer: a malformed body is a 400, a
+/// weight that is not a whole number a 422. `who` defaults to
+/// the peer's IP address.
+fn change_request(
+    body: &[u8],
+    peer: SocketAddr,
+    service: String,
+    kind: ChangeKind,
+) -> Result<ChangeRequest, (StatusCode, String)> {
+    let parse_err = |e: serde_json::Error, example: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON body: {e}; expected like {example}"),
+        )
+    };
+    let peer_who = peer.ip().to_string();
+    let request = match kind {
+        ChangeKind::Split => {
+            let example = r#"{"split": {"blue": 90, "green": 10}, "reason": "canary", "expect_generation": 7}"#;
+            let b: SplitBody = match serde_json::from_slice(body) {
+                Ok(b) => b,
+                Err(e) => return Err(parse_err(e, example)),
+            };
+            let mut pairs = Vec::new();
+            for (k, v) in b.split {
+                match v.as_i64() {
+                    Some(w) => pairs.push((k, w)),
+                    None => {
+                        return Err((
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!("weight for pool `{k}` must be a whole number, got {v}"),
+                        ))
+                    }
+                }
+            }
+            ChangeRequest {
+                service,
+                action: Action::Split(pairs),
+                reason: b.reason,
+                expect_generation: b.expect_generation,
+                who: b.who.unwrap_or(peer_who),
+            }
+        }
+        ChangeKind::Switch => {
+            let b: SwitchBody = match serde_json::from_slice(body) {
+                Ok(b) => b,
+                Err(e) => return Err(parse_err(e, r#"{"to": "green", "reason": "release 42"}"#)),
+            };
+            ChangeRequest {
+                service,
+                action: Action::Switch(b.to),
+                reason: b.reason,
+                expect_generation: b.expect_generation,
+                who: b.who.unwrap_or(peer_who),
+            }
+        }
+        ChangeKind::Rollback => {
+            let b: RollbackBody = if body.iter().all(|c| c.is_ascii_whitespace()) {
+                RollbackBody::default()
+            } else {
+                match serde_json::from_slice(body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Err(parse_err(e, r#"{"reason": "errors on green"} or no body"#))
+                    }
+                }
+            };
+            ChangeRequest {
+                service,
+                action: Action::Rollback,
+                reason: b.reason,
+                expect_generation: b.expect_generation,
+                who: b.who.unwrap_or(peer_who),
+            }
+        }
+    };
+    Ok(request)
 }
 
 enum ChangeKind {

@@ -224,80 +224,8 @@ impl Controller {
     fn apply_inner(&self, req: &ChangeRequest) -> Result<ChangeOutcome, ControlError> {
         let mut inner = self.lock();
         let current = self.snapshot.load_full();
-        let Some((idx, service)) = current.service(&req.service) else {
-            let names: Vec<&str> = current.services.iter().map(|s| s.name()).collect();
-            return Err(ControlError::UnknownService(
-                req.service.clone(),
-                names.join(", "),
-            ));
-        };
-        let pools: Vec<String> = service.pools.iter().map(|p| p.name.clone()).collect();
-        let unknown_pool = |pool: &str| ControlError::UnknownPool {
-            service: req.service.clone(),
-            pool: pool.to_string(),
-            pools: pools.join(", "),
-        };
-        if let Some(expected) = req.expect_generation {
-            if expected != current.generation {
-                return Err(ControlError::Conflict {
-                    expected,
-                    actual: current.generation,
-                });
-            }
-        }
-        let old: Vec<u32> = service.split.weights().to_vec();
-        let new: Vec<u32> = match &req.action {
-            Action::Split(pairs) => {
-                let mut split = vec![None; pools.len()];
-                for (name, w) in pairs {
-                    let i = pools
-                        .iter()
-                        .position(|p| p == name)
-                        .ok_or_else(|| unknown_pool(name))?;
-                    if split[i].is_some() {
-                        return Err(ControlError::InvalidSplit(format!(
-                            "pool `{name}` is named twice"
-                        )));
-                    }
-                    if !(0..=1_000_000).contains(w) {
-                        return Err(ControlError::InvalidSplit(format!(
-                            "weight {w} for pool `{name}` is out of range; allowed: 0 to 1000000"
-                        )));
-                    }
-                    split[i] = Some(*w as u32);
-                }
-                let missing: Vec<&str> = pools
-                    .iter()
-                    .zip(&split)
-                    .filter(|(_, w)| w.is_none())
-                    .map(|(p, _)| p.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(ControlError::InvalidSplit(format!(
-                        "every pool needs a weight (0 for none); missing: {}",
-                        missing.join(", ")
-                    )));
-                }
-                split.into_iter().map(|w| w.unwrap_or(0)).collect()
-            }
-            Action::Switch(to) => {
-                let i = pools
-                    .iter()
-                    .position(|p| p == to)
-                    .ok_or_else(|| unknown_pool(to))?;
-                (0..pools.len())
-                    .map(|j| if j == i { 100 } else { 0 })
-                    .collect()
-            }
-            Action::Rollback => inner.previous[idx]
-                .clone()
-                .ok_or_else(|| ControlError::NothingToRollBack(req.service.clone()))?,
-        };
-        if new.iter().all(|w| *w == 0) {
-            return Err(ControlError::InvalidSplit(
-                "all weights are zero: at least one pool needs a positive weight".into(),
-            ));
-        }
+        let (idx, pools, old) = target_service(&current, req)?;
+        let new = requested_split(req, &pools, &inner.previous[idx])?;
         if new == old {
             return Ok(ChangeOutcome {
                 generation: current.generation,
@@ -309,18 +237,9 @@ impl Controller {
         }
 
         let next = current.with_split(idx, new.clone());
-        let entry = AuditEntry {
-            generation: next.generation,
-            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            service: req.service.clone(),
-            action: req.action.name().to_string(),
-            split: named(&pools, &new),
-            previous: named(&pools, &old),
-            who: req.who.clone(),
-            reason: req.reason.clone(),
-        };
+        let entry = audit_entry(req, next.generation, &pools, &new, &old);
         let mut previous = inner.previous.clone();
-        previous[idx] = Some(old.clone());
+        previous[idx] = Some(old);
         let mut audit = inner.audit.clone();
         audit.push_back(entry.clone());
         while audit.len() > AUDIT_KEEP {
@@ -336,6 +255,19 @@ impl Controller {
         let generation = next.generation;
         self.snapshot.store(Arc::new(next));
         drop(inner);
+        self.announce(req, &entry);
+        Ok(ChangeOutcome {
+            generation,
+            service: req.service.clone(),
+            split: as_map(&entry.split),
+            previous: as_map(&entry.previous),
+            changed: true,
+        })
+    }
+
+    /// After a change is in force: metrics, the generation watchers, the log.
+    fn announce(&self, req: &ChangeRequest, entry: &AuditEntry) {
+        let generation = entry.generation;
         self.update_metrics();
         self.generation_tx.send_replace(generation);
         tracing::info!(
@@ -347,13 +279,128 @@ impl Controller {
             reason = req.reason.as_deref().unwrap_or(""),
             "routing changed"
         );
-        Ok(ChangeOutcome {
-            generation,
-            service: req.service.clone(),
-            split: as_map(&entry.split),
-            previous: as_map(&entry.previous),
-            changed: true,
-        })
+    }
+}
+
+/// The service `req` names in `current`, checked against the generation
+/// the caller expects: its index, pool names and split in force.
+fn target_service(
+    current: &Snapshot,
+    req: &ChangeRequest,
+) -> Result<(usize, Vec<String>, Vec<u32>), ControlError> {
+    let Some((idx, service)) = current.service(&req.service) else {
+        let names: Vec<&str> = current.services.iter().map(|s| s.name()).collect();
+        return Err(ControlError::UnknownService(
+            req.service.clone(),
+            names.join(", "),
+        ));
+    };
+    let pools: Vec<String> = service.pools.iter().map(|p| p.name.clone()).collect();
+    if let Some(expected) = req.expect_generation {
+        if expected != current.generation {
+            return Err(ControlError::Conflict {
+                expected,
+                actual: current.generation,
+            });
+        }
+    }
+    let old: Vec<u32> = service.split.weights().to_vec();
+    Ok((idx, pools, old))
+}
+
+fn unknown_pool(req: &ChangeRequest, pools: &[String], pool: &str) -> ControlError {
+    ControlError::UnknownPool {
+        service: req.service.clone(),
+        pool: pool.to_string(),
+        pools: pools.join(", "),
+    }
+}
+
+/// The split `req` asks for, aligned with `pools`; `previous` is the split
+/// before the last change (for a rollback).
+fn requested_split(
+    req: &ChangeRequest,
+    pools: &[String],
+    previous: &Option<Vec<u32>>,
+) -> Result<Vec<u32>, ControlError> {
+    let new: Vec<u32> = match &req.action {
+        Action::Split(pairs) => explicit_split(req, pools, pairs)?,
+        Action::Switch(to) => {
+            let i = pools
+                .iter()
+                .position(|p| p == to)
+                .ok_or_else(|| unknown_pool(req, pools, to))?;
+            (0..pools.len())
+                .map(|j| if j == i { 100 } else { 0 })
+                .collect()
+        }
+        Action::Rollback => previous
+            .clone()
+            .ok_or_else(|| ControlError::NothingToRollBack(req.service.clone()))?,
+    };
+    if new.iter().all(|w| *w == 0) {
+        return Err(ControlError::InvalidSplit(
+            "all weights are zero: at least one pool needs a positive weight".into(),
+        ));
+    }
+    Ok(new)
+}
+
+/// `Action::Split`: every pool named once, with a weight in range.
+fn explicit_split(
+    req: &ChangeRequest,
+    pools: &[String],
+    pairs: &[(String, i64)],
+) -> Result<Vec<u32>, ControlError> {
+    let mut split = vec![None; pools.len()];
+    for (name, w) in pairs {
+        let i = pools
+            .iter()
+            .position(|p| p == name)
+            .ok_or_else(|| unknown_pool(req, pools, name))?;
+        if split[i].is_some() {
+            return Err(ControlError::InvalidSplit(format!(
+                "pool `{name}` is named twice"
+            )));
+        }
+        if !(0..=1_000_000).contains(w) {
+            return Err(ControlError::InvalidSplit(format!(
+                "weight {w} for pool `{name}` is out of range; allowed: 0 to 1000000"
+            )));
+        }
+        split[i] = Some(*w as u32);
+    }
+    let missing: Vec<&str> = pools
+        .iter()
+        .zip(&split)
+        .filter(|(_, w)| w.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ControlError::InvalidSplit(format!(
+            "every pool needs a weight (0 for none); missing: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(split.into_iter().map(|w| w.unwrap_or(0)).collect())
+}
+
+fn audit_entry(
+    req: &ChangeRequest,
+    generation: u64,
+    pools: &[String],
+    new: &[u32],
+    old: &[u32],
+) -> AuditEntry {
+    AuditEntry {
+        generation,
+        at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        service: req.service.clone(),
+        action: req.action.name().to_string(),
+        split: named(pools, new),
+        previous: named(pools, old),
+        who: req.who.clone(),
+        reason: req.reason.clone(),
     }
 }
 

@@ -359,73 +359,12 @@ impl EdgeClients {
                 Change::Associate {
                     allocation_id,
                     instance_id,
-                } => {
-                    let item = format!("elastic IP {allocation_id}");
-                    self.ec2
-                        .associate_address()
-                        .allocation_id(allocation_id)
-                        .instance_id(instance_id)
-                        .allow_reassociation(true)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("AssociateAddress", &item, e))?;
-                    tracing::info!(allocation_id, instance_id, "edge: elastic IP associated");
-                    report.push(format!("{allocation_id}: associated with {instance_id}"));
-                }
+                } => report.push(self.associate(allocation_id, instance_id).await?),
             }
         }
         let mut pending = Vec::new();
         for (zone, records) in zones {
-            let item = format!(
-                "zone {zone} ({})",
-                records
-                    .iter()
-                    .map(|(k, _)| format!("{} {}", k.name, k.rtype.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut batch = ChangeBatch::builder().comment("cutover edge sync");
-            for (key, value) in &records {
-                let rrset = build_rrset(key, value).map_err(|e| EdgeError::Invalid {
-                    item: format!("record {key}"),
-                    message: format!("cannot build the record set: {e}"),
-                })?;
-                let change = R53Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(rrset)
-                    .build()
-                    .map_err(|e| EdgeError::Invalid {
-                        item: format!("record {key}"),
-                        message: format!("cannot build the change: {e}"),
-                    })?;
-                batch = batch.changes(change);
-            }
-            let batch = batch.build().map_err(|e| EdgeError::Invalid {
-                item: item.clone(),
-                message: format!("cannot build the change batch: {e}"),
-            })?;
-            let out = self
-                .route53
-                .change_resource_record_sets()
-                .hosted_zone_id(zone)
-                .change_batch(batch)
-                .send()
-                .await
-                .map_err(|e| sdk_error("ChangeResourceRecordSets", &item, e))?;
-            let Some(info) = out.change_info() else {
-                return Err(EdgeError::Invalid {
-                    item,
-                    message: "ChangeResourceRecordSets answered without ChangeInfo".to_string(),
-                });
-            };
-            let id = info.id().to_string();
-            tracing::info!(zone, change_id = %id, upserts = records.len(), "edge: Route 53 change submitted");
-            pending.push((
-                item,
-                id,
-                records.len(),
-                info.status() == &ChangeStatus::Insync,
-            ));
+            pending.push(self.submit_zone(zone, &records).await?);
         }
         for (item, id, n, in_sync) in pending {
             if !in_sync {
@@ -437,6 +376,58 @@ impl EdgeClients {
             ));
         }
         Ok(report)
+    }
+
+    /// Associate an Elastic IP with an instance; returns the report line.
+    async fn associate(&self, allocation_id: &str, instance_id: &str) -> Result<String, EdgeError> {
+        let item = format!("elastic IP {allocation_id}");
+        self.ec2
+            .associate_address()
+            .allocation_id(allocation_id)
+            .instance_id(instance_id)
+            .allow_reassociation(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("AssociateAddress", &item, e))?;
+        tracing::info!(allocation_id, instance_id, "edge: elastic IP associated");
+        Ok(format!("{allocation_id}: associated with {instance_id}"))
+    }
+
+    /// Submit one zone's upserts as one change batch. Returns the item (for
+    /// messages), the change ID, how many records, and whether Route 53
+    /// already reports the change INSYNC.
+    async fn submit_zone(
+        &self,
+        zone: &str,
+        records: &[(&RecordKey, &RecordValue)],
+    ) -> Result<(String, String, usize, bool), EdgeError> {
+        let item = format!(
+            "zone {zone} ({})",
+            records
+                .iter()
+                .map(|(k, _)| format!("{} {}", k.name, k.rtype.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let batch = change_batch(records, &item)?;
+        let out = self
+            .route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeResourceRecordSets", &item, e))?;
+        let Some(info) = out.change_info() else {
+            return Err(EdgeError::Invalid {
+                item,
+                message: "ChangeResourceRecordSets answered without ChangeInfo".to_string(),
+            });
+        };
+        let id = info.id().to_string();
+        tracing::info!(zone, change_id = %id, upserts = records.len(), "edge: Route 53 change submitted");
+        let in_sync = info.status() == &ChangeStatus::Insync;
+        Ok((item, id, records.len(), in_sync))
     }
 
     /// Poll GetChange with backoff until INSYNC or `deadline`.
@@ -491,6 +482,34 @@ fn record_value(rr: &ResourceRecordSet) -> RecordValue {
         rr.ttl(),
         rr.weight(),
     )
+}
+
+/// One UPSERT per record, as one change batch; `item` names the zone in
+/// errors.
+fn change_batch(
+    records: &[(&RecordKey, &RecordValue)],
+    item: &str,
+) -> Result<ChangeBatch, EdgeError> {
+    let mut batch = ChangeBatch::builder().comment("cutover edge sync");
+    for (key, value) in records {
+        let rrset = build_rrset(key, value).map_err(|e| EdgeError::Invalid {
+            item: format!("record {key}"),
+            message: format!("cannot build the record set: {e}"),
+        })?;
+        let change = R53Change::builder()
+            .action(ChangeAction::Upsert)
+            .resource_record_set(rrset)
+            .build()
+            .map_err(|e| EdgeError::Invalid {
+                item: format!("record {key}"),
+                message: format!("cannot build the change: {e}"),
+            })?;
+        batch = batch.changes(change);
+    }
+    batch.build().map_err(|e| EdgeError::Invalid {
+        item: item.to_string(),
+        message: format!("cannot build the change batch: {e}"),
+    })
 }
 
 fn build_rrset(

@@ -5,6 +5,7 @@
 //! `interval`) and never stops the proxy.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,7 +187,7 @@ pub fn spawn_reconciler_with(
     clients: Option<EdgeClients>,
     opts: ReconcilerOptions,
     splits: SplitsFn,
-    mut trigger: watch::Receiver<u64>,
+    trigger: watch::Receiver<u64>,
     registry: &Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ReconcilerHandle, EdgeError> {
@@ -201,16 +202,57 @@ pub fn spawn_reconciler_with(
                 c = EdgeClients::from_env(&cfg) => c,
             },
         };
+        let reconciler = Reconciler {
+            clients,
+            cfg,
+            opts,
+            splits,
+            metrics,
+            status_tx,
+        };
+        reconciler.run(trigger, shutdown).await;
+    });
+    Ok(ReconcilerHandle {
+        status: status_rx,
+        task,
+    })
+}
+
+/// The loop's fixed parts.
+struct Reconciler {
+    clients: EdgeClients,
+    cfg: EdgeConfig,
+    opts: ReconcilerOptions,
+    splits: SplitsFn,
+    metrics: Metrics,
+    status_tx: watch::Sender<EdgeStatus>,
+}
+
+/// What the loop carries from one pass to the next.
+#[derive(Default)]
+struct LoopState {
+    /// Failed passes in a row (for the backoff).
+    failures: u32,
+    /// The weight_from weights the last successful pass made true.
+    done_weights: Option<Vec<Option<u8>>>,
+    status: EdgeStatus,
+}
+
+impl Reconciler {
+    /// Pass after pass until `shutdown` resolves.
+    async fn run<F: Future<Output = ()>>(
+        self,
+        mut trigger: watch::Receiver<u64>,
+        mut shutdown: Pin<&mut F>,
+    ) {
+        let cfg = &self.cfg;
         let follows_split = cfg
             .records
             .iter()
             .any(|r| matches!(r.weight, Some(RecordWeight::From { .. })));
         let mut trigger_open = true;
         let mut next_at = Instant::now();
-        let mut failures: u32 = 0;
-        // The weight_from weights the last successful pass made true.
-        let mut done_weights: Option<Vec<Option<u8>>> = None;
-        let mut status = EdgeStatus::default();
+        let mut st = LoopState::default();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -220,64 +262,73 @@ pub fn spawn_reconciler_with(
                         trigger_open = false;
                         continue;
                     }
-                    let now = followed_weights(&cfg, &splits());
-                    if !follows_split || done_weights.as_ref() == Some(&now) {
+                    let now = followed_weights(cfg, &(self.splits)());
+                    if !follows_split || st.done_weights.as_ref() == Some(&now) {
                         continue;
                     }
                     tracing::info!("edge: a followed split changed; reconciling now");
                 }
             }
             let generation = *trigger.borrow_and_update();
-            let live = splits();
-            let weights = followed_weights(&cfg, &live);
+            let live = (self.splits)();
+            let weights = followed_weights(cfg, &live);
             let outcome = tokio::select! {
                 _ = &mut shutdown => break,
-                r = pass(&clients, &cfg, &live, opts.apply_timeout) => r,
+                r = pass(&self.clients, cfg, &live, self.opts.apply_timeout) => r,
             };
-            status.passes += 1;
-            status.generation = generation;
-            status.last_run_at = Some(now_rfc3339());
-            match outcome {
-                Ok((result, items, drift)) => {
-                    failures = 0;
-                    done_weights = Some(weights);
-                    metrics.total.with_label_values(&[result.as_str()]).inc();
-                    set_drift(&metrics, &mut status, drift);
-                    metrics.last_success.set(unix_now());
-                    status.last_success_at = status.last_run_at.clone();
-                    status.last_result = Some(result);
-                    status.last_error = None;
-                    if result == PassResult::Applied {
-                        status.last_changes = items;
-                    }
-                    next_at = Instant::now() + cfg.interval;
-                }
-                Err((e, items, drift)) => {
-                    metrics.total.with_label_values(&["error"]).inc();
-                    if let Some(d) = drift {
-                        set_drift(&metrics, &mut status, d);
-                    }
-                    if !items.is_empty() {
-                        status.last_changes = items;
-                    }
-                    let backoff = opts
-                        .retry_initial
-                        .saturating_mul(1u32 << failures.min(16))
-                        .min(cfg.interval);
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "edge: reconcile pass failed");
-                    status.last_result = Some(PassResult::Error);
-                    status.last_error = Some(e.to_string());
-                    next_at = Instant::now() + backoff;
-                }
-            }
-            status_tx.send_replace(status.clone());
+            next_at = self.record(&mut st, generation, weights, outcome);
+            self.status_tx.send_replace(st.status.clone());
         }
-    });
-    Ok(ReconcilerHandle {
-        status: status_rx,
-        task,
-    })
+    }
+
+    /// Accounts for one pass in the status and metrics; returns when the
+    /// next pass is due (after `interval`, or the backoff after a failure).
+    fn record(
+        &self,
+        st: &mut LoopState,
+        generation: u64,
+        weights: Vec<Option<u8>>,
+        outcome: Result<PassOk, PassErr>,
+    ) -> Instant {
+        let (cfg, opts, metrics, status) = (&self.cfg, &self.opts, &self.metrics, &mut st.status);
+        status.passes += 1;
+        status.generation = generation;
+        status.last_run_at = Some(now_rfc3339());
+        match outcome {
+            Ok((result, items, drift)) => {
+                st.failures = 0;
+                st.done_weights = Some(weights);
+                metrics.total.with_label_values(&[result.as_str()]).inc();
+                set_drift(metrics, status, drift);
+                metrics.last_success.set(unix_now());
+                status.last_success_at = status.last_run_at.clone();
+                status.last_result = Some(result);
+                status.last_error = None;
+                if result == PassResult::Applied {
+                    status.last_changes = items;
+                }
+                Instant::now() + cfg.interval
+            }
+            Err((e, items, drift)) => {
+                metrics.total.with_label_values(&["error"]).inc();
+                if let Some(d) = drift {
+                    set_drift(metrics, status, d);
+                }
+                if !items.is_empty() {
+                    status.last_changes = items;
+                }
+                let backoff = opts
+                    .retry_initial
+                    .saturating_mul(1u32 << st.failures.min(16))
+                    .min(cfg.interval);
+                st.failures = st.failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "edge: reconcile pass failed");
+                status.last_result = Some(PassResult::Error);
+                status.last_error = Some(e.to_string());
+                Instant::now() + backoff
+            }
+        }
+    }
 }
 
 fn set_drift(metrics: &Metrics, status: &mut EdgeStatus, (records, eips): (usize, usize)) {

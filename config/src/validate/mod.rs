@@ -1,0 +1,323 @@
+//! Raw config -> validated [`Config`], collecting every error with its line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::locate::{display_path, Locator, Seg};
+use crate::model::*;
+use crate::raw::*;
+
+mod service;
+use service::validate_service;
+
+const MAX_WEIGHT: i64 = 1_000_000;
+
+pub(crate) struct Errs<'a> {
+    origin: &'a str,
+    loc: Locator<'a>,
+    list: Vec<ConfigError>,
+}
+
+impl Errs<'_> {
+    /// How many errors so far (lets a caller see whether a part added any).
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn push(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.list.push(ConfigError {
+            origin: self.origin.to_string(),
+            line: self.loc.line(path),
+            key: display_path(path),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn key(path: &[Seg], k: &str) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(Seg::Key(k.to_string()));
+    p
+}
+
+pub(crate) fn idx(path: &[Seg], i: usize) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(Seg::Index(i));
+    p
+}
+
+fn segs(path: &serde_ignored::Path) -> Vec<Seg> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => idx(&segs(parent), *index),
+        Path::Map { parent, key: k } => key(&segs(parent), k),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segs(parent),
+    }
+}
+
+/// The keys allowed in the table that holds `path`'s last key.
+fn allowed_keys(path: &[Seg]) -> &'static str {
+    let shape: Vec<&str> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => k.as_str(),
+            Seg::Index(_) => "[]",
+        })
+        .collect();
+    match shape.as_slice() {
+        [_] => "workers, state_file, shutdown_timeout, admin, services, edge",
+        ["edge", _] => crate::edge::ALLOWED_EDGE_KEYS,
+        ["edge", "records", "[]", _] => crate::edge::ALLOWED_RECORD_KEYS,
+        ["edge", "records", "[]", "alias", _] => crate::edge::ALLOWED_ALIAS_KEYS,
+        ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
+        ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
+        ["admin", _] => "listen, token",
+        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, listeners, pools",
+        ["services", _, "cookie", _] => "name, max_age, secure",
+        ["services", _, "timeouts", _] => "connect, response_header, header_read, idle",
+        ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
+        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol",
+        ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
+        _ => "see the configuration reference in the README",
+    }
+}
+
+pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let mut errs = Errs {
+        origin,
+        loc: Locator::new(text),
+        list: Vec::new(),
+    };
+    let syntax_error = |errs: &Errs, e: toml::de::Error| {
+        let line = e.span().map(|s| errs.loc.line_of_offset(s.start));
+        ConfigErrors(vec![ConfigError {
+            origin: origin.to_string(),
+            line,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }])
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(&errs, e))?;
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(de, |p| unknown.push(segs(&p)))
+        .map_err(|e| syntax_error(&errs, e))?;
+    for path in unknown {
+        let allowed = allowed_keys(&path);
+        errs.push(&path, format!("unknown key; allowed here: {allowed}"));
+    }
+    let config = validate(&raw, &mut errs);
+    if errs.list.is_empty() {
+        Ok(config)
+    } else {
+        errs.list.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors(errs.list))
+    }
+}
+
+pub(crate) fn duration(
+    errs: &mut Errs,
+    path: &[Seg],
+    raw: &Option<String>,
+    default: Duration,
+) -> Duration {
+    match raw {
+        None => default,
+        Some(s) => match crate::parse_duration(s) {
+            Ok(d) if d.is_zero() => {
+                errs.push(path, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                errs.push(path, e);
+                default
+            }
+        },
+    }
+}
+
+fn socket_addr(errs: &mut Errs, path: &[Seg], s: &str) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                path,
+                format!("`{s}` is not a socket address; write IP:PORT, like \"0.0.0.0:8080\" or \"[::1]:8080\""),
+            );
+            None
+        }
+    }
+}
+
+fn positive(errs: &mut Errs, path: &[Seg], raw: Option<i64>, default: usize, max: i64) -> usize {
+    match raw {
+        None => default,
+        Some(n) if n >= 1 && n <= max => n as usize,
+        Some(n) => {
+            errs.push(path, format!("{n} is out of range; allowed: 1 to {max}"));
+            default
+        }
+    }
+}
+
+/// Checks `host:port` where host is an IP (IPv6 in brackets) or a DNS name.
+pub fn check_backend_addr(s: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{s}` is not a backend address ({why}); write HOST:PORT, like \"10.0.1.10:8080\", \"[::1]:8080\" or \"app.internal:8080\""
+        ))
+    };
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return bad("no port");
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return bad("the port must be a number from 1 to 65535"),
+        Ok(_) => {}
+    }
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if host.starts_with('[') {
+        return bad("not a valid IPv6 address");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return bad("the host is neither an IP address nor a DNS name");
+    }
+    Ok(())
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn header_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn protocol(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Protocol) -> Protocol {
+    match raw.as_deref() {
+        None => default,
+        Some("http1") => Protocol::Http1,
+        Some("h2c") => Protocol::H2c,
+        Some(other) => {
+            errs.push(
+                path,
+                format!("`{other}` is not an upstream protocol; allowed: \"http1\", \"h2c\""),
+            );
+            default
+        }
+    }
+}
+
+fn validate(raw: &RawConfig, errs: &mut Errs) -> Config {
+    let root: Vec<Seg> = Vec::new();
+    let workers = raw
+        .workers
+        .map(|_| positive(errs, &key(&root, "workers"), raw.workers, 1, 1024));
+    let shutdown_timeout = duration(
+        errs,
+        &key(&root, "shutdown_timeout"),
+        &raw.shutdown_timeout,
+        Duration::from_secs(30),
+    );
+    let state_file = raw.state_file.as_ref().and_then(|s| {
+        if s.trim().is_empty() {
+            errs.push(&key(&root, "state_file"), "must be a file path, not empty");
+            None
+        } else {
+            Some(PathBuf::from(s))
+        }
+    });
+
+    let admin = validate_admin(raw.admin.as_ref(), &key(&root, "admin"), errs);
+
+    let mut listen_seen: HashMap<SocketAddr, String> = HashMap::new();
+    listen_seen.insert(admin.listen, "admin.listen".to_string());
+
+    if raw.services.0.is_empty() {
+        errs.push(
+            &key(&root, "services"),
+            "no services: declare at least one [services.NAME] with pools, a split and listeners",
+        );
+    }
+    let mut services = Vec::new();
+    for (name, rs) in &raw.services.0 {
+        let path = key(&key(&root, "services"), name);
+        if !name_ok(name) {
+            errs.push(
+                &path,
+                format!(
+                    "service name `{name}` may use only letters, digits, `-` and `_` (1 to 64)"
+                ),
+            );
+        }
+        services.push(validate_service(name, rs, &path, errs, &mut listen_seen));
+    }
+
+    let edge = raw
+        .edge
+        .as_ref()
+        .map(|e| crate::edge::validate_edge(e, &key(&root, "edge"), &services, errs));
+
+    Config {
+        workers,
+        edge,
+        admin,
+        state_file,
+        shutdown_timeout,
+        services,
+    }
+}
+
+/// `[admin]`.
+fn validate_admin(
+    raw_admin: Option<&RawAdmin>,
+    admin_path: &[Seg],
+    errs: &mut Errs,
+) -> AdminConfig {
+    let listen_raw = raw_admin
+        .and_then(|a| a.listen.clone())
+        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+    let admin_listen =
+        socket_addr(errs, &key(admin_path, "listen"), &listen_raw).unwrap_or_else(|| {
+            DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("default admin address parses")
+        });
+    let token = raw_admin.and_then(|a| a.token.clone());
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        errs.push(&key(admin_path, "token"), "must not be empty");
+    }
+    if !admin_listen.ip().is_loopback() && token.is_none() {
+        errs.push(
+            &key(admin_path, "listen"),
+            format!("{admin_listen} is not a loopback address: set admin.token so the admin API requires a bearer token"),
+        );
+    }
+    AdminConfig {
+        listen: admin_listen,
+        token,
+    }
+}

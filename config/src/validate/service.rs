@@ -1,0 +1,443 @@
+//! One `[services.NAME]` table: one function per sub-table (pools, split,
+//! stickiness and cookie, override, timeouts, limits, listeners), called in
+//! the order the errors have always been reported in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{
+    check_backend_addr, duration, header_name_ok, idx, key, name_ok, positive, protocol,
+    socket_addr, Errs, MAX_WEIGHT,
+};
+use crate::locate::Seg;
+use crate::model::*;
+use crate::raw::*;
+
+pub(super) fn validate_service(
+    name: &str,
+    rs: &RawService,
+    path: &[Seg],
+    errs: &mut Errs,
+    listen_seen: &mut HashMap<SocketAddr, String>,
+) -> ServiceConfig {
+    let pools = validate_pools(rs, path, errs);
+    let split = validate_split(rs, path, &pools, errs);
+    let sticky = validate_sticky(rs, path, errs);
+    let cookie = validate_cookie(rs, path, errs);
+    let drain_timeout = duration(
+        errs,
+        &key(path, "drain_timeout"),
+        &rs.drain_timeout,
+        Duration::from_secs(30),
+    );
+    let override_header = validate_override(rs, path, errs);
+    let timeouts = validate_timeouts(rs, path, errs);
+    let limits = validate_limits(rs, path, errs);
+    let listeners = validate_listeners(name, rs, path, &pools, sticky, errs, listen_seen);
+
+    ServiceConfig {
+        name: name.to_string(),
+        pools,
+        split,
+        sticky,
+        cookie,
+        drain_timeout,
+        override_header,
+        override_token: rs.override_token.clone(),
+        access_log: rs.access_log.unwrap_or(false),
+        timeouts,
+        limits,
+        listeners,
+    }
+}
+
+/// `pools`, in file order.
+fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Vec<PoolConfig> {
+    let pools_path = key(path, "pools");
+    if rs.pools.0.is_empty() {
+        errs.push(
+            &pools_path,
+            "no pools: declare at least one [services.NAME.pools.POOL] with backends",
+        );
+    }
+    let mut pools = Vec::new();
+    for (pname, rp) in &rs.pools.0 {
+        let ppath = key(&pools_path, pname);
+        if !name_ok(pname) {
+            errs.push(
+                &ppath,
+                format!("pool name `{pname}` may use only letters, digits, `-` and `_` (1 to 64)"),
+            );
+        }
+        let pool_proto = protocol(
+            errs,
+            &key(&ppath, "protocol"),
+            &rp.protocol,
+            Protocol::Http1,
+        );
+        let backends = validate_backends(pname, rp, &ppath, pool_proto, errs);
+        pools.push(PoolConfig {
+            name: pname.clone(),
+            backends,
+            send_proxy_protocol: rp.send_proxy_protocol.unwrap_or(false),
+        });
+    }
+    pools
+}
+
+/// One pool's `backends`; `pool_proto` is the default for each backend.
+fn validate_backends(
+    pname: &str,
+    rp: &RawPool,
+    ppath: &[Seg],
+    pool_proto: Protocol,
+    errs: &mut Errs,
+) -> Vec<BackendConfig> {
+    let bpath = key(ppath, "backends");
+    let mut backends = Vec::new();
+    let list = match &rp.backends {
+        None => {
+            errs.push(
+                ppath,
+                "no `backends`: list at least one, like backends = [\"10.0.1.10:8080\"]",
+            );
+            return backends;
+        }
+        Some(list) if list.is_empty() => {
+            errs.push(
+                &bpath,
+                "the backend list is empty: list at least one backend",
+            );
+            return backends;
+        }
+        Some(list) => list,
+    };
+    let mut seen = HashMap::new();
+    for (i, rb) in list.iter().enumerate() {
+        let bp = idx(&bpath, i);
+        let Some(addr) = rb.addr.clone() else {
+            errs.push(
+                &bp,
+                "a backend table needs `addr`, like { addr = \"10.0.1.10:8080\" }",
+            );
+            continue;
+        };
+        if let Err(e) = check_backend_addr(&addr) {
+            errs.push(&bp, e);
+        }
+        if seen.insert(addr.clone(), i).is_some() {
+            errs.push(
+                &bp,
+                format!("backend `{addr}` is listed twice in pool `{pname}`"),
+            );
+        }
+        let weight = match rb.weight {
+            None => 1,
+            Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
+            Some(w) => {
+                errs.push(
+                    &key(&bp, "weight"),
+                    format!("{w} is out of range; allowed: 0 to {MAX_WEIGHT}"),
+                );
+                1
+            }
+        };
+        let protocol = protocol(errs, &key(&bp, "protocol"), &rb.protocol, pool_proto);
+        backends.push(BackendConfig {
+            addr,
+            weight,
+            protocol,
+        });
+    }
+    if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+        errs.push(
+            &bpath,
+            "every backend has weight 0: give at least one a positive weight",
+        );
+    }
+    backends
+}
+
+/// `split`, aligned with `pools`.
+fn validate_split(
+    rs: &RawService,
+    path: &[Seg],
+    pools: &[PoolConfig],
+    errs: &mut Errs,
+) -> Vec<u32> {
+    let split_path = key(path, "split");
+    let mut split = vec![0u32; pools.len()];
+    let Some(raw_split) = &rs.split else {
+        errs.push(
+            path,
+            "no `split`: give every pool a weight, like split = { blue = 100, green = 0 }",
+        );
+        return split;
+    };
+    for (pname, w) in &raw_split.0 {
+        let sp = key(&split_path, pname);
+        let Some(i) = pools.iter().position(|p| &p.name == pname) else {
+            let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            errs.push(
+                &sp,
+                format!(
+                    "the split names pool `{pname}`, which does not exist; pools: {}",
+                    names.join(", ")
+                ),
+            );
+            continue;
+        };
+        if !(0..=MAX_WEIGHT).contains(w) {
+            errs.push(
+                &sp,
+                format!("weight {w} is out of range; allowed: 0 to {MAX_WEIGHT}"),
+            );
+            continue;
+        }
+        split[i] = *w as u32;
+    }
+    for p in pools {
+        if !raw_split.0.iter().any(|(n, _)| n == &p.name) {
+            errs.push(
+                &split_path,
+                format!(
+                    "pool `{}` is missing from the split; give it a weight (0 for none)",
+                    p.name
+                ),
+            );
+        }
+    }
+    if !raw_split.0.is_empty() && raw_split.0.iter().all(|(_, w)| *w == 0) {
+        errs.push(
+            &split_path,
+            "all weights are zero: at least one pool needs a positive weight",
+        );
+    }
+    split
+}
+
+/// `sticky`.
+fn validate_sticky(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Sticky {
+    match rs.sticky.as_deref() {
+        None | Some("none") => Sticky::None,
+        Some("client_ip") => Sticky::ClientIp,
+        Some("cookie") => Sticky::Cookie,
+        Some(other) => {
+            errs.push(&key(path, "sticky"), format!("`{other}` is not a stickiness mode; allowed: \"none\", \"client_ip\", \"cookie\""));
+            Sticky::None
+        }
+    }
+}
+
+/// `cookie`.
+fn validate_cookie(rs: &RawService, path: &[Seg], errs: &mut Errs) -> CookieConfig {
+    let cpath = key(path, "cookie");
+    let rc = rs.cookie.as_ref();
+    let cookie_name = rc
+        .and_then(|c| c.name.clone())
+        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string());
+    if !header_name_ok(&cookie_name) {
+        errs.push(
+            &key(&cpath, "name"),
+            format!("`{cookie_name}` is not a valid cookie name; use letters, digits, `-` and `_`"),
+        );
+    }
+    CookieConfig {
+        name: cookie_name,
+        max_age: duration(
+            errs,
+            &key(&cpath, "max_age"),
+            &rc.and_then(|c| c.max_age.clone()),
+            Duration::from_secs(24 * 3600),
+        ),
+        secure: rc.and_then(|c| c.secure).unwrap_or(false),
+    }
+}
+
+/// `override_header` and `override_token`; returns the header, lower case.
+fn validate_override(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Option<String> {
+    let override_header = rs.override_header.as_ref().and_then(|h| {
+        if header_name_ok(h) {
+            Some(h.to_ascii_lowercase())
+        } else {
+            errs.push(
+                &key(path, "override_header"),
+                format!("`{h}` is not a valid header name"),
+            );
+            None
+        }
+    });
+    if rs.override_token.is_some() && rs.override_header.is_none() {
+        errs.push(
+            &key(path, "override_token"),
+            "override_token needs override_header to be set",
+        );
+    }
+    override_header
+}
+
+/// `timeouts`.
+fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Timeouts {
+    let d = Timeouts::default();
+    let tpath = key(path, "timeouts");
+    let rt = rs.timeouts.as_ref();
+    Timeouts {
+        connect: duration(
+            errs,
+            &key(&tpath, "connect"),
+            &rt.and_then(|t| t.connect.clone()),
+            d.connect,
+        ),
+        response_header: duration(
+            errs,
+            &key(&tpath, "response_header"),
+            &rt.and_then(|t| t.response_header.clone()),
+            d.response_header,
+        ),
+        header_read: duration(
+            errs,
+            &key(&tpath, "header_read"),
+            &rt.and_then(|t| t.header_read.clone()),
+            d.header_read,
+        ),
+        idle: duration(
+            errs,
+            &key(&tpath, "idle"),
+            &rt.and_then(|t| t.idle.clone()),
+            d.idle,
+        ),
+    }
+}
+
+/// `limits`.
+fn validate_limits(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Limits {
+    let dl = Limits::default();
+    let lpath = key(path, "limits");
+    let rl = rs.limits.as_ref();
+    Limits {
+        max_connections: positive(
+            errs,
+            &key(&lpath, "max_connections"),
+            rl.and_then(|l| l.max_connections),
+            dl.max_connections,
+            1_000_000,
+        ),
+        max_header_bytes: positive(
+            errs,
+            &key(&lpath, "max_header_bytes"),
+            rl.and_then(|l| l.max_header_bytes),
+            dl.max_header_bytes,
+            1 << 20,
+        ),
+        max_headers: positive(
+            errs,
+            &key(&lpath, "max_headers"),
+            rl.and_then(|l| l.max_headers),
+            dl.max_headers,
+            1000,
+        ),
+    }
+}
+
+/// `listeners`. `listen_seen` holds every listen address so far (admin and
+/// earlier services), so a clash names the first user.
+fn validate_listeners(
+    name: &str,
+    rs: &RawService,
+    path: &[Seg],
+    pools: &[PoolConfig],
+    sticky: Sticky,
+    errs: &mut Errs,
+    listen_seen: &mut HashMap<SocketAddr, String>,
+) -> Vec<ListenerConfig> {
+    let lspath = key(path, "listeners");
+    if rs.listeners.is_empty() {
+        errs.push(
+            path,
+            "no listeners: add at least one [[services.NAME.listeners]] with `listen`",
+        );
+    }
+    let mut listeners = Vec::new();
+    for (i, rl) in rs.listeners.iter().enumerate() {
+        let lp = idx(&lspath, i);
+        let Some(listen_raw) = &rl.listen else {
+            errs.push(
+                &lp,
+                "a listener needs `listen`, like listen = \"0.0.0.0:8080\"",
+            );
+            continue;
+        };
+        let Some(listen) = socket_addr(errs, &key(&lp, "listen"), listen_raw) else {
+            continue;
+        };
+        let here = format!("services.{name}.listeners[{i}].listen");
+        // Port 0 asks the OS for a free port: never a clash.
+        let first = listen_seen.get(&listen).filter(|_| listen.port() != 0);
+        if let Some(first) = first {
+            errs.push(
+                &key(&lp, "listen"),
+                format!(
+                    "{listen} is already used by `{first}`; every listen address must be unique"
+                ),
+            );
+        } else if listen.port() != 0 {
+            listen_seen.insert(listen, here);
+        }
+        let pool = listener_pool(rl, &lp, pools, errs);
+        let mode = listener_mode(rl, &lp, sticky, errs);
+        listeners.push(ListenerConfig {
+            listen,
+            pool,
+            mode,
+            proxy_protocol: rl.proxy_protocol.unwrap_or(false),
+        });
+    }
+    listeners
+}
+
+/// A listener's preview `pool`, as an index into `pools`.
+fn listener_pool(
+    rl: &RawListener,
+    lp: &[Seg],
+    pools: &[PoolConfig],
+    errs: &mut Errs,
+) -> Option<usize> {
+    let p = rl.pool.as_ref()?;
+    match pools.iter().position(|x| &x.name == p) {
+        Some(i) => Some(i),
+        None => {
+            let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            errs.push(
+                &key(lp, "pool"),
+                format!(
+                    "preview pool `{p}` does not exist; pools: {}",
+                    names.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A listener's `mode`, checked against the service's stickiness.
+fn listener_mode(rl: &RawListener, lp: &[Seg], sticky: Sticky, errs: &mut Errs) -> ListenerMode {
+    let mode = match rl.mode.as_deref() {
+        None | Some("http") => ListenerMode::Http,
+        Some("tcp") => ListenerMode::Tcp,
+        Some(other) => {
+            errs.push(
+                &key(lp, "mode"),
+                format!("`{other}` is not a listener mode; allowed: \"http\", \"tcp\""),
+            );
+            ListenerMode::Http
+        }
+    };
+    if mode == ListenerMode::Tcp && sticky == Sticky::Cookie {
+        errs.push(
+            &key(lp, "mode"),
+            "a tcp listener cannot carry a cookie: use sticky = \"client_ip\" or \"none\" for a service with tcp listeners",
+        );
+    }
+    mode
+}
