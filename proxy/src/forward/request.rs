@@ -5,20 +5,24 @@
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::Version;
 
+use super::upgrade::Upgrade;
 use super::ConnCtx;
 use crate::body::AccessInfo;
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers::{self, Forwarded};
 use crate::snapshot::{Backend, Service};
 
-/// Rewrites `parts` for `backend` and returns the headers cutover adds
-/// (written after the request's own; see [`Forwarded`]). `scanned` is
-/// [`headers::Scan::of`] the request's headers, unchanged since.
+/// Rewrites `parts` for `backend` (and its `upgrade`, if any) and returns
+/// the headers cutover adds (written after the request's own; see
+/// [`Forwarded`]). `scanned` is [`headers::Scan::of`] the request's
+/// headers, unchanged since.
+#[inline]
 pub(super) fn prepare(
     parts: &mut http::request::Parts,
     scanned: headers::Scan,
     ctx: &ConnCtx,
     backend: &Backend,
+    upgrade: Option<&Upgrade>,
 ) -> Result<Forwarded, ProxyError> {
     // The name the client asked for goes on in `Host` (from HTTP/2's
     // `:authority` when the client spoke HTTP/2), else the backend's own
@@ -30,6 +34,9 @@ pub(super) fn prepare(
         "http",
         parts.uri.authority().unwrap_or(&backend.authority).as_str(),
     );
+    if let Some(u) = upgrade {
+        u.prepare(parts);
+    }
     target(parts, backend)?;
     Ok(fwd)
 }
@@ -65,6 +72,7 @@ fn target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), Pro
 }
 
 /// What the access log line needs of the request, when the service logs.
+#[inline]
 pub(super) fn access_info(
     parts: &http::request::Parts,
     ctx: &ConnCtx,

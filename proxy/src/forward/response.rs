@@ -6,22 +6,53 @@ use http::{Response, Version};
 
 use super::route::Route;
 use super::ConnCtx;
-use crate::body::{ProxyBody, RequestGuard};
-use crate::error::{error_chain, ProxyError};
-use crate::headers;
-use crate::snapshot::Service;
-use crate::upstream::UpstreamBody;
+use tokio::time::error::Elapsed;
 
-/// Rewrites the backend's response head for the client: hop-by-hop headers
-/// out, cutover's own HTTP version, the sticky cookie for a new ticket; and
-/// counts its status.
-pub(super) fn rewrite(
+use crate::body::{ProxyBody, RequestGuard};
+use crate::error::{error_chain, ErrorKind, ProxyError};
+use crate::headers;
+use crate::snapshot::{Backend, Pool, Service};
+use crate::upstream::{H1Conn, UpstreamBody, UpstreamError};
+
+/// A response head from a backend and, for HTTP/1.1 through hyper, its
+/// connection.
+pub(super) type Received = (Response<UpstreamBody>, Option<H1Conn>);
+
+/// The outcome of the send: the response head and, for HTTP/1.1 through
+/// hyper, its connection; or why there is none.
+#[inline]
+pub(super) fn received(
+    sent: Result<Result<Received, UpstreamError>, Elapsed>,
+    backend: &Backend,
+    pool: &Pool,
+    service: &Service,
+) -> Result<Received, ProxyError> {
+    match sent {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(ProxyError::from_upstream(e, &backend.addr, &pool.name)),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::Timeout,
+            format!(
+                "backend {} (pool {}) sent no response within {:?}",
+                backend.addr, pool.name, service.config.timeouts.response_header
+            ),
+        )),
+    }
+}
+
+/// The backend's answer as the client gets it: hop-by-hop headers out,
+/// cutover's own HTTP version, the sticky cookie for a new ticket; its
+/// status counted, and its body streamed with the guard that closes the
+/// request's books when it ends.
+#[inline]
+pub(super) fn forward(
     resp: Response<UpstreamBody>,
+    conn: Option<H1Conn>,
     service: &Service,
     route: &Route,
     ctx: &ConnCtx,
-    guard: &mut RequestGuard,
-) -> Response<UpstreamBody> {
+    mut guard: RequestGuard,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     // cutover answers in its own HTTP version, not the backend's: an
@@ -39,18 +70,13 @@ pub(super) fn rewrite(
     if let Some(a) = guard.access.as_mut() {
         a.status = parts.status.as_u16();
     }
-    Response::from_parts(parts, body)
-}
-
-/// The client's response: the backend's body, streamed with the guard that
-/// closes the request's books when it ends.
-pub(super) fn stream(resp: Response<UpstreamBody>, mut guard: RequestGuard) -> Response<ProxyBody> {
+    guard.upstream = conn;
     // No body to read (204, 304, HEAD, Content-Length: 0): hyper will not
     // poll it, so the connection is free now.
-    if http_body::Body::is_end_stream(resp.body()) {
+    if http_body::Body::is_end_stream(&body) {
         guard.response_complete();
     }
-    resp.map(|inner| ProxyBody::Upstream { inner, guard })
+    Response::from_parts(parts, ProxyBody::Upstream { inner: body, guard })
 }
 
 /// cutover's own answer to a failed request: the status its kind picks and

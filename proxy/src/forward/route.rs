@@ -17,6 +17,43 @@ use crate::ticket::Ticket;
 
 static X_CUTOVER_TOKEN: HeaderName = HeaderName::from_static("x-cutover-token");
 
+/// A request's service (from the one snapshot read), route, pool and
+/// backend.
+pub(super) struct Routed {
+    pub service: Arc<Service>,
+    pub route: Route,
+    pub pool: Arc<Pool>,
+    pub backend: Arc<Backend>,
+}
+
+/// Reads the snapshot (once for this request), chooses the pool and picks
+/// a backend in it.
+#[inline]
+pub(super) fn route<B>(req: &Request<B>, ctx: &ConnCtx) -> Result<Routed, Failed> {
+    let service = {
+        let snap = ctx.listener.shared.snapshot.load();
+        snap.services.get(ctx.listener.service_index).cloned()
+    };
+    let Some(service) = service else {
+        let err = ProxyError::new(
+            ErrorKind::NoBackend,
+            "this listener's service is not configured",
+        );
+        return Err(Failed::new(err, Books::Listener));
+    };
+    let route = match choose(&service, ctx, req) {
+        Ok(route) => route,
+        Err(err) => return Err(Failed::new(err, Books::Service(service))),
+    };
+    let (pool, backend) = pick(&service, &route)?;
+    Ok(Routed {
+        service,
+        route,
+        pool,
+        backend,
+    })
+}
+
 /// Where a request goes.
 pub(super) struct Route {
     pub pool: usize,
@@ -38,11 +75,7 @@ impl Route {
 }
 
 /// The pool for `req`: preview listener, override header, then the ticket.
-pub(super) fn choose<B>(
-    service: &Service,
-    ctx: &ConnCtx,
-    req: &Request<B>,
-) -> Result<Route, ProxyError> {
+fn choose<B>(service: &Service, ctx: &ConnCtx, req: &Request<B>) -> Result<Route, ProxyError> {
     if let Some(name) = &ctx.listener.fixed_pool {
         return service.pool_index(name).map(Route::fixed).ok_or_else(|| {
             ProxyError::new(
@@ -111,7 +144,7 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
 ///
 /// Issue 15's health filter goes here (a down backend is never picked), and
 /// its retries come back here for another backend of the same pool.
-pub(super) fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
+fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
     let Some(pool) = service.pools.get(route.pool) else {
         let err = ProxyError::new(ErrorKind::NoBackend, "no such pool");
         return Err(Failed::new(err, Books::Listener));

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::body::{ProxyBody, RequestGuard};
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers;
 use crate::snapshot::{Backend, Pool};
@@ -95,7 +96,9 @@ impl Upgrade {
         self,
         mut resp: Response<UpstreamBody>,
         tunnel: TunnelGuard,
-    ) -> Response<UpstreamBody> {
+        guard: RequestGuard,
+    ) -> Response<ProxyBody> {
+        guard.pool.metrics.count_status(101);
         let on_backend = hyper::upgrade::on(&mut resp);
         let websocket = self.websocket();
         tokio::spawn(pump(self.on_client, on_backend, tunnel, websocket));
@@ -112,7 +115,7 @@ impl Upgrade {
                 parts.headers.remove(h);
             }
         }
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, ProxyBody::Upstream { inner: body, guard })
     }
 }
 
