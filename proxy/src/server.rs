@@ -377,68 +377,92 @@ pub async fn serve(
         spec.timeouts.header_read,
         shutdown.clone(),
     )));
+    let builder = Arc::new(http_builder(&spec.limits));
+    let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
+    let mut conns = JoinSet::new();
+    tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, mode = spec.mode.as_str(), proxy_protocol = spec.proxy_protocol, "listening");
+    if !*shutdown.borrow() {
+        accept(&tcp, &ctx, &builder, &permits, &mut conns, &mut shutdown).await;
+    }
+    drop(tcp);
+    drain(conns, &label, spec.drain_timeout).await;
+}
+
+/// hyper's server for a listener with these limits: HTTP/1.1 and HTTP/2.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No timer for HTTP/1: `header_read` is the watchdog's (above).
+    // No timer for HTTP/1: `header_read` is the watchdog's (see [`watchdog`]).
     builder
         .http1()
         // hyper would read the socket after every request head to see
         // whether the client left (and allocate a fresh read buffer for
         // it each time); the watchdog checks instead.
         .half_close(true)
-        .max_buf_size(spec.limits.max_header_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.max(8192));
     // hyper's own limit is 100 headers, on a stack array; naming any limit
     // makes it build (and copy) a fresh array per request instead, which
     // cost 4% of cutover's instructions per request. So only a limit other
     // than 100 is passed on.
-    if spec.limits.max_headers != HYPER_MAX_HEADERS {
-        builder.http1().max_headers(spec.limits.max_headers);
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
     }
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(spec.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .enable_connect_protocol();
-    let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
-    let mut conns = JoinSet::new();
-    tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, mode = spec.mode.as_str(), proxy_protocol = spec.proxy_protocol, "listening");
+    builder
+}
 
-    if !*shutdown.borrow() {
-        loop {
-            tokio::select! {
-                accepted = tcp.accept() => match accepted {
-                    Ok((stream, client)) => match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            conns.spawn(serve_conn(stream, client, ctx.clone(), builder.clone(), shutdown.clone(), permit));
-                        }
-                        Err(_) => {
-                            ctx.metrics.refused_limit.inc();
-                            tracing::warn!(listener = %label, %client, "connection refused: max_connections reached");
-                            drop(stream);
-                        }
-                    },
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(listener = %label, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Accepts connections on `tcp` and spawns their tasks into `conns`, up to
+/// `permits`, until `shutdown` turns true (or its sender is dropped).
+async fn accept(
+    tcp: &TcpListener,
+    ctx: &Arc<ListenerCtx>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    permits: &Arc<Semaphore>,
+    conns: &mut JoinSet<()>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let label = &ctx.label;
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, client)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        conns.spawn(serve_conn(stream, client, ctx.clone(), builder.clone(), shutdown.clone(), permit));
+                    }
+                    Err(_) => {
+                        ctx.metrics.refused_limit.inc();
+                        tracing::warn!(listener = %label, %client, "connection refused: max_connections reached");
+                        drop(stream);
                     }
                 },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = %label, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
                 }
             }
         }
     }
-    drop(tcp);
+}
+
+/// Lets the connections in `conns` finish for up to `timeout`, then aborts
+/// those still open.
+async fn drain(mut conns: JoinSet<()>, label: &str, timeout: Duration) {
     let open = conns.len();
     if open > 0 {
         tracing::info!(listener = %label, open, "stopped accepting; draining connections");
     }
-    let deadline = tokio::time::sleep(spec.drain_timeout);
+    let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -465,23 +489,46 @@ async fn serve_conn(
     let _gauge = ConnGauge(ctx.metrics.clone());
     let _ = stream.set_nodelay(true);
     if ctx.proxy_protocol {
-        match crate::proxy_protocol::read_header(&mut stream, ctx.header_read).await {
-            Ok(h) => {
-                if let Some(src) = h.source {
-                    client = src;
-                }
-            }
-            Err(e) => {
-                ctx.metrics.refused_proxy_protocol.inc();
-                tracing::warn!(listener = %ctx.label, peer = %client, "closing connection without a valid PROXY header: {e}");
-                return;
-            }
+        match read_proxy_header(&mut stream, client, &ctx).await {
+            Some(c) => client = c,
+            None => return,
         }
     }
     if ctx.mode == ListenerMode::Tcp {
         crate::tcp::serve_conn(stream, client, ctx).await;
         return;
     }
+    serve_http(stream, client, ctx, builder, shutdown).await;
+}
+
+/// Reads the PROXY header at the start of `stream`: the client it names
+/// (`client` when it names none), or `None` when there is no valid header
+/// (counted and logged here; the connection is to be closed).
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    client: SocketAddr,
+    ctx: &ListenerCtx,
+) -> Option<SocketAddr> {
+    match crate::proxy_protocol::read_header(stream, ctx.header_read).await {
+        Ok(h) => Some(h.source.unwrap_or(client)),
+        Err(e) => {
+            ctx.metrics.refused_proxy_protocol.inc();
+            tracing::warn!(listener = %ctx.label, peer = %client, "closing connection without a valid PROXY header: {e}");
+            None
+        }
+    }
+}
+
+/// Serves HTTP on a downstream connection until it ends, closing it when
+/// the watchdog asks (or shutdown comes), dropping it when its client left
+/// mid-request.
+async fn serve_http(
+    stream: TcpStream,
+    client: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+) {
     let sticky = ctx
         .shared
         .snapshot
