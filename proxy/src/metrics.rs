@@ -32,24 +32,92 @@ pub mod names {
 /// Status classes used as the `code` label.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
+/// The data plane's metric families, registered by [`ProxyMetrics::new`];
+/// one group per component.
 pub struct ProxyMetrics {
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    in_flight: IntGaugeVec,
-    upstream_errors: IntCounterVec,
-    downstream_connections: IntGaugeVec,
-    downstream_refused: IntCounterVec,
-    downstream_client_gone: IntCounterVec,
-    tunnels: IntGaugeVec,
-    drain_closed: IntCounterVec,
-    tcp_connections: IntCounterVec,
-    upstream_connections: IntGaugeVec,
-    upstream_opened: IntCounterVec,
-    upstream_kept: IntCounterVec,
+    requests: RequestFamilies,
+    downstream: DownstreamFamilies,
+    tunnels: TunnelFamilies,
+    upstream: UpstreamFamilies,
 }
 
 impl ProxyMetrics {
     pub fn new(registry: &Registry) -> Result<ProxyMetrics, prometheus::Error> {
+        let metrics = ProxyMetrics {
+            requests: RequestFamilies::new()?,
+            downstream: DownstreamFamilies::new()?,
+            tunnels: TunnelFamilies::new()?,
+            upstream: UpstreamFamilies::new()?,
+        };
+        metrics.upstream.register(registry)?;
+        metrics.tunnels.register(registry)?;
+        metrics.requests.register(registry)?;
+        metrics.downstream.register(registry)?;
+        Ok(metrics)
+    }
+
+    /// Handles for one pool, resolved once.
+    pub fn pool(&self, service: &str, pool: &str) -> PoolMetrics {
+        let r = &self.requests;
+        let t = &self.tunnels;
+        PoolMetrics {
+            requests: CLASSES.map(|c| r.requests.with_label_values(&[service, pool, c])),
+            duration: r.duration.with_label_values(&[service, pool]),
+            in_flight: r.in_flight.with_label_values(&[service, pool]),
+            tunnels_open: t.tunnels.with_label_values(&[service, pool, "open"]),
+            tunnels_draining: t.tunnels.with_label_values(&[service, pool, "draining"]),
+            drain_finished: t
+                .drain_closed
+                .with_label_values(&[service, pool, "finished"]),
+            drain_deadline: t
+                .drain_closed
+                .with_label_values(&[service, pool, "deadline"]),
+            tcp_connections: t.tcp_connections.with_label_values(&[service, pool]),
+            upstream: self.upstream.pool(service, pool),
+            errors: ErrorKind::ALL.map(|k| {
+                r.upstream_errors.with_label_values(&[
+                    service,
+                    pool,
+                    k.blame().as_str(),
+                    k.cause(),
+                ])
+            }),
+        }
+    }
+
+    /// Counts a request refused before it had a pool (a bad override header).
+    pub fn unrouted(&self, service: &str, kind: ErrorKind, status: u16) {
+        self.requests
+            .requests
+            .with_label_values(&[service, "none", CLASSES[class_index(status)]])
+            .inc();
+        self.requests
+            .upstream_errors
+            .with_label_values(&[service, "none", kind.blame().as_str(), kind.cause()])
+            .inc();
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let d = &self.downstream;
+        ListenerMetrics {
+            connections: d.connections.with_label_values(&[listener]),
+            refused_limit: d.refused.with_label_values(&[listener, "max_connections"]),
+            refused_proxy_protocol: d.refused.with_label_values(&[listener, "proxy_protocol"]),
+            client_gone: d.client_gone.with_label_values(&[listener]),
+        }
+    }
+}
+
+/// Requests answered, their duration, those in flight, and failures.
+struct RequestFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+}
+
+impl RequestFamilies {
+    fn new() -> Result<RequestFamilies, prometheus::Error> {
         let requests = IntCounterVec::new(
             Opts::new(
                 names::REQUESTS_TOTAL,
@@ -82,6 +150,32 @@ impl ProxyMetrics {
             ),
             &["service", "pool", "source", "cause"],
         )?;
+        Ok(RequestFamilies {
+            requests,
+            duration,
+            in_flight,
+            upstream_errors,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.requests.clone()))?;
+        registry.register(Box::new(self.duration.clone()))?;
+        registry.register(Box::new(self.in_flight.clone()))?;
+        registry.register(Box::new(self.upstream_errors.clone()))?;
+        Ok(())
+    }
+}
+
+/// Downstream connections: open, refused at accept, dropped mid-request.
+struct DownstreamFamilies {
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
+    client_gone: IntCounterVec,
+}
+
+impl DownstreamFamilies {
+    fn new() -> Result<DownstreamFamilies, prometheus::Error> {
         let downstream_connections = IntGaugeVec::new(
             Opts::new(names::DOWNSTREAM_CONNECTIONS, "Open downstream connections"),
             &["listener"],
@@ -100,6 +194,31 @@ impl ProxyMetrics {
             ),
             &["listener"],
         )?;
+        Ok(DownstreamFamilies {
+            connections: downstream_connections,
+            refused: downstream_refused,
+            client_gone: downstream_client_gone,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.connections.clone()))?;
+        registry.register(Box::new(self.refused.clone()))?;
+        registry.register(Box::new(self.client_gone.clone()))?;
+        Ok(())
+    }
+}
+
+/// Tunnels (upgraded connections and tcp listener connections), how
+/// draining ones ended, and tcp listener connections accepted.
+struct TunnelFamilies {
+    tunnels: IntGaugeVec,
+    drain_closed: IntCounterVec,
+    tcp_connections: IntCounterVec,
+}
+
+impl TunnelFamilies {
+    fn new() -> Result<TunnelFamilies, prometheus::Error> {
         let tunnels = IntGaugeVec::new(
             Opts::new(
                 names::TUNNELS,
@@ -121,6 +240,31 @@ impl ProxyMetrics {
             ),
             &["service", "pool"],
         )?;
+        Ok(TunnelFamilies {
+            tunnels,
+            drain_closed,
+            tcp_connections,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.tunnels.clone()))?;
+        registry.register(Box::new(self.drain_closed.clone()))?;
+        registry.register(Box::new(self.tcp_connections.clone()))?;
+        Ok(())
+    }
+}
+
+/// HTTP connections to backends: open, opened, and kept by finishing a
+/// body the client stopped reading.
+struct UpstreamFamilies {
+    connections: IntGaugeVec,
+    opened: IntCounterVec,
+    kept: IntCounterVec,
+}
+
+impl UpstreamFamilies {
+    fn new() -> Result<UpstreamFamilies, prometheus::Error> {
         let upstream_connections = IntGaugeVec::new(
             Opts::new(
                 names::UPSTREAM_CONNECTIONS,
@@ -142,89 +286,25 @@ impl ProxyMetrics {
             ),
             &["service", "pool"],
         )?;
-        registry.register(Box::new(upstream_kept.clone()))?;
-        registry.register(Box::new(upstream_connections.clone()))?;
-        registry.register(Box::new(upstream_opened.clone()))?;
-        registry.register(Box::new(tunnels.clone()))?;
-        registry.register(Box::new(drain_closed.clone()))?;
-        registry.register(Box::new(tcp_connections.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        registry.register(Box::new(downstream_connections.clone()))?;
-        registry.register(Box::new(downstream_refused.clone()))?;
-        registry.register(Box::new(downstream_client_gone.clone()))?;
-        Ok(ProxyMetrics {
-            requests,
-            duration,
-            in_flight,
-            upstream_errors,
-            downstream_connections,
-            downstream_refused,
-            downstream_client_gone,
-            tunnels,
-            drain_closed,
-            tcp_connections,
-            upstream_connections,
-            upstream_opened,
-            upstream_kept,
+        Ok(UpstreamFamilies {
+            connections: upstream_connections,
+            opened: upstream_opened,
+            kept: upstream_kept,
         })
     }
 
-    /// Handles for one pool, resolved once.
-    pub fn pool(&self, service: &str, pool: &str) -> PoolMetrics {
-        PoolMetrics {
-            requests: CLASSES.map(|c| self.requests.with_label_values(&[service, pool, c])),
-            duration: self.duration.with_label_values(&[service, pool]),
-            in_flight: self.in_flight.with_label_values(&[service, pool]),
-            tunnels_open: self.tunnels.with_label_values(&[service, pool, "open"]),
-            tunnels_draining: self.tunnels.with_label_values(&[service, pool, "draining"]),
-            drain_finished: self
-                .drain_closed
-                .with_label_values(&[service, pool, "finished"]),
-            drain_deadline: self
-                .drain_closed
-                .with_label_values(&[service, pool, "deadline"]),
-            tcp_connections: self.tcp_connections.with_label_values(&[service, pool]),
-            upstream: UpstreamMetrics {
-                open: self
-                    .upstream_connections
-                    .with_label_values(&[service, pool]),
-                opened: self.upstream_opened.with_label_values(&[service, pool]),
-                kept: self.upstream_kept.with_label_values(&[service, pool]),
-            },
-            errors: ErrorKind::ALL.map(|k| {
-                self.upstream_errors.with_label_values(&[
-                    service,
-                    pool,
-                    k.blame().as_str(),
-                    k.cause(),
-                ])
-            }),
-        }
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.kept.clone()))?;
+        registry.register(Box::new(self.connections.clone()))?;
+        registry.register(Box::new(self.opened.clone()))?;
+        Ok(())
     }
 
-    /// Counts a request refused before it had a pool (a bad override header).
-    pub fn unrouted(&self, service: &str, kind: ErrorKind, status: u16) {
-        self.requests
-            .with_label_values(&[service, "none", CLASSES[class_index(status)]])
-            .inc();
-        self.upstream_errors
-            .with_label_values(&[service, "none", kind.blame().as_str(), kind.cause()])
-            .inc();
-    }
-
-    pub fn listener(&self, listener: &str) -> ListenerMetrics {
-        ListenerMetrics {
-            connections: self.downstream_connections.with_label_values(&[listener]),
-            refused_limit: self
-                .downstream_refused
-                .with_label_values(&[listener, "max_connections"]),
-            refused_proxy_protocol: self
-                .downstream_refused
-                .with_label_values(&[listener, "proxy_protocol"]),
-            client_gone: self.downstream_client_gone.with_label_values(&[listener]),
+    fn pool(&self, service: &str, pool: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            open: self.connections.with_label_values(&[service, pool]),
+            opened: self.opened.with_label_values(&[service, pool]),
+            kept: self.kept.with_label_values(&[service, pool]),
         }
     }
 }

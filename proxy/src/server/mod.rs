@@ -1,0 +1,329 @@
+//! Listeners: `serve(listener, ...)` takes a bound `TcpListener` (tests bind
+//! port 0), serves HTTP/1.1 and HTTP/2 (prior knowledge) on it, and on
+//! shutdown stops accepting, lets connections finish until a deadline, then
+//! closes what remains.
+//!
+//! Timeouts between requests, a client that left mid-request, and the close
+//! requests of shutdown are the business of one watchdog task per listener
+//! (`watchdog.rs`, which says why).
+
+mod watchdog;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_config::{Limits, ListenerMode, Sticky, Timeouts};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::forward::{handle, ConnCtx};
+use crate::metrics::ListenerMetrics;
+use crate::ticket::{Ticket, Tickets};
+use crate::Shared;
+
+pub(crate) use watchdog::ConnActivity;
+use watchdog::{watchdog, Ask, Watched};
+
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// What a listener serves.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// The service this listener belongs to.
+    pub service: String,
+    /// A preview listener: always this pool.
+    pub pool: Option<String>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    /// How long shutdown waits for open connections.
+    pub drain_timeout: Duration,
+    pub mode: ListenerMode,
+    /// Read a PROXY protocol header first.
+    pub proxy_protocol: bool,
+}
+
+pub(crate) struct ListenerCtx {
+    pub shared: Arc<Shared>,
+    pub service_index: usize,
+    pub fixed_pool: Option<String>,
+    pub label: String,
+    pub metrics: ListenerMetrics,
+    pub mode: ListenerMode,
+    pub proxy_protocol: bool,
+    pub header_read: Duration,
+    /// Tickets for this listener's connections (and new cookies), in turn.
+    pub tickets: Tickets,
+    watched: Arc<Watched>,
+}
+
+struct ConnGauge(ListenerMetrics);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
+/// Serves `tcp` until `shutdown` turns true (or its sender is dropped), then
+/// drains open connections for up to `spec.drain_timeout`.
+pub async fn serve(
+    tcp: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let label = tcp
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let service_index = match shared.snapshot.load().service(&spec.service) {
+        Some((i, _)) => i,
+        None => {
+            tracing::error!(listener = %label, service = %spec.service, "listener's service is not in the routing snapshot; not serving");
+            return;
+        }
+    };
+    let ctx = Arc::new(ListenerCtx {
+        metrics: shared.metrics.listener(&label),
+        shared,
+        service_index,
+        fixed_pool: spec.pool.clone(),
+        label: label.clone(),
+        mode: spec.mode,
+        proxy_protocol: spec.proxy_protocol,
+        header_read: spec.timeouts.header_read,
+        tickets: Tickets::new(),
+        watched: Arc::default(),
+    });
+    // Aborted when `serve` returns, however it returns.
+    let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
+        ctx.watched.clone(),
+        spec.timeouts.idle,
+        spec.timeouts.header_read,
+        shutdown.clone(),
+    )));
+    let builder = Arc::new(http_builder(&spec.limits));
+    let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
+    let mut conns = JoinSet::new();
+    tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, mode = spec.mode.as_str(), proxy_protocol = spec.proxy_protocol, "listening");
+    if !*shutdown.borrow() {
+        accept(&tcp, &ctx, &builder, &permits, &mut conns, &mut shutdown).await;
+    }
+    drop(tcp);
+    drain(conns, &label, spec.drain_timeout).await;
+}
+
+/// hyper's server for a listener with these limits: HTTP/1.1 and HTTP/2.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No timer for HTTP/1: `header_read` is the watchdog's (see [`watchdog`]).
+    builder
+        .http1()
+        // hyper would read the socket after every request head to see
+        // whether the client left (and allocate a fresh read buffer for
+        // it each time); the watchdog checks instead.
+        .half_close(true)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    // hyper's own limit is 100 headers, on a stack array; naming any limit
+    // makes it build (and copy) a fresh array per request instead, which
+    // cost 4% of cutover's instructions per request. So only a limit other
+    // than 100 is passed on.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .enable_connect_protocol();
+    builder
+}
+
+/// Accepts connections on `tcp` and spawns their tasks into `conns`, up to
+/// `permits`, until `shutdown` turns true (or its sender is dropped).
+async fn accept(
+    tcp: &TcpListener,
+    ctx: &Arc<ListenerCtx>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    permits: &Arc<Semaphore>,
+    conns: &mut JoinSet<()>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let label = &ctx.label;
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, client)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        conns.spawn(serve_conn(stream, client, ctx.clone(), builder.clone(), shutdown.clone(), permit));
+                    }
+                    Err(_) => {
+                        ctx.metrics.refused_limit.inc();
+                        tracing::warn!(listener = %label, %client, "connection refused: max_connections reached");
+                        drop(stream);
+                    }
+                },
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = %label, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Lets the connections in `conns` finish for up to `timeout`, then aborts
+/// those still open.
+async fn drain(mut conns: JoinSet<()>, label: &str, timeout: Duration) {
+    let open = conns.len();
+    if open > 0 {
+        tracing::info!(listener = %label, open, "stopped accepting; draining connections");
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = conns.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                tracing::warn!(listener = %label, cut = conns.len(), "drain deadline passed; closing remaining connections");
+                conns.abort_all();
+                while conns.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+}
+
+async fn serve_conn(
+    mut stream: TcpStream,
+    mut client: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    ctx.metrics.connections.inc();
+    let _gauge = ConnGauge(ctx.metrics.clone());
+    let _ = stream.set_nodelay(true);
+    if ctx.proxy_protocol {
+        match read_proxy_header(&mut stream, client, &ctx).await {
+            Some(c) => client = c,
+            None => return,
+        }
+    }
+    if ctx.mode == ListenerMode::Tcp {
+        crate::tcp::serve_conn(stream, client, ctx).await;
+        return;
+    }
+    serve_http(stream, client, ctx, builder, shutdown).await;
+}
+
+/// Reads the PROXY header at the start of `stream`: the client it names
+/// (`client` when it names none), or `None` when there is no valid header
+/// (counted and logged here; the connection is to be closed).
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    client: SocketAddr,
+    ctx: &ListenerCtx,
+) -> Option<SocketAddr> {
+    match crate::proxy_protocol::read_header(stream, ctx.header_read).await {
+        Ok(h) => Some(h.source.unwrap_or(client)),
+        Err(e) => {
+            ctx.metrics.refused_proxy_protocol.inc();
+            tracing::warn!(listener = %ctx.label, peer = %client, "closing connection without a valid PROXY header: {e}");
+            None
+        }
+    }
+}
+
+/// Serves HTTP on a downstream connection until it ends, closing it when
+/// the watchdog asks (or shutdown comes), dropping it when its client left
+/// mid-request.
+async fn serve_http(
+    stream: TcpStream,
+    client: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let sticky = ctx
+        .shared
+        .snapshot
+        .load()
+        .services
+        .get(ctx.service_index)
+        .map(|s| s.config.sticky);
+    let ticket = match sticky {
+        Some(Sticky::ClientIp) => Ticket::from_ip(client.ip()),
+        _ => ctx.tickets.next(),
+    };
+    let activity = Arc::new(ConnActivity::new());
+    let conn_ctx = Arc::new(ConnCtx {
+        client,
+        client_value: crate::headers::client_value(client.ip()),
+        ticket,
+        listener: ctx.clone(),
+        activity: activity.clone(),
+    });
+    let svc = service_fn(move |req| handle(req, conn_ctx.clone()));
+    let socket = socket2::SockRef::from(&stream).try_clone().ok();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    // Registered before looking at `shutdown`: the watchdog either sees
+    // this connection when shutdown comes, or shutdown is seen here.
+    let _watch = ctx.watched.insert(activity.clone(), socket);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            biased;
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(listener = %ctx.label, %client, "connection ended with an error: {e}");
+                }
+                break;
+            }
+            ask = std::future::poll_fn(|cx| activity.poll_ask(seen, cx)) => {
+                let Ask::Close(n) = ask else {
+                    ctx.metrics.client_gone.inc();
+                    tracing::debug!(listener = %ctx.label, %client, "client left with a request in progress; dropping its connection");
+                    break;
+                };
+                seen = n;
+                if closing {
+                    // Asked again and still open between requests: a
+                    // client stuck in a request head. Dropped.
+                    tracing::debug!(listener = %ctx.label, %client, "closing a connection that did not close gracefully");
+                    break;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
