@@ -1,18 +1,16 @@
 //! End-to-end: what a client sees when a backend is down, slow or absent.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use cutover_test_support::backend::DownPort;
+use cutover_test_support::raw;
+use cutover_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_backend_is_a_prompt_502_naming_it() {
-    // Reserve a port, then close it: connections to it are refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port held bound but not listening: connections to it are refused.
+    let down = DownPort::new();
+    let dead = down.addr;
     let h = Harness::new()
         .blue(0)
         .backends(&format!("[\"{dead}\"]"), "[\"127.0.0.1:9\"]")
@@ -71,7 +69,7 @@ async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
         b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
         b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
     ] {
-        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        let mut s = raw::connect(h.proxy).await;
         s.write_all(junk).await.unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
@@ -83,7 +81,7 @@ async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
         big.push_str(&format!("x-h{i}: v\r\n"));
     }
     big.push_str("\r\n");
-    let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let mut s = raw::connect(h.proxy).await;
     s.write_all(big.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
