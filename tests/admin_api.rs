@@ -206,19 +206,40 @@ async fn metrics_count_requests_by_pool_and_show_split_and_generation() {
     }
     switch(h.admin, "green").await;
     get_once(h.proxy, "/", &[]).await.unwrap();
-    let a = get_once(h.admin, "/metrics", &[]).await.unwrap();
-    let m = a.body;
-    for line in [
-        r#"cutover_requests_total{code="2xx",pool="blue",service="web"} 3"#,
-        r#"cutover_requests_total{code="2xx",pool="green",service="web"} 1"#,
-        r#"cutover_split_weight{pool="green",service="web"} 100"#,
-        r#"cutover_in_flight_requests{pool="blue",service="web"} 0"#,
-        "cutover_generation 2",
-        "cutover_request_duration_seconds_count{pool=\"blue\",service=\"web\"} 3",
-        "cutover_downstream_connections{listener=",
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    let web = |pool| [("pool", pool), ("service", "web")];
+    for (name, labels, want) in [
+        (
+            "cutover_requests_total",
+            vec![("code", "2xx"), ("pool", "blue"), ("service", "web")],
+            3.0,
+        ),
+        (
+            "cutover_requests_total",
+            vec![("code", "2xx"), ("pool", "green"), ("service", "web")],
+            1.0,
+        ),
+        ("cutover_split_weight", web("green").to_vec(), 100.0),
+        ("cutover_in_flight_requests", web("blue").to_vec(), 0.0),
+        ("cutover_generation", vec![], 2.0),
+        (
+            "cutover_request_duration_seconds_count",
+            web("blue").to_vec(),
+            3.0,
+        ),
     ] {
-        assert!(m.contains(line), "metrics lack `{line}`:\n{m}");
+        assert_eq!(
+            m.value(name, &labels),
+            Some(want),
+            "{name} {labels:?} in:\n{}",
+            m.text()
+        );
     }
+    assert!(
+        m.line("cutover_downstream_connections{listener=").is_some(),
+        "metrics lack cutover_downstream_connections{{listener=..}}:\n{}",
+        m.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

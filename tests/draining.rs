@@ -324,10 +324,15 @@ async fn a_garbage_proxy_header_closes_that_connection_only() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     let refused = metric(h.admin, "cutover_downstream_refused_total{listener=").await;
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"reason="proxy_protocol"} 2"#),
-        "{refused:?} {m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value(
+            "cutover_downstream_refused_total",
+            &[("reason", "proxy_protocol")]
+        ),
+        Some(2.0),
+        "{refused:?} {}",
+        m.text()
     );
 }
 

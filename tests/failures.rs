@@ -6,6 +6,16 @@ use cutover_test_support::backend::DownPort;
 use cutover_test_support::raw;
 use cutover_test_support::*;
 
+/// The labels of blue's backend-side failures with this cause.
+fn backend_errors(cause: &str) -> [(&str, &str); 4] {
+    [
+        ("cause", cause),
+        ("pool", "blue"),
+        ("service", "web"),
+        ("source", "backend"),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_backend_is_a_prompt_502_naming_it() {
     // A port held bound but not listening: connections to it are refused.
@@ -29,10 +39,12 @@ async fn a_down_backend_is_a_prompt_502_naming_it() {
         "502 took {:?}",
         t.elapsed()
     );
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"cutover_upstream_errors_total{cause="connect",pool="blue",service="web",source="backend"} 1"#),
-        "{m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value("cutover_upstream_errors_total", &backend_errors("connect")),
+        Some(1.0),
+        "{}",
+        m.text()
     );
 }
 
@@ -53,10 +65,12 @@ async fn a_slow_backend_is_a_504_after_the_response_header_timeout() {
     );
     // A fast request on the same pool still works.
     assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().status, 200);
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"cause="timeout",pool="blue",service="web",source="backend"} 1"#),
-        "{m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value("cutover_upstream_errors_total", &backend_errors("timeout")),
+        Some(1.0),
+        "{}",
+        m.text()
     );
 }
 

@@ -13,6 +13,10 @@ use cutover_test_support::raw;
 use cutover_test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+fn web_blue() -> [(&'static str, &'static str); 2] {
+    [("pool", "blue"), ("service", "web")]
+}
+
 async fn harness(header_read: &str, idle: &str) -> Running {
     Harness::new()
         .blue(1)
@@ -122,16 +126,24 @@ async fn a_client_that_leaves_mid_request_cancels_it() {
         "the backend kept working for a client that left"
     );
     let counted = eventually(Duration::from_secs(5), || async {
-        let m = get_once(run.admin, "/metrics", &[])
-            .await
-            .map(|a| a.body)
-            .unwrap_or_default();
-        m.contains(&format!(
-            "cutover_downstream_client_gone_total{{listener=\"{}\"}} 1",
-            run.proxy
-        )) && m.contains(
-            r#"cutover_upstream_errors_total{cause="client_aborted",pool="blue",service="web",source="client"} 1"#,
-        ) && m.contains(r#"cutover_in_flight_requests{pool="blue",service="web"} 0"#)
+        let Ok(m) = Metrics::scrape(run.admin).await else {
+            return false;
+        };
+        let listener = run.proxy.to_string();
+        m.value(
+            "cutover_downstream_client_gone_total",
+            &[("listener", listener.as_str())],
+        ) == Some(1.0)
+            && m.value(
+                "cutover_upstream_errors_total",
+                &[
+                    ("cause", "client_aborted"),
+                    ("pool", "blue"),
+                    ("service", "web"),
+                    ("source", "client"),
+                ],
+            ) == Some(1.0)
+            && m.value("cutover_in_flight_requests", &web_blue()) == Some(0.0)
     })
     .await;
     assert!(counted, "the client's leaving was not counted");
