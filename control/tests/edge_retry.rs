@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cutover_control::edge::{apply_with, plan_with, EdgeClients, EdgeError, PollPolicy};
-use support::front::Front;
+use cutover_test_support::moto::front::Front;
 use support::{create_zone, edge_config, find, list_records, values};
 use support::{moto, sdk_config};
 

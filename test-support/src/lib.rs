@@ -22,7 +22,9 @@
 //!   depends on the root crate `cutover`, so only the root crate's tests
 //!   turn it on; control's tests do not build the root crate.
 //! - `moto`: [`moto::moto()`], one moto server per test binary (or the one
-//!   at `CUTOVER_MOTO_ENDPOINT`). Standard library only: the AWS SDK config
+//!   at `CUTOVER_MOTO_ENDPOINT`), and [`moto::front::Front`], a loopback
+//!   front that injects the answers moto never gives. No new dependency
+//!   (the process is std, the front is hyper): the AWS SDK config
 //!   stays in control's tests (behind control's `edge` feature), so this
 //!   crate never pulls the SDK and `--no-default-features` builds stay
 //!   SDK-free.

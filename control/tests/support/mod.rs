@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod front;
 pub mod reconciler;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

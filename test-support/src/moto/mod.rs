@@ -15,9 +15,14 @@
 //! python process outlives the run. Its output goes to
 //! `<target>/moto-<test binary pid>.log`.
 //!
+//! [`front::Front`] sits between a test and moto to inject what moto never
+//! answers (PENDING changes, throttling, 5xx).
+//!
 //! Tests share the server: each one makes its own zones, instances and
 //! addresses (unique caller references and tags), never assumes an empty
 //! account.
+
+pub mod front;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
