@@ -1,5 +1,6 @@
-//! A tiny HTTP backend that says which pool it is: the demo's blue and
-//! green, and the test suite's backends.
+//! A tiny HTTP backend that says which pool it is: the blue and green of
+//! `cutover demo`. (The tests' backends are in the `cutover-test-support`
+//! crate, `test-support/src/backend/`.)
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Counters a test can read.
+/// Counters of one demo backend.
 #[derive(Default)]
 pub struct BackendStats {
     pub connections: AtomicU64,

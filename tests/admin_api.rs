@@ -1,10 +1,8 @@
 //! End-to-end: the admin API's answers to good and bad input, and the state
 //! file that keeps an acknowledged switch across a restart.
 
-mod support;
-
+use cutover_test_support::*;
 use http::StatusCode;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_generation_split_pools_backends_and_listeners() {
@@ -185,32 +183,19 @@ async fn every_bad_input_is_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_protects_the_api_but_not_health_checks() {
-    let h = Harness::new().top("").start().await;
-    // The harness's admin has no token; build one that has.
-    drop(h);
-    let text = r#"
-[admin]
-listen = "127.0.0.1:0"
-token = "t0ken"
-[services.web]
-split = { blue = 1, green = 0 }
-[[services.web.listeners]]
-listen = "127.0.0.1:0"
-[services.web.pools.blue]
-backends = ["127.0.0.1:9"]
-[services.web.pools.green]
-backends = ["127.0.0.1:9"]
-"#;
-    let app = cutover::App::start(cutover_config::parse("t.toml", text).unwrap())
-        .await
-        .unwrap();
-    let (s, v) = admin(app.admin_addr, "GET", "/v1/status", None).await;
+    let h = Harness::new().admin_token("t0ken").start().await;
+    let (s, v) = admin(h.admin, "GET", "/v1/status", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let (s, _) = admin(app.admin_addr, "GET", "/healthz", None).await;
+    let (s, _) = admin(h.admin, "GET", "/healthz", None).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = admin(app.admin_addr, "GET", "/readyz", None).await;
+    let (s, _) = admin(h.admin, "GET", "/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
-    app.shutdown().await;
+    // A wrong token is refused too; the right one is let through.
+    let (s, v) = admin_with_token(h.admin, Some("nope"), "GET", "/v1/status", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, v) = h.api("GET", "/v1/status", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.app.expect("app").shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,19 +206,40 @@ async fn metrics_count_requests_by_pool_and_show_split_and_generation() {
     }
     switch(h.admin, "green").await;
     get_once(h.proxy, "/", &[]).await.unwrap();
-    let a = get_once(h.admin, "/metrics", &[]).await.unwrap();
-    let m = a.body;
-    for line in [
-        r#"cutover_requests_total{code="2xx",pool="blue",service="web"} 3"#,
-        r#"cutover_requests_total{code="2xx",pool="green",service="web"} 1"#,
-        r#"cutover_split_weight{pool="green",service="web"} 100"#,
-        r#"cutover_in_flight_requests{pool="blue",service="web"} 0"#,
-        "cutover_generation 2",
-        "cutover_request_duration_seconds_count{pool=\"blue\",service=\"web\"} 3",
-        "cutover_downstream_connections{listener=",
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    let web = |pool| [("pool", pool), ("service", "web")];
+    for (name, labels, want) in [
+        (
+            "cutover_requests_total",
+            vec![("code", "2xx"), ("pool", "blue"), ("service", "web")],
+            3.0,
+        ),
+        (
+            "cutover_requests_total",
+            vec![("code", "2xx"), ("pool", "green"), ("service", "web")],
+            1.0,
+        ),
+        ("cutover_split_weight", web("green").to_vec(), 100.0),
+        ("cutover_in_flight_requests", web("blue").to_vec(), 0.0),
+        ("cutover_generation", vec![], 2.0),
+        (
+            "cutover_request_duration_seconds_count",
+            web("blue").to_vec(),
+            3.0,
+        ),
     ] {
-        assert!(m.contains(line), "metrics lack `{line}`:\n{m}");
+        assert_eq!(
+            m.value(name, &labels),
+            Some(want),
+            "{name} {labels:?} in:\n{}",
+            m.text()
+        );
     }
+    assert!(
+        m.line("cutover_downstream_connections{listener=").is_some(),
+        "metrics lack cutover_downstream_connections{{listener=..}}:\n{}",
+        m.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 //! The real binary: `cutover check` on good and bad configs, and `ctl`
 //! against a running instance.
 
-mod support;
-
 use std::process::Command;
+
+use cutover_test_support::process::{cutover_json_logs, spawn_cutover};
 
 fn cutover() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cutover"))
@@ -105,7 +105,7 @@ fn check_reports_all_errors_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_switches_and_reports_through_the_admin_api() {
-    let h = support::Harness::new().start().await;
+    let h = cutover_test_support::Harness::new().start().await;
     let admin = format!("http://{}", h.admin);
     let run = |args: &[&str]| ctl(&admin, args);
     let (ok, out, err) = tokio::task::block_in_place(|| {
@@ -120,7 +120,10 @@ async fn ctl_switches_and_reports_through_the_admin_api() {
     assert!(ok);
     assert!(out.contains("-> blue=0 green=100"), "{out}");
     assert_eq!(
-        support::get_once(h.proxy, "/", &[]).await.unwrap().pool(),
+        cutover_test_support::get_once(h.proxy, "/", &[])
+            .await
+            .unwrap()
+            .pool(),
         "green"
     );
     let (ok, out, _) = tokio::task::block_in_place(|| run(&["status"]));
@@ -172,18 +175,9 @@ fn a_busy_port_names_the_port_and_the_config_key() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0() {
-    let blue = support::TestBackend::start("blue").await;
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    let blue = cutover_test_support::TestBackend::start("blue").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(
@@ -191,11 +185,11 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0(
         format!(
             r#"shutdown_timeout = "10s"
 [admin]
-listen = "127.0.0.1:{admin_port}"
+listen = "127.0.0.1:0"
 [services.web]
 split = {{ blue = 1, green = 0 }}
 [[services.web.listeners]]
-listen = "127.0.0.1:{proxy_port}"
+listen = "127.0.0.1:0"
 [services.web.pools.blue]
 backends = ["{b}"]
 [services.web.pools.green]
@@ -205,27 +199,14 @@ backends = ["{b}"]
         ),
     )
     .unwrap();
-    /// Kills the child if the test fails before it exits by itself.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Reap(
-        cutover()
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let up = support::eventually(std::time::Duration::from_secs(10), || async {
-        support::probe(admin, "/readyz")
+    // cutover binds port 0 and says where in its log.
+    let mut run = cutover_json_logs(env!("CARGO_BIN_EXE_cutover"));
+    run.args(["run", "--config"]).arg(&path);
+    let (mut child, bound) =
+        tokio::task::block_in_place(|| spawn_cutover(run, 1, std::time::Duration::from_secs(10)));
+    let (proxy, admin) = (bound.listeners[0], bound.admin);
+    let up = cutover_test_support::eventually(std::time::Duration::from_secs(10), || async {
+        cutover_test_support::probe(admin, "/readyz")
             .await
             .is_some_and(|a| a.status == 200)
     })
@@ -237,9 +218,13 @@ backends = ["{b}"]
     }
     assert!(connect_ok(proxy).await);
 
-    let slow = tokio::spawn(async move { support::get_once(proxy, "/slow?ms=1500", &[]).await });
-    let in_flight = support::eventually(std::time::Duration::from_secs(5), || async {
-        let (_, v) = support::admin(admin, "GET", "/v1/services/web/drain", None).await;
+    let slow =
+        tokio::spawn(
+            async move { cutover_test_support::get_once(proxy, "/slow?ms=1500", &[]).await },
+        );
+    let in_flight = cutover_test_support::eventually(std::time::Duration::from_secs(5), || async {
+        let (_, v) =
+            cutover_test_support::admin(admin, "GET", "/v1/services/web/drain", None).await;
         v["pools"][0]["in_flight"] == 1
     })
     .await;
@@ -251,7 +236,7 @@ backends = ["{b}"]
         .status()
         .unwrap();
     assert!(killed.success());
-    let refused = support::eventually(std::time::Duration::from_secs(3), || async {
+    let refused = cutover_test_support::eventually(std::time::Duration::from_secs(3), || async {
         !connect_ok(proxy).await
     })
     .await;
@@ -264,30 +249,30 @@ backends = ["{b}"]
     assert_eq!(answer.status, 200);
     assert_eq!(answer.pool(), "blue");
     let mut status = None;
-    for _ in 0..200 {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let status = status.expect("cutover exits within 10s of SIGTERM");
+    let exited = cutover_test_support::eventually(std::time::Duration::from_secs(10), || {
+        status = status.or(child.0.try_wait().unwrap());
+        let done = status.is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "cutover exits within 10s of SIGTERM");
+    let status = status.expect("an exit status");
     assert!(status.success(), "exit status {status:?}");
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_switch_wait_drained_follows_the_old_pool_and_ctl_drain_prints_counts() {
-    let h = support::Harness::new()
+    let h = cutover_test_support::Harness::new()
         .service("drain_timeout = \"30s\"")
         .start()
         .await;
     let admin = format!("http://{}", h.admin);
     let run = |args: &[&str]| ctl(&admin, args);
-    let mut ws = support::ws::Ws::connect(h.proxy).await;
+    let mut ws = cutover_test_support::ws::Ws::connect(h.proxy).await;
     assert_eq!(
         ws.echo("hi").await,
-        support::ws::Echo::Text("blue: hi".into())
+        cutover_test_support::ws::Echo::Text("blue: hi".into())
     );
     // Blue keeps a tunnel: the wait runs out and says what is left.
     let (ok, out, err) = tokio::task::block_in_place(|| {

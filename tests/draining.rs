@@ -1,17 +1,15 @@
 //! End-to-end: tunnels (WebSocket, tcp listeners), PROXY protocol, drain
 //! status, and in-flight work across switches.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::ws::{Echo, Ws};
-use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use cutover_test_support::raw::{self, Lines};
+use cutover_test_support::ws::{Echo, Ws};
+use cutover_test_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn drain(admin_addr: SocketAddr, query: &str) -> serde_json::Value {
     let (s, v) = admin(
@@ -140,8 +138,14 @@ async fn a_rollback_before_the_deadline_keeps_the_tunnel() {
     })
     .await;
     assert!(ok, "the tunnel should be back to open");
-    // Well past the old deadline, it still works.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Well past the old deadline, it is still open, and works.
+    assert!(
+        holds_for(Duration::from_millis(1500), || async {
+            pool(&drain(h.admin, "").await, "blue")["tunnels_open"] == 1
+        })
+        .await,
+        "the tunnel was closed after the rollback"
+    );
     assert_eq!(ws.echo("b").await, Echo::Text("blue: b".into()));
 }
 
@@ -176,29 +180,6 @@ async fn a_slow_stream_started_on_blue_completes_whole_after_a_switch() {
     assert_eq!(pool(&after, "blue")["in_flight"], 0);
 }
 
-async fn tcp_session(proxy: SocketAddr) -> (BufReader<TcpStream>, String) {
-    let s = TcpStream::connect(proxy).await.unwrap();
-    let mut r = BufReader::new(s);
-    let mut greeting = String::new();
-    tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut greeting))
-        .await
-        .expect("greeting in time")
-        .unwrap();
-    (r, greeting.trim().to_string())
-}
-
-async fn tcp_echo(r: &mut BufReader<TcpStream>, msg: &str) -> Option<String> {
-    r.get_mut()
-        .write_all(format!("{msg}\n").as_bytes())
-        .await
-        .ok()?;
-    let mut line = String::new();
-    match tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 => Some(line.trim().to_string()),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_sessions_stay_through_a_change_that_keeps_their_pool_and_drain_on_one_that_moves_them()
 {
@@ -207,38 +188,39 @@ async fn tcp_sessions_stay_through_a_change_that_keeps_their_pool_and_drain_on_o
         .service("drain_timeout = \"1s\"")
         .start()
         .await;
-    let (mut s, pool_name) = tcp_session(h.proxy).await;
+    let (mut s, pool_name) = Lines::connect(h.proxy).await;
     assert_eq!(pool_name, "blue");
-    assert_eq!(tcp_echo(&mut s, "ping").await.as_deref(), Some("ping"));
+    assert_eq!(s.echo("ping").await.as_deref(), Some("ping"));
     // A weight change that keeps blue at 100%: nothing moves.
     set_split(h.admin, 200, 0).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await; // longer than drain_timeout
-    assert_eq!(tcp_echo(&mut s, "still").await.as_deref(), Some("still"));
+    // Longer than drain_timeout: nothing is draining all that time.
+    assert!(
+        holds_for(Duration::from_millis(1300), || async {
+            pool(&drain(h.admin, "").await, "blue")["tunnels_draining"] == 0
+        })
+        .await,
+        "a change that keeps blue at 100% drained its session"
+    );
+    assert_eq!(s.echo("still").await.as_deref(), Some("still"));
     // The preview listener is always green.
-    let (_p, preview_pool) = tcp_session(h.preview).await;
+    let (_p, preview_pool) = Lines::connect(h.preview).await;
     assert_eq!(preview_pool, "green");
 
     switch(h.admin, "green").await;
-    assert_eq!(
-        tcp_echo(&mut s, "draining").await.as_deref(),
-        Some("draining")
-    );
-    let (mut s2, new_pool) = tcp_session(h.proxy).await;
+    assert_eq!(s.echo("draining").await.as_deref(), Some("draining"));
+    let (mut s2, new_pool) = Lines::connect(h.proxy).await;
     assert_eq!(
         new_pool, "green",
         "new tcp connections follow the new split"
     );
     // Closed at the deadline.
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.0.read_to_end(&mut rest)).await;
     assert!(
         closed.is_ok(),
         "the blue session was not closed at the deadline"
     );
-    assert_eq!(
-        tcp_echo(&mut s2, "green ok").await.as_deref(),
-        Some("green ok")
-    );
+    assert_eq!(s2.echo("green ok").await.as_deref(), Some("green ok"));
     assert!(
         drain_closed_becomes(h.admin, "deadline", 1.0).await,
         "blue's drain close (deadline) was not counted"
@@ -254,7 +236,7 @@ async fn a_90_10_tcp_split_holds_over_many_connections() {
         .await;
     let mut green = 0;
     for _ in 0..1000 {
-        let (_s, p) = tcp_session(h.proxy).await;
+        let (_s, p) = Lines::connect(h.proxy).await;
         if p == "green" {
             green += 1;
         }
@@ -270,32 +252,24 @@ async fn tcp_pools_can_send_a_proxy_v2_header_to_backends() {
         .pools("send_proxy_protocol = true")
         .start()
         .await;
-    let (mut s, greeting) = tcp_session(h.proxy).await;
+    let (mut s, greeting) = Lines::connect(h.proxy).await;
     assert_eq!(greeting, "blue");
     // The backend saw a PROXY v2 header naming our address first.
-    s.get_mut().write_all(b"x\n").await.unwrap();
-    let mut line = String::new();
-    s.read_line(&mut line).await.unwrap();
-    let local = s.get_ref().local_addr().unwrap();
+    s.stream().write_all(b"x\n").await.unwrap();
+    let line = s.line().await.expect("the backend's report");
+    let local = s.stream().local_addr().unwrap();
     assert_eq!(line.trim(), format!("proxy {local}"));
 }
 
 async fn http_with_proxy_header(proxy: SocketAddr, header: &[u8]) -> String {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let mut s = raw::connect(proxy).await;
     // Writes may fail once cutover has refused a bad header: that is the point.
     let _ = s.write_all(header).await;
     let _ = s
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let (out, _) = raw::read_to_close(&mut s, Duration::from_secs(5)).await;
     String::from_utf8_lossy(&out).to_string()
-}
-
-fn header_value<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
-    resp.lines()
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
-        .map(|l| l[name.len() + 1..].trim())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,14 +281,14 @@ async fn proxy_protocol_v1_and_v2_feed_forwarded_for_and_stickiness() {
         .await;
     let v1 = http_with_proxy_header(h.proxy, b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n").await;
     assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");
-    assert_eq!(header_value(&v1, "x-seen-xff"), Some("203.0.113.9"));
+    assert_eq!(raw::header_value(&v1, "x-seen-xff"), Some("203.0.113.9"));
     let src: SocketAddr = "[2001:db8::7]:4444".parse().unwrap();
     let v2 = http_with_proxy_header(
         h.proxy,
         &cutover_proxy::proxy_protocol::encode_v2(src, "[::1]:80".parse().unwrap()),
     )
     .await;
-    assert_eq!(header_value(&v2, "x-seen-xff"), Some("2001:db8::7"));
+    assert_eq!(raw::header_value(&v2, "x-seen-xff"), Some("2001:db8::7"));
     // Stickiness follows the address in the header, as cutover's own ticket math says.
     let split = cutover_proxy::ticket::Split::new(vec![50, 50]);
     for i in 1..=20u8 {
@@ -326,7 +300,7 @@ async fn proxy_protocol_v1_and_v2_feed_forwarded_for_and_stickiness() {
                 format!("PROXY TCP4 {ip} 127.0.0.1 1000 80\r\n").as_bytes(),
             )
             .await;
-            assert_eq!(header_value(&r, "x-pool"), Some(want), "{ip}");
+            assert_eq!(raw::header_value(&r, "x-pool"), Some(want), "{ip}");
         }
     }
 }
@@ -335,7 +309,7 @@ async fn proxy_protocol_v1_and_v2_feed_forwarded_for_and_stickiness() {
 async fn a_garbage_proxy_header_closes_that_connection_only() {
     let h = Harness::new().proxy_protocol().start().await;
     // A good connection opened before the bad ones, answered after them.
-    let mut good = TcpStream::connect(h.proxy).await.unwrap();
+    let mut good = raw::connect(h.proxy).await;
     good.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -350,10 +324,15 @@ async fn a_garbage_proxy_header_closes_that_connection_only() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     let refused = metric(h.admin, "cutover_downstream_refused_total{listener=").await;
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"reason="proxy_protocol"} 2"#),
-        "{refused:?} {m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value(
+            "cutover_downstream_refused_total",
+            &[("reason", "proxy_protocol")]
+        ),
+        Some(2.0),
+        "{refused:?} {}",
+        m.text()
     );
 }
 

@@ -1,18 +1,26 @@
 //! End-to-end: what a client sees when a backend is down, slow or absent.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use cutover_test_support::backend::DownPort;
+use cutover_test_support::raw;
+use cutover_test_support::*;
+
+/// The labels of blue's backend-side failures with this cause.
+fn backend_errors(cause: &str) -> [(&str, &str); 4] {
+    [
+        ("cause", cause),
+        ("pool", "blue"),
+        ("service", "web"),
+        ("source", "backend"),
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_backend_is_a_prompt_502_naming_it() {
-    // Reserve a port, then close it: connections to it are refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port held bound but not listening: connections to it are refused.
+    let down = DownPort::new();
+    let dead = down.addr;
     let h = Harness::new()
         .blue(0)
         .backends(&format!("[\"{dead}\"]"), "[\"127.0.0.1:9\"]")
@@ -31,10 +39,12 @@ async fn a_down_backend_is_a_prompt_502_naming_it() {
         "502 took {:?}",
         t.elapsed()
     );
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"cutover_upstream_errors_total{cause="connect",pool="blue",service="web",source="backend"} 1"#),
-        "{m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value("cutover_upstream_errors_total", &backend_errors("connect")),
+        Some(1.0),
+        "{}",
+        m.text()
     );
 }
 
@@ -55,10 +65,12 @@ async fn a_slow_backend_is_a_504_after_the_response_header_timeout() {
     );
     // A fast request on the same pool still works.
     assert_eq!(get_once(h.proxy, "/", &[]).await.unwrap().status, 200);
-    let m = get_once(h.admin, "/metrics", &[]).await.unwrap().body;
-    assert!(
-        m.contains(r#"cause="timeout",pool="blue",service="web",source="backend"} 1"#),
-        "{m}"
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    assert_eq!(
+        m.value("cutover_upstream_errors_total", &backend_errors("timeout")),
+        Some(1.0),
+        "{}",
+        m.text()
     );
 }
 
@@ -71,7 +83,7 @@ async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
         b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
         b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
     ] {
-        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        let mut s = raw::connect(h.proxy).await;
         s.write_all(junk).await.unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
@@ -83,7 +95,7 @@ async fn garbage_from_a_client_is_a_4xx_and_the_listener_keeps_serving() {
         big.push_str(&format!("x-h{i}: v\r\n"));
     }
     big.push_str("\r\n");
-    let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let mut s = raw::connect(h.proxy).await;
     s.write_all(big.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;

@@ -1,13 +1,11 @@
 //! End-to-end: ticket routing and switching over real sockets.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use support::*;
+use cutover_test_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_takes_effect_on_the_next_request_of_an_open_h1_connection() {

@@ -6,28 +6,15 @@
 //! in progress has the request cancelled (the backend sees its connection
 //! close); one that waits gets its answer however long it takes.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use cutover_test_support::backend::slow::{Answers, Seen, SlowBackend};
+use cutover_test_support::raw;
+use cutover_test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-/// Waits (bounded by `within`) for the server to close `s`; true if it did.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
+fn web_blue() -> [(&'static str, &'static str); 2] {
+    [("pool", "blue"), ("service", "web")]
 }
 
 async fn harness(header_read: &str, idle: &str) -> Running {
@@ -43,20 +30,19 @@ async fn harness(header_read: &str, idle: &str) -> Running {
 #[tokio::test]
 async fn an_idle_http1_connection_closes_after_header_read() {
     let run = harness("300ms", "60s").await;
-    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    let mut s = raw::connect(run.proxy).await;
     for _ in 0..2 {
         // Back-to-back requests on the connection are served...
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.expect("read");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let got = raw::read_some(&mut s, Duration::from_secs(5)).await;
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     }
     // ...and once it waits for a next request longer than header_read
     // (well before idle), cutover closes it.
     assert!(
-        closed_within(&mut s, Duration::from_secs(5)).await,
+        raw::closed_within(&mut s, Duration::from_secs(5)).await,
         "an idle HTTP/1.1 connection stayed open past header_read"
     );
 }
@@ -64,12 +50,12 @@ async fn an_idle_http1_connection_closes_after_header_read() {
 #[tokio::test]
 async fn a_client_stuck_in_a_request_head_is_cut() {
     let run = harness("300ms", "60s").await;
-    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    let mut s = raw::connect(run.proxy).await;
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await
         .expect("write");
     assert!(
-        closed_within(&mut s, Duration::from_secs(5)).await,
+        raw::closed_within(&mut s, Duration::from_secs(5)).await,
         "a half-sent request head kept its connection open"
     );
     // Others are served.
@@ -88,16 +74,15 @@ async fn an_http2_connection_stays_open_for_idle_not_header_read() {
     let a = conn.get("/", &[]).await.expect("answer");
     assert_eq!(a.status.as_u16(), 200);
     // Idle for several times header_read: still open for the next request.
-    let mut probe = TcpStream::connect(run.proxy).await.expect("connect");
+    let mut probe = raw::connect(run.proxy).await;
     probe
         .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
-    let mut buf = [0u8; 1024];
-    let _ = probe.read(&mut buf).await.expect("read");
+    let _ = raw::read_some(&mut probe, Duration::from_secs(5)).await;
     // The HTTP/1.1 probe closes after header_read; the HTTP/2 connection,
     // idle all that time, still answers.
-    assert!(closed_within(&mut probe, Duration::from_secs(5)).await);
+    assert!(raw::closed_within(&mut probe, Duration::from_secs(5)).await);
     let a = conn
         .get("/", &[])
         .await
@@ -108,68 +93,11 @@ async fn an_http2_connection_stays_open_for_idle_not_header_read() {
     assert!(closed, "an idle HTTP/2 connection stayed open past idle");
 }
 
-/// What the slow backend saw of one connection.
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Request,
-    Closed,
-}
-
-/// How the slow backend answers.
-#[derive(Clone, Copy)]
-enum Answers {
-    Never,
-    After(Duration),
-    /// A response head and the first chunk of a body, then nothing.
-    Stalled,
-}
-
-/// A backend that reads each request head, reports it, answers as told,
-/// and reports when cutover closes the connection.
-async fn slow_backend(answers: Answers) -> (String, mpsc::UnboundedReceiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = tx.send(Seen::Closed);
-                            return;
-                        }
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        head.clear();
-                        let _ = tx.send(Seen::Request);
-                        let answer: &[u8] = match answers {
-                            Answers::Never => continue,
-                            Answers::After(d) => {
-                                tokio::time::sleep(d).await;
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow"
-                            }
-                            Answers::Stalled => {
-                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
-                            }
-                        };
-                        let _ = s.write_all(answer).await;
-                    }
-                }
-            });
-        }
-    });
-    (format!("[\"{addr}\"]"), rx)
-}
-
-/// cutover in front of a [`slow_backend`], its watchdog looking every
+/// cutover in front of a [`SlowBackend`], its watchdog looking every
 /// 100 ms (a quarter of `header_read`), the response timeout far away.
-async fn slow_cutover(answers: Answers) -> (Running, mpsc::UnboundedReceiver<Seen>) {
-    let (backend, seen) = slow_backend(answers).await;
+async fn slow_cutover(answers: Answers) -> (Running, SlowBackend) {
+    let seen = SlowBackend::start(answers).await;
+    let backend = seen.toml_list();
     let run = Harness::new()
         .backends(&backend, &backend)
         .service("timeouts = { header_read = \"400ms\", response_header = \"30s\" }")
@@ -178,40 +106,44 @@ async fn slow_cutover(answers: Answers) -> (Running, mpsc::UnboundedReceiver<See
     (run, seen)
 }
 
-async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, within: Duration) -> Option<Seen> {
-    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
-}
-
 #[tokio::test]
 async fn a_client_that_leaves_mid_request_cancels_it() {
     // Looks every 100 ms: the client's leaving is seen within ~200 ms.
     let (run, mut seen) = slow_cutover(Answers::Never).await;
-    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    let mut s = raw::connect(run.proxy).await;
     s.write_all(b"GET /long-poll HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
     assert_eq!(
-        next_seen(&mut seen, Duration::from_secs(5)).await,
+        seen.next_seen(Duration::from_secs(5)).await,
         Some(Seen::Request)
     );
     drop(s);
     // The backend's connection is closed long before the response timeout.
     assert_eq!(
-        next_seen(&mut seen, Duration::from_secs(5)).await,
+        seen.next_seen(Duration::from_secs(5)).await,
         Some(Seen::Closed),
         "the backend kept working for a client that left"
     );
     let counted = eventually(Duration::from_secs(5), || async {
-        let m = get_once(run.admin, "/metrics", &[])
-            .await
-            .map(|a| a.body)
-            .unwrap_or_default();
-        m.contains(&format!(
-            "cutover_downstream_client_gone_total{{listener=\"{}\"}} 1",
-            run.proxy
-        )) && m.contains(
-            r#"cutover_upstream_errors_total{cause="client_aborted",pool="blue",service="web",source="client"} 1"#,
-        ) && m.contains(r#"cutover_in_flight_requests{pool="blue",service="web"} 0"#)
+        let Ok(m) = Metrics::scrape(run.admin).await else {
+            return false;
+        };
+        let listener = run.proxy.to_string();
+        m.value(
+            "cutover_downstream_client_gone_total",
+            &[("listener", listener.as_str())],
+        ) == Some(1.0)
+            && m.value(
+                "cutover_upstream_errors_total",
+                &[
+                    ("cause", "client_aborted"),
+                    ("pool", "blue"),
+                    ("service", "web"),
+                    ("source", "client"),
+                ],
+            ) == Some(1.0)
+            && m.value("cutover_in_flight_requests", &web_blue()) == Some(0.0)
     })
     .await;
     assert!(counted, "the client's leaving was not counted");
@@ -226,7 +158,7 @@ async fn a_client_that_waits_for_a_slow_answer_gets_it() {
     let a = conn.get("/slow", &[]).await.expect("answer");
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "slow"));
     assert_eq!(
-        next_seen(&mut seen, Duration::from_secs(1)).await,
+        seen.next_seen(Duration::from_secs(1)).await,
         Some(Seen::Request)
     );
     assert_eq!(
@@ -238,7 +170,7 @@ async fn a_client_that_waits_for_a_slow_answer_gets_it() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_response_cancels_it() {
     let (run, mut seen) = slow_cutover(Answers::Stalled).await;
-    let mut s = TcpStream::connect(run.proxy).await.expect("connect");
+    let mut s = raw::connect(run.proxy).await;
     s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
@@ -258,12 +190,12 @@ async fn a_client_that_leaves_mid_response_cancels_it() {
     .await;
     assert_eq!(first, Ok(true), "got: {}", String::from_utf8_lossy(&got));
     assert_eq!(
-        next_seen(&mut seen, Duration::from_secs(1)).await,
+        seen.next_seen(Duration::from_secs(1)).await,
         Some(Seen::Request)
     );
     drop(s);
     assert_eq!(
-        next_seen(&mut seen, Duration::from_secs(5)).await,
+        seen.next_seen(Duration::from_secs(5)).await,
         Some(Seen::Closed),
         "the backend's stalled stream was kept for a client that left"
     );

@@ -4,15 +4,14 @@
 //! whole is never reused, unless cutover could read the little that was left
 //! itself; a pooled connection the backend closed costs no request.
 
-mod support;
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::*;
+use cutover_test_support::backend::one_shot::OneShot;
+use cutover_test_support::client::{bounded, DEFAULT_TIMEOUT};
+use cutover_test_support::raw;
+use cutover_test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 fn accepted(run: &Running) -> u64 {
     run.backends[0].connections.load(Ordering::Relaxed)
@@ -53,13 +52,11 @@ const KEPT_BLUE: &str = "cutover_upstream_connections_kept_total{pool=\"blue\",s
 
 /// A HEAD request on a new downstream connection; returns the status.
 async fn head_status(addr: std::net::SocketAddr) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out);
+    let text = raw::exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     text.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
@@ -109,14 +106,14 @@ async fn a_response_not_read_whole_is_not_reused() {
     let run = Harness::new().blue(1).start().await;
     // Read the head of a slow stream, then hang up mid-body.
     {
-        let mut s = tokio::net::TcpStream::connect(run.proxy)
-            .await
-            .expect("connect");
+        let mut s = raw::connect(run.proxy).await;
         s.write_all(b"GET /stream?chunks=50&ms=50 HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .expect("write");
         let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).await.expect("read head");
+        let n = bounded("read head", DEFAULT_TIMEOUT, s.read(&mut buf))
+            .await
+            .expect("read head");
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
     // The half-read connection must not serve the next request: that one
@@ -145,14 +142,14 @@ async fn a_response_the_client_left_near_its_end_keeps_its_connection() {
     let run = Harness::new().blue(1).start().await;
     // Read the head and first chunk of a short stream, then hang up.
     {
-        let mut s = tokio::net::TcpStream::connect(run.proxy)
-            .await
-            .expect("connect");
+        let mut s = raw::connect(run.proxy).await;
         s.write_all(b"GET /stream?chunks=3&ms=100 HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .expect("write");
         let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).await.expect("read head");
+        let n = bounded("read head", DEFAULT_TIMEOUT, s.read(&mut buf))
+            .await
+            .expect("read head");
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
     // cutover reads the other two chunks itself and keeps the connection...
@@ -174,49 +171,10 @@ async fn a_response_the_client_left_near_its_end_keeps_its_connection() {
     assert_eq!(metric(run.admin, OPEN_BLUE).await, Some(1.0));
 }
 
-/// A backend that answers one request per connection, then holds the
-/// connection open (without `Connection: close`) until told to close it.
-async fn one_shot_backend() -> (
-    std::net::SocketAddr,
-    Arc<AtomicU64>,
-    Arc<tokio::sync::Notify>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicU64::new(0));
-    let close = Arc::new(tokio::sync::Notify::new());
-    let (count, close2) = (accepted.clone(), close.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::Relaxed);
-            let close = close2.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let closed = close.notified();
-                tokio::pin!(closed);
-                closed.as_mut().enable();
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
-                    .await;
-                closed.await;
-                // Dropped: closed.
-            });
-        }
-    });
-    (addr, accepted, close)
-}
-
 #[tokio::test]
 async fn a_pooled_connection_the_backend_closed_costs_no_request() {
-    let (addr, accepted, close) = one_shot_backend().await;
-    let list = format!("[\"{addr}\"]");
+    let backend = OneShot::start().await;
+    let list = backend.toml_list();
     let run = Harness::new().backends(&list, &list).start().await;
     let mut conn = Conn::h1(run.proxy).await;
     for i in 0..100 {
@@ -224,7 +182,7 @@ async fn a_pooled_connection_the_backend_closed_costs_no_request() {
         // arrives: cutover either sees the close first and dials, or hands
         // the request to the dead connection, gets it back unsent, and
         // sends it on a fresh one. Either way the client sees no error.
-        close.notify_waiters();
+        backend.close_idle();
         let a = conn.get("/", &[]).await.expect("answer");
         assert_eq!(
             (a.status.as_u16(), a.body.as_str()),
@@ -232,5 +190,5 @@ async fn a_pooled_connection_the_backend_closed_costs_no_request() {
             "request {i}"
         );
     }
-    assert_eq!(accepted.load(Ordering::Relaxed), 100);
+    assert_eq!(backend.accepted(), 100);
 }

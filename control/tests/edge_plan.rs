@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use cutover_control::edge::{apply_with, plan_with, EdgeClients, EdgeError};
-use support::moto::{sdk_config, Moto};
 use support::{create_zone, edge_config, find, list_records, upsert_a, values};
+use support::{moto, sdk_config};
 
 fn config(zone: &str, endpoint: &str) -> cutover_config::edge::EdgeConfig {
     edge_config(&format!(
@@ -67,7 +67,7 @@ fn row<'a>(table: &'a str, id_fragment: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_on_empty_zone_creates_apply_makes_it_true_and_second_plan_is_clean() {
-    let moto = Moto::start();
+    let moto = moto();
     let sdk = sdk_config(&moto.endpoint()).await;
     let r53 = aws_sdk_route53::Client::new(&sdk);
     let zone = create_zone(&r53, "example.com.").await;
@@ -156,7 +156,7 @@ async fn plan_on_empty_zone_creates_apply_makes_it_true_and_second_plan_is_clean
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_reported_and_repaired_and_undeclared_records_are_left_alone() {
-    let moto = Moto::start();
+    let moto = moto();
     let sdk = sdk_config(&moto.endpoint()).await;
     let r53 = aws_sdk_route53::Client::new(&sdk);
     let zone = create_zone(&r53, "example.com.").await;
@@ -202,7 +202,7 @@ async fn drift_is_reported_and_repaired_and_undeclared_records_are_left_alone() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_errors_carry_the_code_message_and_item() {
-    let moto = Moto::start();
+    let moto = moto();
     let sdk = sdk_config(&moto.endpoint()).await;
     let cfg = config("NOSUCHZONE1", &moto.endpoint());
     let clients = EdgeClients::from_sdk_config(&sdk);

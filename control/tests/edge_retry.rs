@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cutover_control::edge::{apply_with, plan_with, EdgeClients, EdgeError, PollPolicy};
-use support::front::Front;
-use support::moto::{sdk_config, Moto};
+use cutover_test_support::moto::front::Front;
 use support::{create_zone, edge_config, find, list_records, values};
+use support::{moto, sdk_config};
 
 fn config(zone: &str) -> cutover_config::edge::EdgeConfig {
     edge_config(&format!(
@@ -42,7 +42,7 @@ const FAST_POLL: PollPolicy = PollPolicy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_polls_get_change_until_insync() {
-    let moto = Moto::start();
+    let moto = moto();
     let direct = sdk_config(&moto.endpoint()).await;
     let r53 = aws_sdk_route53::Client::new(&direct);
     let zone = create_zone(&r53, "example.com.").await;
@@ -72,7 +72,7 @@ async fn apply_polls_get_change_until_insync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_that_stays_pending_fails_at_the_timeout() {
-    let moto = Moto::start();
+    let moto = moto();
     let r53 = aws_sdk_route53::Client::new(&sdk_config(&moto.endpoint()).await);
     let zone = create_zone(&r53, "example.com.").await;
     let front = Front::start(moto.addr).await;
@@ -105,7 +105,7 @@ async fn a_change_that_stays_pending_fails_at_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_5xx_are_retried() {
-    let moto = Moto::start();
+    let moto = moto();
     let r53 = aws_sdk_route53::Client::new(&sdk_config(&moto.endpoint()).await);
     let zone = create_zone(&r53, "example.com.").await;
     let front = Front::start(moto.addr).await;
@@ -137,7 +137,7 @@ async fn throttling_and_5xx_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_that_does_not_stop_is_reported_with_the_aws_code() {
-    let moto = Moto::start();
+    let moto = moto();
     let r53 = aws_sdk_route53::Client::new(&sdk_config(&moto.endpoint()).await);
     let zone = create_zone(&r53, "example.com.").await;
     let front = Front::start(moto.addr).await;

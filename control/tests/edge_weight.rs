@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use cutover_control::edge::reconcile::PassResult;
 use cutover_control::edge::{ReconcilerOptions, SplitsFn};
-use support::moto::{sdk_config, Moto};
+use cutover_test_support::Metrics;
 use support::{create_zone, edge_config, find, list_records, reconciler};
+use support::{moto, sdk_config};
 
 type Split = Vec<(String, String, u32, u32)>;
 
@@ -30,33 +31,9 @@ async fn weights(r53: &aws_sdk_route53::Client, zone: &str) -> (Option<i64>, Opt
     )
 }
 
-fn metric(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
-    for mf in registry.gather() {
-        if mf.name() != name {
-            continue;
-        }
-        for m in mf.get_metric() {
-            let ok = match label {
-                None => true,
-                Some((k, v)) => m
-                    .get_label()
-                    .iter()
-                    .any(|l| l.name() == k && l.value() == v),
-            };
-            if ok {
-                return match mf.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                    _ => m.get_gauge().get_value(),
-                };
-            }
-        }
-    }
-    panic!("no metric {name} {label:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_from_follows_the_split_after_a_switch() {
-    let moto = Moto::start();
+    let moto = moto();
     let sdk = sdk_config(&moto.endpoint()).await;
     let r53 = aws_sdk_route53::Client::new(&sdk);
     let zone = create_zone(&r53, "example.com.").await;
@@ -116,36 +93,22 @@ weight_from = "web.green"
     assert_eq!(json["last_result"], "applied");
 
     assert_eq!(
-        metric(
-            &rec.registry,
-            "cutover_edge_reconcile_total",
-            Some(("result", "applied"))
-        ),
-        2.0
+        Metrics::from_registry(&rec.registry)
+            .value("cutover_edge_reconcile_total", &[("result", "applied")]),
+        Some(2.0)
     );
     assert_eq!(
-        metric(
-            &rec.registry,
-            "cutover_edge_reconcile_total",
-            Some(("result", "error"))
-        ),
-        0.0
+        Metrics::from_registry(&rec.registry)
+            .value("cutover_edge_reconcile_total", &[("result", "error")]),
+        Some(0.0)
     );
     assert_eq!(
-        metric(
-            &rec.registry,
-            "cutover_edge_drift",
-            Some(("kind", "record"))
-        ),
-        2.0
+        Metrics::from_registry(&rec.registry).value("cutover_edge_drift", &[("kind", "record")]),
+        Some(2.0)
     );
-    assert!(
-        metric(
-            &rec.registry,
-            "cutover_edge_last_success_timestamp_seconds",
-            None
-        ) > 1.6e9
-    );
+    assert!(Metrics::from_registry(&rec.registry)
+        .value("cutover_edge_last_success_timestamp_seconds", &[])
+        .is_some_and(|v| v > 1.6e9));
 
     // Shutdown stops the loop.
     rec.stop().await;

@@ -2,9 +2,12 @@
 
 #![allow(dead_code)]
 
-pub mod front;
-pub mod moto;
 pub mod reconciler;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_route53::config::Credentials;
+pub use cutover_test_support::eventually;
+pub use cutover_test_support::moto::{moto, unique};
 
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
@@ -40,7 +43,7 @@ pub async fn create_zone(r53: &aws_sdk_route53::Client, name: &str) -> String {
     let out = r53
         .create_hosted_zone()
         .name(name)
-        .caller_reference(format!("cutover-test-{name}"))
+        .caller_reference(unique(&format!("cutover-test-{name}")))
         .send()
         .await
         .expect("CreateHostedZone");
@@ -110,4 +113,21 @@ pub fn values(r: &ResourceRecordSet) -> Vec<String> {
         .iter()
         .map(|v| v.value().to_string())
         .collect()
+}
+
+/// An SDK config for tests: explicit fake credentials, region and endpoint
+/// (never the process environment, tests run in parallel).
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "cutover-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
 }

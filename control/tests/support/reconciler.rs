@@ -10,7 +10,7 @@ use cutover_control::edge::{
 };
 use tokio::sync::{oneshot, watch};
 
-use super::moto::wait_for;
+use super::eventually;
 
 pub struct Running {
     pub handle: ReconcilerHandle,
@@ -54,11 +54,12 @@ impl Running {
     /// Polls until the status after a pass satisfies `cond` (30 s at most).
     pub async fn wait_status(&mut self, what: &str, cond: impl Fn(&EdgeStatus) -> bool) {
         let status = &mut self.status;
-        wait_for(what, Duration::from_secs(30), || {
+        let ok = eventually(Duration::from_secs(30), || {
             let ok = cond(&status.borrow_and_update());
             async move { ok }
         })
         .await;
+        assert!(ok, "timed out waiting for {what}");
     }
 
     /// Shuts the loop down and waits for it to stop.

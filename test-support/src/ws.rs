@@ -1,13 +1,15 @@
-//! A WebSocket client through the proxy, on a real socket.
+//! A WebSocket client through the proxy, on a real socket or an HTTP/2
+//! stream; every step bounded.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::client::{bounded, DEFAULT_TIMEOUT};
 
 /// Any byte stream a WebSocket can run on (a socket, an HTTP/2 stream).
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -25,10 +27,14 @@ pub enum Echo {
 
 impl Ws {
     pub async fn connect(proxy: SocketAddr) -> Ws {
-        let stream: Box<dyn Io> = Box::new(TcpStream::connect(proxy).await.expect("connect"));
-        let (ws, resp) = tokio_tungstenite::client_async(format!("ws://{proxy}/ws"), stream)
-            .await
-            .expect("websocket handshake through the proxy");
+        let stream: Box<dyn Io> = Box::new(crate::raw::connect(proxy).await);
+        let (ws, resp) = bounded(
+            "websocket handshake",
+            DEFAULT_TIMEOUT,
+            tokio_tungstenite::client_async(format!("ws://{proxy}/ws"), stream),
+        )
+        .await
+        .expect("websocket handshake through the proxy");
         assert_eq!(resp.status(), 101);
         Ws(ws)
     }
@@ -36,10 +42,14 @@ impl Ws {
     /// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on a new h2c connection.
     pub async fn connect_h2(proxy: SocketAddr) -> Ws {
         use hyper_util::rt::{TokioExecutor, TokioIo};
-        let io = TokioIo::new(TcpStream::connect(proxy).await.expect("connect"));
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .expect("h2 handshake");
+        let io = TokioIo::new(crate::raw::connect(proxy).await);
+        let (mut send, conn) = bounded(
+            "HTTP/2 handshake",
+            DEFAULT_TIMEOUT,
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
+        )
+        .await
+        .expect("h2 handshake");
         tokio::spawn(conn);
         let req = http::Request::builder()
             .method(http::Method::CONNECT)
@@ -49,12 +59,19 @@ impl Ws {
             .extension(hyper::ext::Protocol::from_static("websocket"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .expect("request");
-        send.ready().await.expect("h2 ready");
-        let mut resp = send.send_request(req).await.expect("CONNECT answered");
+        let mut resp = bounded("extended CONNECT", DEFAULT_TIMEOUT, async {
+            send.ready().await.expect("h2 ready");
+            send.send_request(req).await.expect("CONNECT answered")
+        })
+        .await;
         assert_eq!(resp.status(), 200, "extended CONNECT through the proxy");
-        let upgraded = hyper::upgrade::on(&mut resp)
-            .await
-            .expect("h2 stream upgraded");
+        let upgraded = bounded(
+            "h2 stream upgrade",
+            DEFAULT_TIMEOUT,
+            hyper::upgrade::on(&mut resp),
+        )
+        .await
+        .expect("h2 stream upgraded");
         let stream: Box<dyn Io> = Box::new(TokioIo::new(upgraded));
         let ws = WebSocketStream::from_raw_socket(
             stream,
@@ -90,6 +107,6 @@ impl Ws {
     }
 
     pub async fn close(mut self) {
-        let _ = self.0.close(None).await;
+        let _ = tokio::time::timeout(DEFAULT_TIMEOUT, self.0.close(None)).await;
     }
 }

@@ -2,8 +2,6 @@
 //! injects the answers moto never gives: Route 53 changes that stay PENDING
 //! for a while, and throttling / 5xx errors.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,7 +47,11 @@ impl Drop for Front {
 
 impl Front {
     pub async fn start(upstream: SocketAddr) -> Front {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind front");
+        Front::start_on(crate::backend::loopback().await, upstream)
+    }
+
+    /// [`Front::start`] on a listener the caller bound.
+    pub fn start_on(listener: TcpListener, upstream: SocketAddr) -> Front {
         let addr = listener.local_addr().expect("front addr");
         let inj = Arc::new(Injections::default());
         let client: Client<HttpConnector, Full<Bytes>> =

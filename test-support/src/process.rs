@@ -1,0 +1,94 @@
+//! A child process that binds its own ports (port 0) and says where: the
+//! real `cutover run`, started by a test, reports its admin and listener
+//! addresses in its JSON log lines, which are read back here. Nothing picks
+//! a free port to bind later.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where a started cutover listens.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub admin: SocketAddr,
+    /// The proxy listeners, in the order they logged `listening`.
+    pub listeners: Vec<SocketAddr>,
+}
+
+/// A child killed (and reaped) on drop, if it has not exited by then.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // This child only, by its own handle.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` (a `cutover run`; `--log-format json --log-level info` are
+/// added in front of its arguments by the caller through
+/// [`cutover_json_logs`]) with stderr piped, and reads its log until it has
+/// named its admin address and `listeners` proxy listeners, at most
+/// `within`. The rest of the log is drained (and dropped) so the child
+/// never blocks on a full pipe.
+pub fn spawn_cutover(mut cmd: Command, listeners: usize, within: Duration) -> (Reaped, Bound) {
+    let mut child = Reaped(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cutover"),
+    );
+    let stderr = child.0.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // Nobody listens any more: keep draining.
+                continue;
+            }
+        }
+    });
+    let deadline = Instant::now() + within;
+    let (mut admin, mut bound, mut seen) = (None, Vec::new(), Vec::new());
+    while admin.is_none() || bound.len() < listeners {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(_) => panic!(
+                "cutover did not report its addresses within {within:?}; its log:\n{}",
+                seen.join("\n")
+            ),
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            let f = &v["fields"];
+            let addr = |key: &str| f[key].as_str().and_then(|s| s.parse::<SocketAddr>().ok());
+            match f["message"].as_str() {
+                Some("listening") => bound.extend(addr("listener")),
+                Some("cutover started") => admin = addr("admin"),
+                _ => {}
+            }
+        }
+        seen.push(line);
+    }
+    let admin = admin.unwrap_or_else(|| unreachable!("the loop ends with an admin address"));
+    (
+        child,
+        Bound {
+            admin,
+            listeners: bound,
+        },
+    )
+}
+
+/// `cutover --log-format json --log-level info`, for [`spawn_cutover`].
+pub fn cutover_json_logs(binary: &str) -> Command {
+    let mut c = Command::new(binary);
+    c.args(["--log-format", "json", "--log-level", "info"]);
+    c
+}
