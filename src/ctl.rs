@@ -108,9 +108,11 @@ fn parse_weights(pairs: &[String]) -> Result<serde_json::Map<String, Value>, Ctl
 
 /// `ctl health`: GET /readyz within `timeout`. Ok (exit 0) only for a 200
 /// that says `ready`; anything else is an error whose one line says why
-/// (exit 1). /readyz rather than /healthz: it turns 503 once shutdown has
-/// begun, so an orchestrator reading the container's health stops counting
-/// on an instance that is draining.
+/// (exit 1). /readyz rather than /healthz: the question a health check
+/// asks is "should this instance get traffic", which is what /readyz
+/// answers (503 once shutdown has begun, where /healthz stays 200; today
+/// the admin listener also stops accepting at that moment, so a new check
+/// is refused either way), and what the edge sync's `health_url` uses.
 async fn health(args: &CtlArgs, timeout: &str) -> Result<String, CtlError> {
     let limit = cutover_config::parse_duration(timeout)
         .map_err(|e| CtlError::Usage(format!("--timeout: {e}")))?;
