@@ -329,3 +329,65 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         out.status.code()
     );
 }
+
+/// There is no Docker engine where the tests run, so the Dockerfile is
+/// checked piecewise: the files it copies from the source tree exist, the
+/// default config it installs passes `cutover check` and is where CMD looks
+/// for it, and its HEALTHCHECK command line works against a running
+/// cutover (with CUTOVER_ADMIN pointing at it instead of the image's
+/// default 127.0.0.1:9901).
+#[test]
+fn dockerfile_copies_existing_files_and_its_healthcheck_command_works() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("read Dockerfile");
+    let mut copied = Vec::new();
+    for line in dockerfile.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"COPY") && words.contains(&"--from=build") {
+            if let Some(src) = words.iter().find_map(|w| w.strip_prefix("/src/")) {
+                assert!(
+                    root.join(src).exists(),
+                    "the Dockerfile copies {src}, which does not exist"
+                );
+                copied.push((
+                    src.to_string(),
+                    words.last().copied().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    let config = copied
+        .iter()
+        .find(|(src, _)| src.ends_with(".toml"))
+        .expect("the Dockerfile installs a config");
+    assert_eq!(config.1, "/etc/cutover/cutover.toml");
+    assert!(
+        dockerfile.contains(r#"CMD ["run", "--config", "/etc/cutover/cutover.toml"]"#),
+        "CMD runs the installed config"
+    );
+    let out = cutover()
+        .arg("check")
+        .arg(root.join(&config.0))
+        .output()
+        .expect("run cutover check");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let health: Vec<String> = dockerfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CMD [\"/usr/local/bin/cutover\", "))
+        .map(|rest| {
+            rest.trim_end_matches(']')
+                .split(", ")
+                .map(|w| w.trim_matches('"').to_string())
+                .collect()
+        })
+        .expect("a HEALTHCHECK CMD running /usr/local/bin/cutover");
+    assert_eq!(health[..2], ["ctl", "health"]);
+    let running = start_cutover();
+    let out = cutover()
+        .args(&health)
+        .env("CUTOVER_ADMIN", format!("http://{}", running.admin))
+        .output()
+        .expect("run the health check");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
