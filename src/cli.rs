@@ -55,7 +55,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Talk to a running cutover's admin API.
     #[command(
-        after_help = "Examples:\n  cutover ctl status\n  cutover ctl split web blue=90 green=10 --reason canary\n  cutover ctl switch web green\n  cutover ctl rollback web\n  CUTOVER_ADMIN=http://10.0.0.5:9901 CUTOVER_TOKEN=... cutover ctl status --json"
+        after_help = "Examples:\n  cutover ctl status\n  cutover ctl split web blue=90 green=10 --reason canary\n  cutover ctl switch web green\n  cutover ctl rollback web\n  cutover ctl health\n  CUTOVER_ADMIN=http://10.0.0.5:9901 CUTOVER_TOKEN=... cutover ctl status --json"
     )]
     Ctl(CtlArgs),
     /// Route 53 records and Elastic IPs that point at the proxy tier.
@@ -186,4 +186,14 @@ pub enum CtlCommand {
     /// Show the audit log of accepted changes.
     #[command(after_help = "Example:\n  cutover ctl audit")]
     Audit,
+    /// Check that cutover is ready to serve (GET /readyz): exit 0 when it is,
+    /// 1 with a one-line reason otherwise. For container health checks.
+    #[command(
+        after_help = "Examples:\n  cutover ctl health\n  cutover ctl --admin http://127.0.0.1:9901 health --timeout 1s"
+    )]
+    Health {
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+    },
 }

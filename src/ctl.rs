@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::cli::{ChangeArgs, CtlArgs, CtlCommand};
 
@@ -19,13 +20,31 @@ pub enum CtlError {
     Api(String),
 }
 
+/// How long a ctl command waits for the admin API's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn call(
     args: &CtlArgs,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value), CtlError> {
-    let url = format!("{}{}", args.admin.trim_end_matches('/'), path);
+    call_within(args, method, path, body, CALL_TIMEOUT).await
+}
+
+fn url(args: &CtlArgs, path: &str) -> String {
+    format!("{}{}", args.admin.trim_end_matches('/'), path)
+}
+
+/// One admin API call; `limit` bounds the wait for the response head.
+async fn call_within(
+    args: &CtlArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    limit: Duration,
+) -> Result<(StatusCode, Value), CtlError> {
+    let url = url(args, path);
     let unreachable = |message: String| CtlError::Unreachable {
         url: url.clone(),
         message,
@@ -42,9 +61,9 @@ async fn call(
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| CtlError::Usage(format!("bad admin URL `{url}`: {e}")))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+    let resp = tokio::time::timeout(limit, client.request(req))
         .await
-        .map_err(|_| unreachable("no answer within 30s".into()))?
+        .map_err(|_| unreachable(format!("no answer within {}", humantime_secs(limit))))?
         .map_err(|e| unreachable(cutover_proxy::error::error_chain(&e)))?;
     let status = resp.status();
     let bytes = resp
@@ -56,6 +75,11 @@ async fn call(
     let v: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
     Ok((status, v))
+}
+
+/// `30s`, `2s`, `0.5s`: a limit as the user would write it.
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 fn change_body(mut body: Value, c: &ChangeArgs) -> Value {
@@ -82,9 +106,54 @@ fn parse_weights(pairs: &[String]) -> Result<serde_json::Map<String, Value>, Ctl
     Ok(m)
 }
 
+/// `ctl health`: GET /readyz within `timeout`. Ok (exit 0) only for a 200
+/// that says `ready`; anything else is an error whose one line says why
+/// (exit 1). /readyz rather than /healthz: the question a health check
+/// asks is "should this instance get traffic", which is what /readyz
+/// answers (503 once shutdown has begun, where /healthz stays 200; today
+/// the admin listener also stops accepting at that moment, so a new check
+/// is refused either way), and what the edge sync's `health_url` uses.
+async fn health(args: &CtlArgs, timeout: &str) -> Result<String, CtlError> {
+    let limit = cutover_config::parse_duration(timeout)
+        .map_err(|e| CtlError::Usage(format!("--timeout: {e}")))?;
+    let url = url(args, "/readyz");
+    // The limit covers the whole exchange, body included.
+    let (status, v) = tokio::time::timeout(
+        limit,
+        call_within(args, Method::GET, "/readyz", None, limit),
+    )
+    .await
+    .map_err(|_| CtlError::Unreachable {
+        url: url.clone(),
+        message: format!("no answer within {}", humantime_secs(limit)),
+    })??;
+    let said = v
+        .get("status")
+        .or_else(|| v.get("error"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if status == StatusCode::OK && said == "ready" {
+        return Ok(if args.json {
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        } else {
+            format!("ready ({url})")
+        });
+    }
+    let said = said.lines().next().unwrap_or("").chars().take(200);
+    Err(CtlError::Api(format!(
+        "not ready: {url} answered {} {} ({})",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        said.collect::<String>()
+    )))
+}
+
 /// Runs one ctl command; returns what to print.
 pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
     let (method, path, body) = match &args.command {
+        CtlCommand::Health { timeout } => return health(args, timeout).await,
         CtlCommand::Status => (Method::GET, "/v1/status".to_string(), None),
         CtlCommand::Audit => (Method::GET, "/v1/audit".to_string(), None),
         CtlCommand::Split {
