@@ -75,12 +75,8 @@ impl ProxyMetrics {
             tcp_connections: t.tcp_connections.with_label_values(&[service, pool]),
             upstream: self.upstream.pool(service, pool),
             errors: ErrorKind::ALL.map(|k| {
-                r.upstream_errors.with_label_values(&[
-                    service,
-                    pool,
-                    k.blame().as_str(),
-                    k.cause(),
-                ])
+                r.upstream_errors
+                    .with_label_values(&[service, pool, k.blame().as_str(), k.cause()])
             }),
         }
     }

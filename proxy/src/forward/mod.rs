@@ -72,14 +72,14 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::new(pool, backend.clone(), start, ctx.activity.clone());
     // 2-3. The request as the backend gets it; an upgrade, if asked for.
     let scanned = headers::Scan::of(req.headers());
-    let prepared = Upgrade::of(&mut req, scanned, &backend, &guard.pool).and_then(|upgrade| {
-        let (mut head, body) = req.into_parts();
-        guard.access = request::access_info(&head, &ctx, &service);
-        let fwd = request::prepare(&mut head, scanned, &ctx, &backend, upgrade.as_ref())?;
-        Ok((head, body, fwd, upgrade))
-    });
-    let (head, body, fwd, upgrade) = match prepared {
-        Ok(p) => p,
+    let upgrade = match Upgrade::of(&mut req, scanned, &backend, &guard.pool) {
+        Ok(upgrade) => upgrade,
+        Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
+    };
+    let (mut head, body) = req.into_parts();
+    guard.access = request::access_info(&head, &ctx, &service);
+    let fwd = match request::prepare(&mut head, scanned, &ctx, &backend, upgrade.as_ref()) {
+        Ok(fwd) => fwd,
         Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
     };
     // 4. Send it; wait for the response head.

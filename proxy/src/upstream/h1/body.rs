@@ -115,6 +115,7 @@ impl Drop for Body {
 impl Body {
     /// The body of a response framed as `framing`, read from `conn`, which
     /// goes back to `home` at its end when `keep_alive`.
+    #[inline]
     pub(super) fn new(
         conn: Conn,
         home: &Arc<IdleConns>,

@@ -38,7 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::headers::Forwarded;
 use encode::encode_head;
-use parse::{parse_head, Framing, Parsed};
+use parse::{parse_head, Parsed};
 
 pub use body::Body;
 pub use conn::{Conn, IdleConns};
@@ -146,18 +146,8 @@ pub async fn send(
             retry: reused,
         });
     }
-    let (parts, framing, keep_alive) = read_head(&mut conn, head, reused).await?;
-    let body = Body::new(conn, home, keep_alive, framing);
-    Ok(Response::from_parts(parts, body))
-}
-
-/// Reads the final response head on `conn` (dropping interim ones), for a
-/// request on a connection that was `reused` or not.
-async fn read_head(
-    conn: &mut Conn,
-    head: Head,
-    reused: bool,
-) -> Result<(http::response::Parts, Framing, bool), SendError> {
+    // The response head is read here rather than in a nested async fn: a
+    // nested future moves its state once more per request (callgrind).
     let mut answered = false;
     let fail = |error: H1Error, answered: bool| SendError {
         retry: reused && !answered && head.idempotent,
@@ -166,14 +156,14 @@ async fn read_head(
     // A head can only have ended in bytes with a newline: a backend that
     // drips its head byte by byte does not make cutover re-parse it each time.
     let mut may_be_whole = false;
-    loop {
+    let (parts, framing, keep_alive) = loop {
         if may_be_whole {
             match parse_head(&mut conn.buf, head.head_request) {
                 Ok(Some(Parsed::Interim)) => {
                     may_be_whole = !conn.buf.is_empty();
                     continue;
                 }
-                Ok(Some(Parsed::Final(p))) => return Ok(p),
+                Ok(Some(Parsed::Final(p))) => break p,
                 Ok(None) => {}
                 Err(e) => return Err(fail(e, true)),
             }
@@ -192,5 +182,7 @@ async fn read_head(
             Err(e) => return Err(fail(H1Error::Read(e), answered)),
         }
         may_be_whole = conn.buf[before..].contains(&b'\n');
-    }
+    };
+    let body = Body::new(conn, home, keep_alive, framing);
+    Ok(Response::from_parts(parts, body))
 }

@@ -1,5 +1,6 @@
 //! Tests of cutover's HTTP/1.1 client.
 
+use super::parse::Framing;
 use super::*;
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
