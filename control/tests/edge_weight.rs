@@ -109,6 +109,13 @@ weight_from = "web.green"
     assert!(Metrics::from_registry(&rec.registry)
         .value("cutover_edge_last_success_timestamp_seconds", &[])
         .is_some_and(|v| v > 1.6e9));
+    // docs/metrics.md's edge section lists exactly these families.
+    let docs = cutover_test_support::documented(include_str!("../../docs/metrics.md"));
+    assert_eq!(
+        docs.get("Edge sync"),
+        Some(&Metrics::from_registry(&rec.registry).families()),
+        "docs/metrics.md's Edge sync table and the reconciler's metrics differ"
+    );
 
     // Shutdown stops the loop.
     rec.stop().await;

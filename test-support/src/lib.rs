@@ -48,5 +48,5 @@ pub use client::{
 };
 #[cfg(feature = "harness")]
 pub use harness::{Harness, Running};
-pub use metrics::{metric, Metrics};
+pub use metrics::{documented, metric, Metrics};
 pub use poll::{eventually, holds_for};

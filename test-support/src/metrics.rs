@@ -2,6 +2,7 @@
 //! `/metrics` or from a `prometheus::Registry` (encoded to the same text),
 //! read by line prefix or by name and labels.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::client::get_once;
@@ -53,6 +54,19 @@ impl Metrics {
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// The metric families the text declares (`# TYPE name type` lines):
+    /// name to type.
+    pub fn families(&self) -> BTreeMap<String, String> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.to_string()))
+            })
+            .collect()
     }
 
     /// Every sample line.
@@ -181,5 +195,58 @@ weird{v="a\"b,c}"} 1.5
         let m = Metrics::from_registry(&r);
         assert_eq!(m.value("things_total", &[("kind", "a")]), Some(4.0));
         assert_eq!(m.value("things_total", &[("kind", "b")]), Some(0.0));
+    }
+}
+
+/// The metric families a Markdown page documents, by the `## ` section they
+/// stand in: table rows whose first cell is a name in backticks and whose
+/// second is its type (`| `cutover_x_total` | counter | ... |`).
+pub fn documented(markdown: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in markdown.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = h.trim().to_string();
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // "| a | b |" splits into ["", "a", "b", ""].
+        if cells.len() < 4 || !cells[0].is_empty() {
+            continue;
+        }
+        let Some(name) = cells[1].strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
+            continue;
+        };
+        out.entry(section.clone())
+            .or_default()
+            .insert(name.to_string(), cells[2].to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn documented_reads_backticked_rows_by_section_and_families_reads_type_lines() {
+        let md = "# M\n\n## Core\n\n| metric | type | labels | what |\n| --- | --- | --- | --- |\n\
+                  | `a_total` | counter | x | one |\n| `b` | gauge | | two |\n\nprose `c` | no\n\n\
+                  ## Edge\n\n| `e` | gauge | | three |\n";
+        let d = documented(md);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d["Core"].get("a_total").map(String::as_str),
+            Some("counter")
+        );
+        assert_eq!(d["Core"].get("b").map(String::as_str), Some("gauge"));
+        assert_eq!(d["Edge"].len(), 1);
+        let m = Metrics::parse(
+            "# HELP a_total x\n# TYPE a_total counter\na_total 1\n# TYPE h histogram\n",
+        );
+        let f = m.families();
+        assert_eq!(f.get("a_total").map(String::as_str), Some("counter"));
+        assert_eq!(f.get("h").map(String::as_str), Some("histogram"));
+        assert_eq!(f.len(), 2);
     }
 }

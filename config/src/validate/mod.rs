@@ -85,7 +85,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
-        _ => "see the configuration reference in the README",
+        _ => "see docs/configuration.md",
     }
 }
 
