@@ -104,6 +104,47 @@ async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, StartError> 
     listen().map_err(|source| StartError::Bind { addr, key, source })
 }
 
+/// Binds every service's listeners, in config order, with what each serves.
+async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpec)>, StartError> {
+    let mut bound = Vec::new();
+    for sc in &config.services {
+        for (i, lc) in sc.listeners.iter().enumerate() {
+            let key = format!("services.{}.listeners[{i}].listen", sc.name);
+            let tcp = bind(lc.listen, key).await?;
+            let pool = lc
+                .pool
+                .and_then(|p| sc.pools.get(p))
+                .map(|p| p.name.clone());
+            let spec = ListenerSpec {
+                service: sc.name.clone(),
+                pool,
+                timeouts: sc.timeouts.clone(),
+                limits: sc.limits.clone(),
+                drain_timeout: config.shutdown_timeout,
+                mode: lc.mode,
+                proxy_protocol: lc.proxy_protocol,
+            };
+            bound.push((tcp, spec));
+        }
+    }
+    Ok(bound)
+}
+
+/// Service, bound address and preview pool of each listener.
+fn listener_addrs(
+    bound: &[(TcpListener, ListenerSpec)],
+) -> Vec<(String, SocketAddr, Option<String>)> {
+    bound
+        .iter()
+        .map(|(tcp, spec)| {
+            let addr = tcp
+                .local_addr()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            (spec.service.clone(), addr, spec.pool.clone())
+        })
+        .collect()
+}
+
 impl App {
     /// Binds and starts everything. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<App, StartError> {
@@ -118,27 +159,7 @@ impl App {
 
         // Bind everything before serving anything: a busy port fails the start whole.
         let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
-        let mut bound = Vec::new();
-        for sc in &config.services {
-            for (i, lc) in sc.listeners.iter().enumerate() {
-                let key = format!("services.{}.listeners[{i}].listen", sc.name);
-                let tcp = bind(lc.listen, key).await?;
-                let pool = lc
-                    .pool
-                    .and_then(|p| sc.pools.get(p))
-                    .map(|p| p.name.clone());
-                let spec = ListenerSpec {
-                    service: sc.name.clone(),
-                    pool,
-                    timeouts: sc.timeouts.clone(),
-                    limits: sc.limits.clone(),
-                    drain_timeout: config.shutdown_timeout,
-                    mode: lc.mode,
-                    proxy_protocol: lc.proxy_protocol,
-                };
-                bound.push((tcp, spec));
-            }
-        }
+        let bound = bind_listeners(&config).await?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -146,15 +167,7 @@ impl App {
                 key: "admin.listen".into(),
                 source,
             })?;
-        let listeners: Vec<(String, SocketAddr, Option<String>)> = bound
-            .iter()
-            .map(|(tcp, spec)| {
-                let addr = tcp
-                    .local_addr()
-                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                (spec.service.clone(), addr, spec.pool.clone())
-            })
-            .collect();
+        let listeners = listener_addrs(&bound);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         #[allow(unused_mut)]

@@ -376,6 +376,42 @@ fn format_drain(v: &Value) -> String {
     out.trim_end().to_string()
 }
 
+/// The pools a change took all traffic from (weight > 0 before, 0 after).
+fn emptied_pools(outcome: &Value) -> Vec<String> {
+    outcome["previous"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, w)| {
+            w.as_u64().unwrap_or(0) > 0 && outcome["split"][name.as_str()].as_u64() == Some(0)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// How long `--wait-drained` follows: `--timeout`, else the service's drain
+/// timeout (from the status) plus 5 s.
+async fn drain_limit(
+    args: &CtlArgs,
+    service: &str,
+    timeout: Option<&str>,
+) -> Result<std::time::Duration, CtlError> {
+    if let Some(t) = timeout {
+        return cutover_config::parse_duration(t)
+            .map_err(|e| CtlError::Usage(format!("--timeout: {e}")));
+    }
+    let (_, status) = call(args, Method::GET, "/v1/status", None).await?;
+    let drain = status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == service)
+        .and_then(|s| s["drain_timeout"].as_str())
+        .and_then(|d| cutover_config::parse_duration(d).ok())
+        .unwrap_or(std::time::Duration::from_secs(30));
+    Ok(drain + std::time::Duration::from_secs(5))
+}
+
 /// `ctl switch --wait-drained`: after the switch, follow the pools that lost
 /// all their traffic with a progress line until they are empty (Ok) or the
 /// deadline passes (Err with what is left, so the exit code is 1).
@@ -385,34 +421,11 @@ async fn wait_drained(
     outcome: &Value,
     timeout: Option<&str>,
 ) -> Result<String, CtlError> {
-    let old: Vec<String> = outcome["previous"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(name, w)| {
-            w.as_u64().unwrap_or(0) > 0 && outcome["split"][name.as_str()].as_u64() == Some(0)
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
+    let old = emptied_pools(outcome);
     if old.is_empty() {
         return Ok("no pool lost all its traffic: nothing to drain".into());
     }
-    let limit = match timeout {
-        Some(t) => cutover_config::parse_duration(t)
-            .map_err(|e| CtlError::Usage(format!("--timeout: {e}")))?,
-        None => {
-            let (_, status) = call(args, Method::GET, "/v1/status", None).await?;
-            let drain = status["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["name"] == service)
-                .and_then(|s| s["drain_timeout"].as_str())
-                .and_then(|d| cutover_config::parse_duration(d).ok())
-                .unwrap_or(std::time::Duration::from_secs(30));
-            drain + std::time::Duration::from_secs(5)
-        }
-    };
+    let limit = drain_limit(args, service, timeout).await?;
     let deadline = tokio::time::Instant::now() + limit;
     let bar = indicatif::ProgressBar::new_spinner();
     if let Ok(style) =

@@ -1,6 +1,10 @@
 //! The real binary: `cutover check` on good and bad configs, and `ctl`
 //! against a running instance.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use cutover_test_support::process::{cutover_json_logs, spawn_cutover};

@@ -3,6 +3,10 @@
 //! documented one (the edge section aside: control's edge tests check it)
 //! is exported.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use cutover_test_support::*;

@@ -1,6 +1,10 @@
 //! End-to-end: tunnels (WebSocket, tcp listeners), PROXY protocol, drain
 //! status, and in-flight work across switches.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

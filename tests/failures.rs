@@ -1,5 +1,9 @@
 //! End-to-end: what a client sees when a backend is down, slow or absent.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use cutover_test_support::backend::DownPort;

@@ -2,6 +2,10 @@
 //! Dockerfile's HEALTHCHECK) against the real binary, and the systemd unit
 //! checked by `systemd-analyze verify`. Self-contained: no tests/support.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,9 @@
 //! End-to-end: ticket routing and switching over real sockets.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,11 +66,11 @@ async fn pools_by_ip(proxy: std::net::SocketAddr, clients: &[IpAddr]) -> HashMap
     let mut m = HashMap::new();
     for ip in clients {
         let mut c = Conn::h1_from(proxy, Some(*ip)).await;
-        let a = c.get("/", &[]).await.unwrap();
+        let a = c.get("/", &[]).await.expect("first request");
         // A second request on a new connection from the same client agrees.
         let mut c2 = Conn::h1_from(proxy, Some(*ip)).await;
         assert_eq!(
-            c2.get("/", &[]).await.unwrap().pool(),
+            c2.get("/", &[]).await.expect("second request").pool(),
             a.pool(),
             "client {ip} flip-flopped"
         );
@@ -127,7 +131,7 @@ impl CookieClient {
     async fn pool(&mut self, proxy: std::net::SocketAddr) -> String {
         let cookie = self.cookie.clone();
         let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
-        let a = get_once(proxy, "/", &headers).await.unwrap();
+        let a = get_once(proxy, "/", &headers).await.expect("request");
         if let Some(set) = a.headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
             assert!(self.cookie.is_none(), "cookie set twice");
             assert!(

@@ -6,6 +6,10 @@
 //! in progress has the request cancelled (the backend sees its connection
 //! close); one that waits gets its answer however long it takes.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use cutover_test_support::backend::slow::{Answers, Seen, SlowBackend};

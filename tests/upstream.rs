@@ -4,6 +4,10 @@
 //! whole is never reused, unless cutover could read the little that was left
 //! itself; a pooled connection the backend closed costs no request.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

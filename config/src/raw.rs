@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for RawBackend {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawBackend;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a backend address string like \"10.0.1.10:8080\" or a table like { addr = \"10.0.1.10:8080\", weight = 2 }")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawBackend, E> {
@@ -140,7 +140,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
         struct MapVisitor<V>(PhantomData<V>);
         impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
             type Value = OrderedMap<V>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a table")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {

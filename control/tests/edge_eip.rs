@@ -3,6 +3,9 @@
 //! recovers. Health URLs point at loopback test servers through a tag
 //! (moto's instance addresses are fake 10.x ones: never connected to).
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "edge")]
 
 mod support;

@@ -3,6 +3,9 @@
 //! bounded by the timeout), and throttling / 5xx answers (retried with
 //! backoff; reported with AWS's code when they do not stop).
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "edge")]
 
 mod support;

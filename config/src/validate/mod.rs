@@ -49,7 +49,7 @@ pub(crate) fn idx(path: &[Seg], i: usize) -> Vec<Seg> {
     p
 }
 
-fn segs(path: &serde_ignored::Path) -> Vec<Seg> {
+fn segs(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
     use serde_ignored::Path;
     match path {
         Path::Root => Vec::new(),
@@ -95,7 +95,7 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
         loc: Locator::new(text),
         list: Vec::new(),
     };
-    let syntax_error = |errs: &Errs, e: toml::de::Error| {
+    let syntax_error = |errs: &Errs<'_>, e: toml::de::Error| {
         let line = e.span().map(|s| errs.loc.line_of_offset(s.start));
         ConfigErrors(vec![ConfigError {
             origin: origin.to_string(),
@@ -122,7 +122,7 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
 }
 
 pub(crate) fn duration(
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
     path: &[Seg],
     raw: &Option<String>,
     default: Duration,
@@ -143,7 +143,7 @@ pub(crate) fn duration(
     }
 }
 
-fn socket_addr(errs: &mut Errs, path: &[Seg], s: &str) -> Option<SocketAddr> {
+fn socket_addr(errs: &mut Errs<'_>, path: &[Seg], s: &str) -> Option<SocketAddr> {
     match s.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -156,7 +156,13 @@ fn socket_addr(errs: &mut Errs, path: &[Seg], s: &str) -> Option<SocketAddr> {
     }
 }
 
-fn positive(errs: &mut Errs, path: &[Seg], raw: Option<i64>, default: usize, max: i64) -> usize {
+fn positive(
+    errs: &mut Errs<'_>,
+    path: &[Seg],
+    raw: Option<i64>,
+    default: usize,
+    max: i64,
+) -> usize {
     match raw {
         None => default,
         Some(n) if n >= 1 && n <= max => n as usize,
@@ -216,7 +222,12 @@ fn header_name_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn protocol(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Protocol) -> Protocol {
+fn protocol(
+    errs: &mut Errs<'_>,
+    path: &[Seg],
+    raw: &Option<String>,
+    default: Protocol,
+) -> Protocol {
     match raw.as_deref() {
         None => default,
         Some("http1") => Protocol::Http1,
@@ -231,7 +242,7 @@ fn protocol(errs: &mut Errs, path: &[Seg], raw: &Option<String>, default: Protoc
     }
 }
 
-fn validate(raw: &RawConfig, errs: &mut Errs) -> Config {
+fn validate(raw: &RawConfig, errs: &mut Errs<'_>) -> Config {
     let root: Vec<Seg> = Vec::new();
     let workers = raw
         .workers
@@ -295,7 +306,7 @@ fn validate(raw: &RawConfig, errs: &mut Errs) -> Config {
 fn validate_admin(
     raw_admin: Option<&RawAdmin>,
     admin_path: &[Seg],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> AdminConfig {
     let listen_raw = raw_admin
         .and_then(|a| a.listen.clone())

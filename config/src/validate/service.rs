@@ -18,7 +18,7 @@ pub(super) fn validate_service(
     name: &str,
     rs: &RawService,
     path: &[Seg],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
     listen_seen: &mut HashMap<SocketAddr, String>,
 ) -> ServiceConfig {
     let pools = validate_pools(rs, path, errs);
@@ -53,7 +53,7 @@ pub(super) fn validate_service(
 }
 
 /// `pools`, in file order.
-fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Vec<PoolConfig> {
+fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<PoolConfig> {
     let pools_path = key(path, "pools");
     if rs.pools.0.is_empty() {
         errs.push(
@@ -92,7 +92,7 @@ fn validate_backends(
     rp: &RawPool,
     ppath: &[Seg],
     pool_proto: Protocol,
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Vec<BackendConfig> {
     let bpath = key(ppath, "backends");
     let mut backends = Vec::new();
@@ -164,7 +164,7 @@ fn validate_split(
     rs: &RawService,
     path: &[Seg],
     pools: &[PoolConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Vec<u32> {
     let split_path = key(path, "split");
     let mut split = vec![0u32; pools.len()];
@@ -218,7 +218,7 @@ fn validate_split(
 }
 
 /// `sticky`.
-fn validate_sticky(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Sticky {
+fn validate_sticky(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Sticky {
     match rs.sticky.as_deref() {
         None | Some("none") => Sticky::None,
         Some("client_ip") => Sticky::ClientIp,
@@ -231,7 +231,7 @@ fn validate_sticky(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Sticky {
 }
 
 /// `cookie`.
-fn validate_cookie(rs: &RawService, path: &[Seg], errs: &mut Errs) -> CookieConfig {
+fn validate_cookie(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> CookieConfig {
     let cpath = key(path, "cookie");
     let rc = rs.cookie.as_ref();
     let cookie_name = rc
@@ -256,7 +256,7 @@ fn validate_cookie(rs: &RawService, path: &[Seg], errs: &mut Errs) -> CookieConf
 }
 
 /// `override_header` and `override_token`; returns the header, lower case.
-fn validate_override(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Option<String> {
+fn validate_override(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Option<String> {
     let override_header = rs.override_header.as_ref().and_then(|h| {
         if header_name_ok(h) {
             Some(h.to_ascii_lowercase())
@@ -278,7 +278,7 @@ fn validate_override(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Option<S
 }
 
 /// `timeouts`.
-fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Timeouts {
+fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Timeouts {
     let d = Timeouts::default();
     let tpath = key(path, "timeouts");
     let rt = rs.timeouts.as_ref();
@@ -311,7 +311,7 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Timeouts
 }
 
 /// `limits`.
-fn validate_limits(rs: &RawService, path: &[Seg], errs: &mut Errs) -> Limits {
+fn validate_limits(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Limits {
     let dl = Limits::default();
     let lpath = key(path, "limits");
     let rl = rs.limits.as_ref();
@@ -348,7 +348,7 @@ fn validate_listeners(
     path: &[Seg],
     pools: &[PoolConfig],
     sticky: Sticky,
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
     listen_seen: &mut HashMap<SocketAddr, String>,
 ) -> Vec<ListenerConfig> {
     let lspath = key(path, "listeners");
@@ -401,7 +401,7 @@ fn listener_pool(
     rl: &RawListener,
     lp: &[Seg],
     pools: &[PoolConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Option<usize> {
     let p = rl.pool.as_ref()?;
     match pools.iter().position(|x| &x.name == p) {
@@ -421,7 +421,12 @@ fn listener_pool(
 }
 
 /// A listener's `mode`, checked against the service's stickiness.
-fn listener_mode(rl: &RawListener, lp: &[Seg], sticky: Sticky, errs: &mut Errs) -> ListenerMode {
+fn listener_mode(
+    rl: &RawListener,
+    lp: &[Seg],
+    sticky: Sticky,
+    errs: &mut Errs<'_>,
+) -> ListenerMode {
     let mode = match rl.mode.as_deref() {
         None | Some("http") => ListenerMode::Http,
         Some("tcp") => ListenerMode::Tcp,

@@ -86,9 +86,14 @@ pub async fn upsert_a(
         .name(name)
         .r#type(RrType::A)
         .ttl(ttl)
-        .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+        .resource_records(
+            ResourceRecord::builder()
+                .value(value)
+                .build()
+                .expect("resource record"),
+        )
         .build()
-        .unwrap();
+        .expect("record set");
     r53.change_resource_record_sets()
         .hosted_zone_id(zone)
         .change_batch(
@@ -98,10 +103,10 @@ pub async fn upsert_a(
                         .action(ChangeAction::Upsert)
                         .resource_record_set(rrset)
                         .build()
-                        .unwrap(),
+                        .expect("change"),
                 )
                 .build()
-                .unwrap(),
+                .expect("change batch"),
         )
         .send()
         .await

@@ -107,7 +107,7 @@ fn dns_name(s: &str, what: &str) -> Result<String, String> {
     Ok(s.to_ascii_lowercase())
 }
 
-fn nonempty(errs: &mut Errs, path: &[Seg], v: &Option<String>, what: &str) -> Option<String> {
+fn nonempty(errs: &mut Errs<'_>, path: &[Seg], v: &Option<String>, what: &str) -> Option<String> {
     match v {
         None => {
             let (parent, k) = path.split_at(path.len().saturating_sub(1));
@@ -129,7 +129,7 @@ fn nonempty(errs: &mut Errs, path: &[Seg], v: &Option<String>, what: &str) -> Op
 /// A required, non-empty string run through `parse`; a parse error is
 /// reported at the same key.
 fn required<T>(
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
     path: &[Seg],
     v: &Option<String>,
     what: &str,
@@ -149,7 +149,7 @@ pub(crate) fn validate_edge(
     raw: &RawEdge,
     path: &[Seg],
     services: &[ServiceConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> EdgeConfig {
     let region = edge_region(raw, path, errs);
     let interval = duration(
@@ -177,7 +177,7 @@ pub(crate) fn validate_edge(
 }
 
 /// `region`: an AWS region name, or none for the standard chain.
-fn edge_region(raw: &RawEdge, path: &[Seg], errs: &mut Errs) -> Option<String> {
+fn edge_region(raw: &RawEdge, path: &[Seg], errs: &mut Errs<'_>) -> Option<String> {
     match &raw.region {
         Some(r)
             if r.trim().is_empty()
@@ -196,7 +196,7 @@ fn edge_region(raw: &RawEdge, path: &[Seg], errs: &mut Errs) -> Option<String> {
 }
 
 /// `endpoint_url`: an http(s) URL, or none for AWS itself.
-fn edge_endpoint_url(raw: &RawEdge, path: &[Seg], errs: &mut Errs) -> Option<String> {
+fn edge_endpoint_url(raw: &RawEdge, path: &[Seg], errs: &mut Errs<'_>) -> Option<String> {
     match &raw.endpoint_url {
         Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 8 => {
             errs.push(
@@ -215,7 +215,7 @@ fn validate_records(
     raw: &[RawRecord],
     rpath: &[Seg],
     services: &[ServiceConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Vec<RecordConfig> {
     let mut records = Vec::new();
     let mut seen: HashMap<(String, String, RecordType, Option<String>), usize> = HashMap::new();
@@ -269,7 +269,7 @@ fn validate_records(
 fn validate_elastic_ips(
     raw: &[RawElasticIp],
     epath: &[Seg],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Vec<ElasticIpConfig> {
     let mut elastic_ips = Vec::new();
     let mut seen_alloc: HashMap<String, usize> = HashMap::new();
@@ -292,7 +292,11 @@ fn validate_elastic_ips(
 }
 
 /// One Elastic IP; `None` if it has any error.
-fn validate_elastic_ip(re: &RawElasticIp, p: &[Seg], errs: &mut Errs) -> Option<ElasticIpConfig> {
+fn validate_elastic_ip(
+    re: &RawElasticIp,
+    p: &[Seg],
+    errs: &mut Errs<'_>,
+) -> Option<ElasticIpConfig> {
     let n = errs_len(errs);
     let allocation_id = nonempty(
         errs,
@@ -334,7 +338,7 @@ fn validate_elastic_ip(re: &RawElasticIp, p: &[Seg], errs: &mut Errs) -> Option<
 }
 
 /// `candidates`: exactly one of `tags` and `instances`.
-fn eip_candidates(re: &RawElasticIp, p: &[Seg], errs: &mut Errs) -> Option<Candidates> {
+fn eip_candidates(re: &RawElasticIp, p: &[Seg], errs: &mut Errs<'_>) -> Option<Candidates> {
     let cp = key(p, "candidates");
     match &re.candidates {
         None => {
@@ -393,6 +397,6 @@ fn resource_id_ok(s: &str, prefix: &str) -> bool {
         .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-fn errs_len(errs: &Errs) -> usize {
+fn errs_len(errs: &Errs<'_>) -> usize {
     errs.len()
 }

@@ -15,7 +15,7 @@ pub(super) fn validate_record(
     rr: &RawRecord,
     p: &[Seg],
     services: &[ServiceConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Option<RecordConfig> {
     let n = errs_len(errs);
     let zone_id = required(
@@ -49,7 +49,7 @@ pub(super) fn validate_record(
 }
 
 /// A record's `type`.
-fn record_type(rr: &RawRecord, p: &[Seg], errs: &mut Errs) -> Option<RecordType> {
+fn record_type(rr: &RawRecord, p: &[Seg], errs: &mut Errs<'_>) -> Option<RecordType> {
     match rr.rtype.as_deref() {
         Some("A") => Some(RecordType::A),
         Some("AAAA") => Some(RecordType::Aaaa),
@@ -72,7 +72,7 @@ fn record_target(
     rr: &RawRecord,
     p: &[Seg],
     rtype: Option<RecordType>,
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Option<RecordTarget> {
     match (&rr.alias, &rr.values) {
         (Some(_), Some(_)) => {
@@ -95,7 +95,12 @@ fn record_target(
 }
 
 /// `alias = { dns_name, zone_id, evaluate_target_health }`; no `ttl`.
-fn alias_target(rr: &RawRecord, a: &RawAlias, p: &[Seg], errs: &mut Errs) -> Option<RecordTarget> {
+fn alias_target(
+    rr: &RawRecord,
+    a: &RawAlias,
+    p: &[Seg],
+    errs: &mut Errs<'_>,
+) -> Option<RecordTarget> {
     let ap = key(p, "alias");
     if rr.ttl.is_some() {
         errs.push(
@@ -138,7 +143,7 @@ fn values_target(
     vals: &[String],
     p: &[Seg],
     rtype: Option<RecordType>,
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Option<RecordTarget> {
     let vp = key(p, "values");
     if vals.is_empty() {
@@ -190,7 +195,7 @@ fn record_weight(
     rr: &RawRecord,
     p: &[Seg],
     services: &[ServiceConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> (Option<String>, Option<RecordWeight>) {
     let set_identifier = match &rr.set_identifier {
         Some(s) if s.is_empty() || s.len() > 128 => {
@@ -246,7 +251,7 @@ fn weight_from(
     from: &str,
     path: &[Seg],
     services: &[ServiceConfig],
-    errs: &mut Errs,
+    errs: &mut Errs<'_>,
 ) -> Option<RecordWeight> {
     let Some((svc, pool)) = from.split_once('.') else {
         errs.push(

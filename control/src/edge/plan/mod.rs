@@ -123,7 +123,7 @@ impl Plan {
 }
 
 /// Compare the config with what AWS has.
-pub fn compute_plan(cfg: &EdgeConfig, actual: &ActualState, split: SplitLookup) -> Plan {
+pub fn compute_plan(cfg: &EdgeConfig, actual: &ActualState, split: SplitLookup<'_>) -> Plan {
     let mut items = Vec::new();
     for r in &cfg.records {
         items.push(record_item(r, actual, split));
@@ -135,7 +135,7 @@ pub fn compute_plan(cfg: &EdgeConfig, actual: &ActualState, split: SplitLookup) 
 }
 
 /// One record: create it, update it, or leave it.
-fn record_item(r: &RecordConfig, actual: &ActualState, split: SplitLookup) -> PlanItem {
+fn record_item(r: &RecordConfig, actual: &ActualState, split: SplitLookup<'_>) -> PlanItem {
     let key = RecordKey::of(r);
     let have = actual.records.get(&key);
     let id = key.to_string();

@@ -146,7 +146,7 @@ pub fn normalize_name(s: &str) -> String {
 /// The value the config wants for a record, given the split source for
 /// `weight_from`. `Err` says why it cannot be computed (an unknown service
 /// in the live split).
-pub fn desired_record(r: &RecordConfig, split: SplitLookup) -> Result<RecordValue, String> {
+pub fn desired_record(r: &RecordConfig, split: SplitLookup<'_>) -> Result<RecordValue, String> {
     let weight = match &r.weight {
         None => None,
         Some(RecordWeight::Fixed(w)) => Some(i64::from(*w)),
