@@ -1,16 +1,18 @@
 //! What the project ships beside the code: `cutover ctl health` (the
 //! Dockerfile's HEALTHCHECK) against the real binary, and the systemd unit
-//! checked by `systemd-analyze verify`. Self-contained: no tests/support.
+//! checked by `systemd-analyze verify`.
 
 // Test code: a failed unwrap is a failed test (clippy.toml allows it in
 // #[test] functions; this covers the helpers beside them).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use cutover_test_support::process::{cutover_json_logs, spawn_cutover, Reaped};
 
 fn cutover() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
@@ -34,23 +36,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A `cutover run` child process, killed when dropped.
+/// A `cutover run` child process (killed when dropped) and its admin
+/// address, with the directory of its config.
 struct Running {
-    child: Child,
+    _child: Reaped,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the real binary with the admin API on 127.0.0.1 port 0 (and a
-/// token, which /readyz does not ask for), and learns the bound admin
-/// address from its "cutover started" log line (JSON logs on stderr).
+/// token, which /readyz does not ask for); the bound admin address comes
+/// from its "cutover started" log line.
 fn start_cutover() -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("cutover.toml");
@@ -75,60 +71,18 @@ backends = ["127.0.0.1:9"]
 "#,
     )
     .expect("write config");
-    let mut child = cutover()
-        .args([
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-            "run",
-            "--config",
-        ])
-        .arg(&config)
+    let mut cmd = cutover_json_logs(env!("CARGO_BIN_EXE_cutover"));
+    cmd.env_remove("CUTOVER_ADMIN")
+        .env_remove("CUTOVER_TOKEN")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cutover run");
-    let stderr = child.stderr.take().expect("piped stderr");
-    // Lines are read on a thread so that the wait below is bounded; the
-    // thread keeps draining stderr until the child exits.
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                // Nobody listens any more: keep draining so the child never
-                // blocks on a full pipe.
-                continue;
-            }
-        }
-    });
-    let mut running = Running {
-        child,
-        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        .args(["run", "--config"])
+        .arg(&config);
+    let (child, bound) = spawn_cutover(cmd, 1, Duration::from_secs(30));
+    Running {
+        _child: child,
+        admin: bound.admin,
         _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(l) => l,
-            Err(e) => panic!(
-                "no \"cutover started\" log line within 30s ({e}); stderr so far:\n{}",
-                seen.join("\n")
-            ),
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "cutover started" {
-            let admin = v["fields"]["admin"].as_str().unwrap_or_default();
-            running.admin = admin
-                .parse()
-                .unwrap_or_else(|e| panic!("admin address `{admin}` in {line}: {e}"));
-            return running;
-        }
-        seen.push(line);
     }
 }
 
