@@ -329,10 +329,16 @@ async fn a_garbage_proxy_header_closes_that_connection_only() {
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     let refused = metric(h.admin, "cutover_downstream_refused_total{listener=").await;
     let m = Metrics::scrape(h.admin).await.unwrap();
+    // The proxy listener's count: the harness's preview listener reads
+    // PROXY headers too, and its series (at 0) may come first.
+    let listener = h.proxy.to_string();
     assert_eq!(
         m.value(
             "cutover_downstream_refused_total",
-            &[("reason", "proxy_protocol")]
+            &[
+                ("listener", listener.as_str()),
+                ("reason", "proxy_protocol")
+            ]
         ),
         Some(2.0),
         "{refused:?} {}",
