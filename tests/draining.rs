@@ -332,7 +332,10 @@ async fn a_garbage_proxy_header_closes_that_connection_only() {
     assert_eq!(
         m.value(
             "cutover_downstream_refused_total",
-            &[("reason", "proxy_protocol")]
+            &[
+                ("listener", h.proxy.to_string().as_str()),
+                ("reason", "proxy_protocol")
+            ]
         ),
         Some(2.0),
         "{refused:?} {}",
