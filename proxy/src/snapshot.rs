@@ -664,6 +664,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn failover_takes_the_next_pool_with_a_share_then_any_pool_up() {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let mut text = String::from(
+            "[services.web]\nsplit = { a = 1, b = 0, c = 1 }\nfailover = true\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n",
+        );
+        for (p, port) in [("a", 1), ("b", 2), ("c", 3)] {
+            text.push_str(&format!(
+                "[services.web.pools.{p}]\nbackends = [\"127.0.0.1:{port}\"]\n"
+            ));
+        }
+        let config = cutover_config::parse("t.toml", &text).unwrap();
+        let snap = Snapshot::build(&config.services, &[vec![1, 0, 1]], 1, None, &m);
+        let snap = snap.with_health(0, 0, 0, down("connect refused")).unwrap();
+        let s = &snap.services[0];
+        // From a: b has no share, c has one.
+        assert_eq!(s.failover(0).map(|(to, _, _)| to), Some(2));
+        // c down too: b, at weight 0, is the only pool up.
+        let snap = snap.with_health(0, 2, 0, down("answered 500")).unwrap();
+        let s = &snap.services[0];
+        assert_eq!(s.failover(0).map(|(to, _, _)| to), Some(1));
+        // Without failover = true: nothing.
+        let mut plain = Service::clone(s);
+        let mut sc = ServiceConfig::clone(&plain.config);
+        sc.failover = false;
+        plain.config = Arc::new(sc);
+        assert!(plain.failover(0).is_none());
+    }
+
+    #[tokio::test]
     async fn empty_pool_picks_nothing() {
         assert!(pool(&[]).pick().is_none());
         assert!(pool(&[0, 0]).pick().is_none());
