@@ -196,6 +196,12 @@ impl App {
                 shutdown_rx.clone(),
             ));
         }
+        // Active health checks (pools with a `health_check`); they stop
+        // with the shutdown signal.
+        tasks.spawn(cutover_control::health::run(
+            controller.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(cutover_control::admin::serve(
             admin_listener,
             admin.clone(),

@@ -253,6 +253,19 @@ fn format_change(v: &Value) -> String {
     }
 }
 
+/// `10.0.1.10:8080`, or `10.0.1.10:8080 (down since ...: connect refused)`.
+fn backend_line(b: &Value) -> String {
+    let addr = b["addr"].as_str().unwrap_or("?");
+    match b["state"].as_str() {
+        Some("down") => format!(
+            "{addr} (down since {}: {})",
+            b["since"].as_str().unwrap_or("?"),
+            b["reason"].as_str().unwrap_or("?")
+        ),
+        _ => addr.to_string(),
+    }
+}
+
 fn format_status(v: &Value) -> String {
     let mut out = format!("generation {}\n", v["generation"]);
     for s in v["services"].as_array().into_iter().flatten() {
@@ -263,22 +276,20 @@ fn format_status(v: &Value) -> String {
             s["drain_timeout"].as_str().unwrap_or("?")
         ));
         out.push_str(&format!(
-            "  {:<12} {:>7} {:>7} {:>10}  backends\n",
-            "pool", "weight", "share", "in-flight"
+            "  {:<12} {:>7} {:>7} {:>10} {:>9}  backends\n",
+            "pool", "weight", "share", "in-flight", "available"
         ));
         for p in s["pools"].as_array().into_iter().flatten() {
-            let backends: Vec<String> = p["backends"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| b["addr"].as_str().unwrap_or("?").to_string())
-                .collect();
+            let list = p["backends"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let backends: Vec<String> = list.iter().map(backend_line).collect();
+            let available = format!("{}/{}", p["available"], list.len());
             out.push_str(&format!(
-                "  {:<12} {:>7} {:>6.1}% {:>10}  {}\n",
+                "  {:<12} {:>7} {:>6.1}% {:>10} {:>9}  {}\n",
                 p["name"].as_str().unwrap_or("?"),
                 p["weight"].to_string(),
                 p["share"].as_f64().unwrap_or(0.0) * 100.0,
                 p["in_flight"].to_string(),
+                available,
                 backends.join(", ")
             ));
         }
@@ -481,5 +492,38 @@ async fn wait_drained(
                 left.join("; ")
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_prints_available_backends_and_why_one_is_down() {
+        let v = serde_json::json!({
+            "generation": 2,
+            "services": [{
+                "name": "web", "sticky": "none", "drain_timeout": "30s",
+                "pools": [{
+                    "name": "blue", "weight": 100, "share": 1.0, "in_flight": 0, "available": 1,
+                    "backends": [
+                        {"addr": "10.0.1.10:8080", "state": "up"},
+                        {"addr": "10.0.1.11:8080", "state": "down", "reason": "connect refused",
+                         "since": "2026-11-29T21:00:00Z"}
+                    ]
+                }],
+                "listeners": []
+            }]
+        });
+        let out = format_status(&v);
+        assert!(out.contains("available"), "{out}");
+        assert!(out.contains(" 1/2 "), "{out}");
+        assert!(
+            out.contains(
+                "10.0.1.10:8080, 10.0.1.11:8080 (down since 2026-11-29T21:00:00Z: connect refused)"
+            ),
+            "{out}"
+        );
     }
 }

@@ -67,6 +67,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.access_log,
                 s.timeouts.clone(),
                 s.limits.clone(),
+                s.failover,
             )
         };
         if settings(o) != settings(n) {

@@ -117,6 +117,10 @@ pub struct ServiceConfig {
     pub access_log: bool,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// When every backend of a request's pool is down, send the request to
+    /// the next pool (in ticket order) with a share and a backend up,
+    /// instead of answering 503.
+    pub failover: bool,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -159,6 +163,77 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// Send a PROXY protocol v2 header to backends on TCP connections.
     pub send_proxy_protocol: bool,
+    /// Active health checks of this pool's backends (the service's
+    /// `health_check` with the pool's overrides); `None`: no checks, every
+    /// backend counts as up.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks: every `interval` (jittered), a GET of `path` (or
+/// a TCP connect), bounded by `timeout`; `unhealthy_threshold` failures in
+/// a row take a backend down, `healthy_threshold` successes bring it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path (and query) to GET; `None`: a TCP connect check (always for
+    /// a service whose listeners are all tcp).
+    pub path: Option<String>,
+    /// The `Host` header; `None`: the backend's address.
+    pub host: Option<String>,
+    /// Statuses that count as healthy: inclusive ranges.
+    pub expect: Vec<(u16, u16)>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: None,
+            host: None,
+            expect: vec![(200, 399)],
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+impl HealthCheck {
+    /// Whether an answer with `status` counts as healthy.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expect
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// Parses status ranges: `"200-399"`, `"200,302"`, `"200-299, 302"`; each
+/// status from 100 to 599, each range low to high.
+pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    let bad = || {
+        format!("`{s}` is not a list of status ranges; write statuses from 100 to 599 and ranges like \"200-399\", separated by commas, like \"200-299,302\"")
+    };
+    let status = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let range = match part.split_once('-') {
+            Some((lo, hi)) => (status(lo), status(hi)),
+            None => (status(part), status(part)),
+        };
+        match range {
+            (Some(lo), Some(hi)) if lo <= hi => out.push((lo, hi)),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -37,10 +37,24 @@ pub struct RawService {
     pub access_log: Option<bool>,
     pub timeouts: Option<RawTimeouts>,
     pub limits: Option<RawLimits>,
+    pub health_check: Option<RawHealthCheck>,
+    pub failover: Option<bool>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
     pub pools: OrderedMap<RawPool>,
+}
+
+/// `[services.NAME.health_check]`, or a pool's override of some of it.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +92,7 @@ pub struct RawPool {
     pub backends: Option<Vec<RawBackend>>,
     pub protocol: Option<String>,
     pub send_proxy_protocol: Option<bool>,
+    pub health_check: Option<RawHealthCheck>,
 }
 
 /// A backend: `"10.0.1.10:8080"` or `{ addr = "...", weight = 2, protocol = "h2c" }`.

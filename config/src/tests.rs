@@ -303,3 +303,140 @@ fn listener_modes_and_proxy_protocol() {
         "cannot carry a cookie",
     );
 }
+
+#[test]
+fn health_checks_default_per_service_and_override_per_pool() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert!(c.services[0].pools.iter().all(|p| p.health_check.is_none()));
+    assert!(!c.services[0].failover);
+
+    let text = format!(
+        "{}\n[services.web.health_check]\npath = \"/healthz\"\nhost = \"web.internal\"\n\n[services.web.pools.green.health_check]\npath = \"/ready\"\nexpect = \"200-299, 302\"\ninterval = \"500ms\"\ntimeout = \"200ms\"\nunhealthy_threshold = 1\n",
+        GOOD.replace("green = 10 }", "green = 10 }\nfailover = true")
+    );
+    let c = parse("t.toml", &text).unwrap();
+    let s = &c.services[0];
+    assert!(s.failover);
+    let blue = s.pools[0].health_check.clone().unwrap();
+    assert_eq!(blue.path.as_deref(), Some("/healthz"));
+    assert_eq!(blue.host.as_deref(), Some("web.internal"));
+    assert_eq!(blue.expect, [(200, 399)]);
+    assert_eq!(blue.interval, std::time::Duration::from_secs(2));
+    assert_eq!(blue.timeout, std::time::Duration::from_secs(1));
+    assert_eq!((blue.healthy_threshold, blue.unhealthy_threshold), (2, 3));
+    let green = s.pools[1].health_check.clone().unwrap();
+    assert_eq!(green.path.as_deref(), Some("/ready"));
+    assert_eq!(green.host.as_deref(), Some("web.internal"), "inherited");
+    assert_eq!(green.expect, [(200, 299), (302, 302)]);
+    assert!(green.expects(302) && !green.expects(301) && green.expects(204));
+    assert_eq!(green.interval, std::time::Duration::from_millis(500));
+    assert_eq!((green.healthy_threshold, green.unhealthy_threshold), (2, 1));
+
+    // A pool's table alone checks that pool only, with the defaults.
+    let text = format!("{GOOD}\n[services.web.pools.green.health_check]\n");
+    let c = parse("t.toml", &text).unwrap();
+    assert!(c.services[0].pools[0].health_check.is_none());
+    assert_eq!(
+        c.services[0].pools[1].health_check,
+        Some(HealthCheck::default())
+    );
+
+    // All listeners tcp: a TCP connect check whatever the path says.
+    let text = format!(
+        "{}\n[services.web.health_check]\npath = \"/healthz\"\n",
+        GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nmode = \"tcp\""
+        )
+        .replace("pool = \"green\"", "pool = \"green\"\nmode = \"tcp\"")
+    );
+    let c = parse("t.toml", &text).unwrap();
+    assert_eq!(
+        c.services[0].pools[0].health_check.clone().unwrap().path,
+        None
+    );
+}
+
+#[test]
+fn health_check_errors_name_the_table_that_wrote_the_key() {
+    // GOOD ends at line 16; line 18 is the table.
+    let text = format!(
+        "{GOOD}\n[services.web.health_check]\npath = \"healthz\"\nexpect = \"200-99\"\ninterval = \"1s\"\ntimeout = \"2s\"\nhealthy_threshold = 0\nunhealthy_threshold = -3\nhost = \"\"\nspeed = 1\n"
+    );
+    let errs = errors(&text);
+    let hc = "services.web.health_check";
+    has(&errs, 19, &format!("{hc}.path"), "must start with `/`");
+    has(
+        &errs,
+        20,
+        &format!("{hc}.expect"),
+        "not a list of status ranges",
+    );
+    has(
+        &errs,
+        22,
+        &format!("{hc}.timeout"),
+        "must not exceed the interval (1s)",
+    );
+    has(
+        &errs,
+        23,
+        &format!("{hc}.healthy_threshold"),
+        "allowed: 1 to",
+    );
+    has(
+        &errs,
+        24,
+        &format!("{hc}.unhealthy_threshold"),
+        "allowed: 1 to",
+    );
+    has(&errs, 25, &format!("{hc}.host"), "not a Host header value");
+    has(
+        &errs,
+        26,
+        &format!("{hc}.speed"),
+        "allowed here: path, host, expect",
+    );
+    assert_eq!(errs.len(), 7, "{}", ConfigErrors(errs.clone()));
+
+    // A pool's interval below the service's timeout: at the pool's key.
+    let text = format!(
+        "{GOOD}\n[services.web.health_check]\ntimeout = \"1s\"\n\n[services.web.pools.green.health_check]\ninterval = \"500ms\"\nexpect = \"ok\"\nwhat = true\n"
+    );
+    let errs = errors(&text);
+    let g = "services.web.pools.green.health_check";
+    has(
+        &errs,
+        22,
+        &format!("{g}.interval"),
+        "must not exceed the interval (500ms)",
+    );
+    has(
+        &errs,
+        23,
+        &format!("{g}.expect"),
+        "not a list of status ranges",
+    );
+    has(
+        &errs,
+        24,
+        &format!("{g}.what"),
+        "allowed here: path, host, expect",
+    );
+    assert_eq!(errs.len(), 3, "{}", ConfigErrors(errs.clone()));
+
+    let errs = errors(&GOOD.replace("green = 10 }", "green = 10 }\nfailover = \"yes\""));
+    assert_eq!(errs[0].line, Some(4), "{}", ConfigErrors(errs.clone()));
+}
+
+#[test]
+fn status_ranges_parse() {
+    assert_eq!(parse_status_ranges("200"), Ok(vec![(200, 200)]));
+    assert_eq!(
+        parse_status_ranges("200-299,302"),
+        Ok(vec![(200, 299), (302, 302)])
+    );
+    for bad in ["", "2xx", "99", "600", "300-200", "200-", "200,,302", "-1"] {
+        assert!(parse_status_ranges(bad).is_err(), "{bad}");
+    }
+}

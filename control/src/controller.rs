@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use cutover_config::Config;
 use cutover_proxy::metrics::names;
-use cutover_proxy::{ProxyMetrics, Snapshot};
+use cutover_proxy::{Health, ProxyMetrics, Snapshot};
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -263,6 +263,32 @@ impl Controller {
             previous: as_map(&entry.previous),
             changed: true,
         })
+    }
+
+    /// Sets one backend's health (from the active checks): a new snapshot
+    /// with the same backends and the same generation, swapped in under the
+    /// change lock so it never undoes an operator's change made meanwhile
+    /// (nor the reverse). Not an operator change: no audit entry, no state
+    /// file write, no generation bump. Returns whether anything changed.
+    pub fn set_health(&self, service: &str, pool: &str, backend: &str, health: Health) -> bool {
+        let _inner = self.lock();
+        let current = self.snapshot.load_full();
+        let Some((si, s)) = current.service(service) else {
+            return false;
+        };
+        let Some(pi) = s.pool_index(pool) else {
+            return false;
+        };
+        let Some(bi) = s.pools[pi].backends.iter().position(|b| b.addr == backend) else {
+            return false;
+        };
+        match current.with_health(si, pi, bi, health) {
+            Some(next) => {
+                self.snapshot.store(Arc::new(next));
+                true
+            }
+            None => false,
+        }
     }
 
     /// After a change is in force: metrics, the generation watchers, the log.

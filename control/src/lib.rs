@@ -6,6 +6,7 @@ pub mod controller;
 #[cfg(feature = "edge")]
 pub mod edge;
 pub mod error;
+pub mod health;
 pub mod state;
 mod status;
 

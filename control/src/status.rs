@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use cutover_proxy::Health;
 use serde_json::{json, Value};
 
 use crate::controller::Controller;
@@ -34,12 +35,21 @@ pub fn status_json(
                         "weight": w,
                         "share": *w as f64 / total as f64,
                         "in_flight": p.in_flight(),
-                        "backends": p.backends.iter().map(|b| json!({
-                            "addr": b.addr,
-                            "weight": b.weight,
-                            "protocol": b.protocol.as_str(),
-                            "in_flight": b.in_flight(),
-                        })).collect::<Vec<_>>(),
+                        "available": p.available(),
+                        "backends": p.backends.iter().zip(p.health()).map(|(b, h)| {
+                            let mut v = json!({
+                                "addr": b.addr,
+                                "weight": b.weight,
+                                "protocol": b.protocol.as_str(),
+                                "in_flight": b.in_flight(),
+                                "state": h.as_str(),
+                            });
+                            if let Health::Down { reason, since } = h {
+                                v["reason"] = json!(reason);
+                                v["since"] = json!(humantime::format_rfc3339_seconds(*since).to_string());
+                            }
+                            v
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -53,6 +63,7 @@ pub fn status_json(
                 "split": split,
                 "sticky": s.config.sticky.as_str(),
                 "drain_timeout": humantime::format_duration(s.config.drain_timeout).to_string(),
+                "failover": s.config.failover,
                 "pools": pools,
                 "listeners": ls,
             })

@@ -40,16 +40,19 @@ pub enum ErrorKind {
     BadResponse,
     /// The pool has no backend to send to.
     NoBackend,
+    /// Every backend of the pool is down (active health checks).
+    NoHealthyBackend,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::BadRequest,
         ErrorKind::ClientAborted,
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::BadResponse,
         ErrorKind::NoBackend,
+        ErrorKind::NoHealthyBackend,
     ];
 
     /// Who caused a failure of this kind.
@@ -59,7 +62,7 @@ impl ErrorKind {
             ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::BadResponse => {
                 ErrorSource::Backend
             }
-            ErrorKind::NoBackend => ErrorSource::Cutover,
+            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend => ErrorSource::Cutover,
         }
     }
 
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::NoBackend => "no_backend",
+            ErrorKind::NoHealthyBackend => "no_healthy_backend",
         }
     }
 
@@ -81,7 +85,7 @@ impl ErrorKind {
             ErrorKind::ClientAborted => StatusCode::BAD_REQUEST,
             ErrorKind::Connect | ErrorKind::BadResponse => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod upstream;
 pub use error::{ErrorSource, ProxyError};
 pub use metrics::ProxyMetrics;
 pub use server::{serve, ListenerSpec};
-pub use snapshot::{Backend, Pool, Service, Snapshot};
+pub use snapshot::{Backend, Health, Pool, Service, Snapshot};
 pub use ticket::Ticket;
 
 use std::sync::Arc;

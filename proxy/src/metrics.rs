@@ -27,6 +27,9 @@ pub mod names {
     pub const UPSTREAM_CONNECTIONS: &str = "cutover_upstream_connections";
     pub const UPSTREAM_CONNECTIONS_OPENED: &str = "cutover_upstream_connections_opened_total";
     pub const UPSTREAM_CONNECTIONS_KEPT: &str = "cutover_upstream_connections_kept_total";
+    pub const BACKEND_UP: &str = "cutover_backend_up";
+    pub const HEALTH_CHECKS: &str = "cutover_health_checks_total";
+    pub const FAILOVERS: &str = "cutover_failovers_total";
 }
 
 /// Status classes used as the `code` label.
@@ -39,6 +42,7 @@ pub struct ProxyMetrics {
     downstream: DownstreamFamilies,
     tunnels: TunnelFamilies,
     upstream: UpstreamFamilies,
+    health: HealthFamilies,
 }
 
 impl ProxyMetrics {
@@ -48,7 +52,9 @@ impl ProxyMetrics {
             downstream: DownstreamFamilies::new()?,
             tunnels: TunnelFamilies::new()?,
             upstream: UpstreamFamilies::new()?,
+            health: HealthFamilies::new()?,
         };
+        metrics.health.register(registry)?;
         metrics.upstream.register(registry)?;
         metrics.tunnels.register(registry)?;
         metrics.requests.register(registry)?;
@@ -78,7 +84,24 @@ impl ProxyMetrics {
                 r.upstream_errors
                     .with_label_values(&[service, pool, k.blame().as_str(), k.cause()])
             }),
+            health_ok: self.health.checks.with_label_values(&[service, pool, "ok"]),
+            health_failed: self
+                .health
+                .checks
+                .with_label_values(&[service, pool, "failed"]),
+            backend_up: BackendUp {
+                family: self.health.backend_up.clone(),
+                service: service.into(),
+                pool: pool.into(),
+            },
         }
+    }
+
+    /// `cutover_failovers_total{service, from, to}`, resolved once per pair.
+    pub fn failover(&self, service: &str, from: &str, to: &str) -> IntCounter {
+        self.health
+            .failovers
+            .with_label_values(&[service, from, to])
     }
 
     /// Counts a request refused before it had a pool (a bad override header).
@@ -251,6 +274,52 @@ impl TunnelFamilies {
     }
 }
 
+/// Backend health: up or down per backend, active checks by result, and
+/// requests sent to another pool because theirs had no backend up.
+struct HealthFamilies {
+    backend_up: IntGaugeVec,
+    checks: IntCounterVec,
+    failovers: IntCounterVec,
+}
+
+impl HealthFamilies {
+    fn new() -> Result<HealthFamilies, prometheus::Error> {
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                names::BACKEND_UP,
+                "1 while a backend is up (may get new requests and tunnels), 0 while it is down",
+            ),
+            &["service", "pool", "backend"],
+        )?;
+        let checks = IntCounterVec::new(
+            Opts::new(
+                names::HEALTH_CHECKS,
+                "Active health checks, by result: ok or failed",
+            ),
+            &["service", "pool", "result"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                names::FAILOVERS,
+                "Requests and tcp connections sent to another pool because every backend of theirs was down (failover = true)",
+            ),
+            &["service", "from", "to"],
+        )?;
+        Ok(HealthFamilies {
+            backend_up,
+            checks,
+            failovers,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.backend_up.clone()))?;
+        registry.register(Box::new(self.checks.clone()))?;
+        registry.register(Box::new(self.failovers.clone()))?;
+        Ok(())
+    }
+}
+
 /// HTTP connections to backends: open, opened, and kept by finishing a
 /// body the client stopped reading.
 struct UpstreamFamilies {
@@ -317,6 +386,20 @@ pub struct PoolMetrics {
     pub tcp_connections: IntCounter,
     pub upstream: UpstreamMetrics,
     errors: [IntCounter; ErrorKind::ALL.len()],
+    /// Active health checks of this pool's backends that passed.
+    pub health_ok: IntCounter,
+    /// Active health checks of this pool's backends that failed.
+    pub health_failed: IntCounter,
+    backend_up: BackendUp,
+}
+
+/// `cutover_backend_up` for one pool's backends (set when a snapshot's
+/// pool is built, never per request).
+#[derive(Clone)]
+struct BackendUp {
+    family: IntGaugeVec,
+    service: String,
+    pool: String,
 }
 
 /// A pool's upstream connection counts, shared by its backends.
@@ -334,6 +417,14 @@ impl PoolMetrics {
 
     pub fn count_error(&self, kind: ErrorKind) {
         self.errors[kind as usize].inc();
+    }
+
+    /// Sets `cutover_backend_up` for one of this pool's backends.
+    pub fn set_backend_up(&self, backend: &str, up: bool) {
+        let b = &self.backend_up;
+        b.family
+            .with_label_values(&[b.service.as_str(), b.pool.as_str(), backend])
+            .set(i64::from(up));
     }
 }
 

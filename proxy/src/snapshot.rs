@@ -3,14 +3,22 @@
 //! and swaps it in whole, so a reader never sees new weights with old
 //! backends. Runtime state that must outlive a snapshot (upstream connection
 //! pools, in-flight counters) lives in `Arc`s that the next snapshot reuses.
+//!
+//! Each pool also holds its backends' health ([`Health`]), set by the
+//! control plane's active checks: a change of health is a new snapshot
+//! too (built by [`Snapshot::with_health`], same backends, same
+//! generation), so a request reads health and weights from the one
+//! snapshot it loaded, with no lock and no atomic.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
 use http::HeaderName;
+
+use prometheus::IntCounter;
 
 use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
 use crate::ticket::{Split, Ticket};
@@ -29,6 +37,35 @@ pub struct Service {
     pub override_header: Option<HeaderName>,
     /// `; Max-Age=...; Path=/; HttpOnly; SameSite=Lax[; Secure]`, built once.
     pub cookie_attributes: String,
+    /// `cutover_failovers_total` for each pair of different pools (from,
+    /// to), at `from * pools + to`; resolved once.
+    failovers: Arc<[Option<IntCounter>]>,
+}
+
+/// A backend's health as the active checks last found it. Backends start
+/// up (a start or a new backend never refuses traffic before its first
+/// checks), and a backend of a pool without checks stays up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down {
+        /// The last failed check, e.g. `connect refused`, `answered 500`.
+        reason: String,
+        since: SystemTime,
+    },
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        matches!(self, Health::Up)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down { .. } => "down",
+        }
+    }
 }
 
 pub struct Pool {
@@ -36,8 +73,13 @@ pub struct Pool {
     /// Send a PROXY v2 header to backends on tcp-listener connections.
     pub send_proxy_protocol: bool,
     pub backends: Vec<Arc<Backend>>,
-    /// Cumulative backend weights, for the weighted draw.
+    /// Each backend's health, aligned with `backends`.
+    health: Vec<Health>,
+    /// Cumulative weights of the available backends (an unavailable one
+    /// adds 0), for the weighted draw: the pick never lands on it.
     cum_weights: Vec<u64>,
+    /// Backends with a positive weight that are available.
+    available: usize,
     pub metrics: PoolMetrics,
 }
 
@@ -128,6 +170,38 @@ impl Snapshot {
             services,
         }
     }
+
+    /// A new snapshot with one backend's health replaced (`service`,
+    /// `pool`, `backend` are indices), everything else shared with `self`:
+    /// the backends keep their connections and in-flight counts. `None`
+    /// when there is no such backend or its health is already `health`.
+    ///
+    /// The generation stays: it counts operator changes (a compare-and-set
+    /// on it must not fail because a backend flapped), and health is shown
+    /// on its own in the status.
+    pub fn with_health(
+        &self,
+        service: usize,
+        pool: usize,
+        backend: usize,
+        health: Health,
+    ) -> Option<Snapshot> {
+        let s = self.services.get(service)?;
+        let p = s.pools.get(pool)?;
+        if *p.health.get(backend)? == health {
+            return None;
+        }
+        let mut all = p.health.clone();
+        all[backend] = health;
+        let mut s2 = Service::clone(s);
+        s2.pools[pool] = Arc::new(p.with_health(all));
+        let mut services = self.services.clone();
+        services[service] = Arc::new(s2);
+        Some(Snapshot {
+            generation: self.generation,
+            services,
+        })
+    }
 }
 
 impl Service {
@@ -148,6 +222,21 @@ impl Service {
                     .as_ref()
                     .and_then(|s| s.pools.iter().find(|p| p.name == pc.name).cloned());
                 let pool_metrics = metrics.pool(&sc.name, &pc.name);
+                // Health carries over by address: a rebuilt snapshot must not
+                // bring a down backend back before its checks do.
+                let health: Vec<Health> = pc
+                    .backends
+                    .iter()
+                    .map(|bc| {
+                        prev_pool
+                            .as_ref()
+                            .and_then(|p| {
+                                let i = p.backends.iter().position(|b| b.addr == bc.addr)?;
+                                p.health.get(i).cloned()
+                            })
+                            .unwrap_or(Health::Up)
+                    })
+                    .collect();
                 let backends: Vec<Arc<Backend>> = pc
                     .backends
                     .iter()
@@ -174,9 +263,20 @@ impl Service {
                         })
                     })
                     .collect();
-                let mut pool = Pool::new(pc.name.clone(), backends, pool_metrics);
-                pool.send_proxy_protocol = pc.send_proxy_protocol;
-                Arc::new(pool)
+                Arc::new(Pool::assemble(
+                    pc.name.clone(),
+                    pc.send_proxy_protocol,
+                    backends,
+                    health,
+                    pool_metrics,
+                ))
+            })
+            .collect();
+        let n = sc.pools.len();
+        let failovers = (0..n * n)
+            .map(|i| {
+                let (from, to) = (&sc.pools[i / n].name, &sc.pools[i % n].name);
+                (from != to).then(|| metrics.failover(&sc.name, from, to))
             })
             .collect();
         let mut cookie_attributes = format!(
@@ -195,6 +295,7 @@ impl Service {
             pools,
             split: Split::new(split),
             cookie_attributes,
+            failovers,
         }
     }
 
@@ -209,33 +310,144 @@ impl Service {
     pub fn pool_index(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
     }
+
+    /// With `failover = true`, when every backend of pool `from` is down:
+    /// the next pool after it in ticket order (wrapping) that has a share
+    /// of the split and an available backend; failing that, the next pool
+    /// with an available backend even at weight 0 (after `switch web green`
+    /// to a dead green, blue still runs: serving from it is what failover
+    /// is for). Returns the pool's index, the pool and the backend, counted
+    /// in `cutover_failovers_total`. `None` without failover or such a
+    /// pool. Only called once `from` had no backend to pick.
+    pub fn failover(&self, from: usize) -> Option<(usize, &Arc<Pool>, &Arc<Backend>)> {
+        if !self.config.failover {
+            return None;
+        }
+        let n = self.pools.len();
+        let weights = self.split.weights();
+        let others = || (1..n).map(|k| (from + k) % n);
+        let with_share = others().filter(|to| weights.get(*to).copied().unwrap_or(0) > 0);
+        let (to, pool, backend) = with_share.chain(others()).find_map(|to| {
+            let pool = self.pools.get(to)?;
+            pool.pick().map(|b| (to, pool, b))
+        })?;
+        if let Some(Some(c)) = self.failovers.get(from * n + to) {
+            c.inc();
+        }
+        Some((to, pool, backend))
+    }
 }
 
 impl Pool {
+    /// A pool whose backends are all up.
     pub fn new(name: String, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Pool {
-        let mut cum = 0u64;
-        let cum_weights = backends
-            .iter()
-            .map(|b| {
-                cum += u64::from(b.weight);
-                cum
-            })
-            .collect();
-        Pool {
-            name,
-            send_proxy_protocol: false,
-            backends,
-            cum_weights,
-            metrics,
-        }
+        let health = vec![Health::Up; backends.len()];
+        Pool::assemble(name, false, backends, health, metrics)
     }
 
-    /// The same pool with fresh backends (same addresses, weights, metrics).
+    /// A pool with its backends' health (aligned with `backends`): the
+    /// weighted draw covers the available backends only, and
+    /// `cutover_backend_up` follows.
+    fn assemble(
+        name: String,
+        send_proxy_protocol: bool,
+        backends: Vec<Arc<Backend>>,
+        mut health: Vec<Health>,
+        metrics: PoolMetrics,
+    ) -> Pool {
+        health.resize(backends.len(), Health::Up);
+        let mut pool = Pool {
+            name,
+            send_proxy_protocol,
+            backends,
+            health,
+            cum_weights: Vec::new(),
+            available: 0,
+            metrics,
+        };
+        let mut cum = 0u64;
+        let mut available = 0;
+        let mut cum_weights = Vec::with_capacity(pool.backends.len());
+        for (i, b) in pool.backends.iter().enumerate() {
+            let usable = pool.is_available(i);
+            if usable && b.weight > 0 {
+                cum += u64::from(b.weight);
+                available += 1;
+            }
+            cum_weights.push(cum);
+            pool.metrics.set_backend_up(&b.addr, pool.health[i].is_up());
+        }
+        pool.cum_weights = cum_weights;
+        pool.available = available;
+        pool
+    }
+
+    /// The same backends (connections, in-flight counts) with new health.
+    fn with_health(&self, health: Vec<Health>) -> Pool {
+        Pool::assemble(
+            self.name.clone(),
+            self.send_proxy_protocol,
+            self.backends.clone(),
+            health,
+            self.metrics.clone(),
+        )
+    }
+
+    /// The same pool with fresh backends (same addresses, weights, health,
+    /// metrics).
     fn refreshed(&self) -> Pool {
         let backends = self.backends.iter().map(|b| Arc::new(b.fresh())).collect();
-        let mut p = Pool::new(self.name.clone(), backends, self.metrics.clone());
-        p.send_proxy_protocol = self.send_proxy_protocol;
-        p
+        Pool::assemble(
+            self.name.clone(),
+            self.send_proxy_protocol,
+            backends,
+            self.health.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Whether backend `i` may get new requests and tunnels: the one
+    /// place that decides (today: its active health; passive ejection
+    /// will join here). Read when the pool is built, never per request.
+    fn is_available(&self, i: usize) -> bool {
+        self.health.get(i).is_some_and(Health::is_up)
+    }
+
+    /// Each backend's health, aligned with `backends`.
+    pub fn health(&self) -> &[Health] {
+        &self.health
+    }
+
+    /// How many backends with a positive weight are available.
+    pub fn available(&self) -> usize {
+        self.available
+    }
+
+    /// Every backend that could get traffic (positive weight) is down.
+    pub fn all_down(&self) -> bool {
+        self.available == 0 && self.backends.iter().any(|b| b.weight > 0)
+    }
+
+    /// Why nothing can be picked: `all 2 backends of pool green are down:
+    /// 127.0.0.1:9001 connect refused, 127.0.0.1:9002 answered 500`.
+    pub fn down_message(&self) -> String {
+        let down: Vec<String> = self
+            .backends
+            .iter()
+            .zip(&self.health)
+            .filter(|(b, _)| b.weight > 0)
+            .map(|(b, h)| match h {
+                Health::Down { reason, .. } => format!("{} {reason}", b.addr),
+                Health::Up => format!("{} unavailable", b.addr),
+            })
+            .collect();
+        let n = down.len();
+        let all = if n == 1 {
+            format!("the only backend of pool {} is down", self.name)
+        } else {
+            format!("all {n} backends of pool {} are down", self.name)
+        };
+        format!("{all}: {}", down.join(", "))
     }
 
     /// Requests in flight on this pool (all snapshots' requests included).
@@ -366,6 +578,119 @@ mod tests {
             .count();
         // Whenever the two draws differ the idle one wins: about 3/4 of picks.
         assert!(to_idle > 650, "{to_idle}");
+    }
+
+    fn down(reason: &str) -> Health {
+        Health::Down {
+            reason: reason.into(),
+            since: SystemTime::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_backend_is_never_picked_and_an_all_down_pool_says_why() {
+        let p = pool(&[1, 1, 1]);
+        let p = p.with_health(vec![Health::Up, down("connect refused"), Health::Up]);
+        assert_eq!(p.available(), 2);
+        assert!(!p.all_down());
+        for _ in 0..2000 {
+            let b = p.pick().unwrap();
+            assert!(!Arc::ptr_eq(b, &p.backends[1]));
+        }
+        let p = p.with_health(vec![
+            down("answered 500"),
+            down("connect refused"),
+            down("x"),
+        ]);
+        assert!(p.pick().is_none());
+        assert!(p.all_down());
+        assert_eq!(
+            p.down_message(),
+            "all 3 backends of pool p are down: 127.0.0.1:1000 answered 500, \
+             127.0.0.1:1001 connect refused, 127.0.0.1:1002 x"
+        );
+        let one = pool(&[1]).with_health(vec![down("answered 503")]);
+        assert!(one.pick().is_none());
+        assert_eq!(
+            one.down_message(),
+            "the only backend of pool p is down: 127.0.0.1:1000 answered 503"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_health_change_keeps_the_backends_and_the_generation() {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let config = cutover_config::parse(
+            "t.toml",
+            "[services.web]\nsplit = { blue = 1, green = 1 }\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:3\"]\n",
+        )
+        .unwrap();
+        let snap = Snapshot::build(&config.services, &[vec![1, 1]], 7, None, &m);
+        assert!(snap.with_health(0, 0, 0, Health::Up).is_none(), "no change");
+        let next = snap.with_health(0, 0, 1, down("connect refused")).unwrap();
+        assert_eq!(next.generation, 7);
+        let (a, b) = (&snap.services[0].pools[0], &next.services[0].pools[0]);
+        assert!(Arc::ptr_eq(&a.backends[0], &b.backends[0]));
+        assert!(Arc::ptr_eq(&a.backends[1], &b.backends[1]));
+        assert_eq!(b.available(), 1);
+        assert!(Arc::ptr_eq(
+            &snap.services[0].pools[1],
+            &next.services[0].pools[1]
+        ));
+        // A split change, and a rebuild from the previous snapshot, keep it.
+        let split = next.with_split(0, vec![0, 1]);
+        assert!(!split.services[0].pools[0].health()[1].is_up());
+        let rebuilt = Snapshot::build(&config.services, &[vec![1, 1]], 8, Some(&next), &m);
+        assert!(!rebuilt.services[0].pools[0].health()[1].is_up());
+        assert!(rebuilt.services[0].pools[0].health()[0].is_up());
+        let gauge = crate::metrics::names::BACKEND_UP;
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&reg.gather())
+            .unwrap();
+        let line = |addr: &str| {
+            text.lines()
+                .find(|l| l.starts_with(gauge) && l.contains(&format!("\"{addr}\"")))
+                .map(str::to_string)
+        };
+        assert!(
+            line("127.0.0.1:2").is_some_and(|l| l.ends_with(" 0")),
+            "{text}"
+        );
+        assert!(
+            line("127.0.0.1:1").is_some_and(|l| l.ends_with(" 1")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failover_takes_the_next_pool_with_a_share_then_any_pool_up() {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let mut text = String::from(
+            "[services.web]\nsplit = { a = 1, b = 0, c = 1 }\nfailover = true\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n",
+        );
+        for (p, port) in [("a", 1), ("b", 2), ("c", 3)] {
+            text.push_str(&format!(
+                "[services.web.pools.{p}]\nbackends = [\"127.0.0.1:{port}\"]\n"
+            ));
+        }
+        let config = cutover_config::parse("t.toml", &text).unwrap();
+        let snap = Snapshot::build(&config.services, &[vec![1, 0, 1]], 1, None, &m);
+        let snap = snap.with_health(0, 0, 0, down("connect refused")).unwrap();
+        let s = &snap.services[0];
+        // From a: b has no share, c has one.
+        assert_eq!(s.failover(0).map(|(to, _, _)| to), Some(2));
+        // c down too: b, at weight 0, is the only pool up.
+        let snap = snap.with_health(0, 2, 0, down("answered 500")).unwrap();
+        let s = &snap.services[0];
+        assert_eq!(s.failover(0).map(|(to, _, _)| to), Some(1));
+        // Without failover = true: nothing.
+        let mut plain = Service::clone(s);
+        let mut sc = ServiceConfig::clone(&plain.config);
+        sc.failover = false;
+        plain.config = Arc::new(sc);
+        assert!(plain.failover(0).is_none());
     }
 
     #[tokio::test]

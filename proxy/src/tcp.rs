@@ -40,10 +40,30 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
     let Some(pool) = service.pools.get(pool_idx).cloned() else {
         return;
     };
-    let Some(backend) = pool.pick().cloned() else {
-        pool.metrics.count_error(ErrorKind::NoBackend);
-        tracing::warn!(listener = %ctx.label, pool = %pool.name, "tcp: no backend to send to; closing");
-        return;
+    // A down backend gets no new tunnel; a pool with every backend down
+    // fails over (with `failover = true`, ticket-routed only) or closes.
+    let (pool, backend) = match pool.pick().cloned() {
+        Some(backend) => (pool, backend),
+        None if pool.all_down() => {
+            let failover = if ticket.is_some() {
+                service.failover(pool_idx)
+            } else {
+                None
+            };
+            match failover {
+                Some((_, to, backend)) => (to.clone(), backend.clone()),
+                None => {
+                    pool.metrics.count_error(ErrorKind::NoHealthyBackend);
+                    tracing::warn!(listener = %ctx.label, "tcp: {}; closing", pool.down_message());
+                    return;
+                }
+            }
+        }
+        None => {
+            pool.metrics.count_error(ErrorKind::NoBackend);
+            tracing::warn!(listener = %ctx.label, pool = %pool.name, "tcp: no backend to send to; closing");
+            return;
+        }
     };
     pool.metrics.tcp_connections.inc();
     let connect = tokio::time::timeout(

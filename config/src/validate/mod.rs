@@ -15,6 +15,9 @@ use service::validate_service;
 
 const MAX_WEIGHT: i64 = 1_000_000;
 
+const ALLOWED_HEALTH_CHECK_KEYS: &str =
+    "path, host, expect, interval, timeout, healthy_threshold, unhealthy_threshold";
+
 pub(crate) struct Errs<'a> {
     origin: &'a str,
     loc: Locator<'a>,
@@ -78,12 +81,15 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
         ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
         ["admin", _] => "listen, token",
-        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, listeners, pools",
+        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, listeners, pools",
+        ["services", _, "health_check", _] | ["services", _, "pools", _, "health_check", _] => {
+            ALLOWED_HEALTH_CHECK_KEYS
+        }
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
         ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
-        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol",
+        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",
     }

@@ -21,7 +21,7 @@ pub(super) fn validate_service(
     errs: &mut Errs<'_>,
     listen_seen: &mut HashMap<SocketAddr, String>,
 ) -> ServiceConfig {
-    let pools = validate_pools(rs, path, errs);
+    let mut pools = validate_pools(rs, path, errs);
     let split = validate_split(rs, path, &pools, errs);
     let sticky = validate_sticky(rs, path, errs);
     let cookie = validate_cookie(rs, path, errs);
@@ -35,6 +35,7 @@ pub(super) fn validate_service(
     let timeouts = validate_timeouts(rs, path, errs);
     let limits = validate_limits(rs, path, errs);
     let listeners = validate_listeners(name, rs, path, &pools, sticky, errs, listen_seen);
+    validate_health_checks(rs, path, &mut pools, &listeners, errs);
 
     ServiceConfig {
         name: name.to_string(),
@@ -48,6 +49,7 @@ pub(super) fn validate_service(
         access_log: rs.access_log.unwrap_or(false),
         timeouts,
         limits,
+        failover: rs.failover.unwrap_or(false),
         listeners,
     }
 }
@@ -81,6 +83,7 @@ fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<Poo
             name: pname.clone(),
             backends,
             send_proxy_protocol: rp.send_proxy_protocol.unwrap_or(false),
+            health_check: None,
         });
     }
     pools
@@ -445,4 +448,125 @@ fn listener_mode(
         );
     }
     mode
+}
+
+/// `health_check`, and each pool's override of it: sets every pool's
+/// effective check. A key a pool does not set comes from the service's
+/// table (else its default); an error is reported once, at the table that
+/// wrote the key. A service whose listeners are all tcp checks with a TCP
+/// connect whatever `path` says.
+fn validate_health_checks(
+    rs: &RawService,
+    path: &[Seg],
+    pools: &mut [PoolConfig],
+    listeners: &[ListenerConfig],
+    errs: &mut Errs<'_>,
+) {
+    let hpath = key(path, "health_check");
+    let service_check = rs
+        .health_check
+        .as_ref()
+        .map(|raw| health_check(raw, &hpath, &HealthCheck::default(), errs));
+    let tcp_only = !listeners.is_empty() && listeners.iter().all(|l| l.mode == ListenerMode::Tcp);
+    let pools_path = key(path, "pools");
+    for pool in pools.iter_mut() {
+        let raw_pool = rs.pools.0.iter().find(|(n, _)| *n == pool.name);
+        let over = raw_pool.and_then(|(_, rp)| rp.health_check.as_ref());
+        let mut check = match (over, &service_check) {
+            (Some(raw), base) => {
+                let ppath = key(&key(&pools_path, &pool.name), "health_check");
+                let base = base.clone().unwrap_or_default();
+                Some(health_check(raw, &ppath, &base, errs))
+            }
+            (None, base) => base.clone(),
+        };
+        if tcp_only {
+            if let Some(c) = check.as_mut() {
+                c.path = None;
+                c.host = None;
+            }
+        }
+        pool.health_check = check;
+    }
+}
+
+/// One `health_check` table over `base` (the defaults, or the service's
+/// check for a pool's override).
+fn health_check(
+    raw: &RawHealthCheck,
+    hpath: &[Seg],
+    base: &HealthCheck,
+    errs: &mut Errs<'_>,
+) -> HealthCheck {
+    let mut hc = base.clone();
+    if let Some(p) = &raw.path {
+        if !p.starts_with('/') {
+            errs.push(
+                &key(hpath, "path"),
+                format!("`{p}` must start with `/`, like \"/healthz\""),
+            );
+        } else if !p.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.push(
+                &key(hpath, "path"),
+                format!("`{p}` is not a request path: no spaces or control characters"),
+            );
+        } else {
+            hc.path = Some(p.clone());
+        }
+    }
+    if let Some(h) = &raw.host {
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.push(
+                &key(hpath, "host"),
+                format!("`{h}` is not a Host header value; write a name like \"web.internal\""),
+            );
+        } else {
+            hc.host = Some(h.clone());
+        }
+    }
+    if let Some(e) = &raw.expect {
+        match parse_status_ranges(e) {
+            Ok(ranges) => hc.expect = ranges,
+            Err(msg) => errs.push(&key(hpath, "expect"), msg),
+        }
+    }
+    hc.interval = duration(errs, &key(hpath, "interval"), &raw.interval, base.interval);
+    hc.timeout = duration(errs, &key(hpath, "timeout"), &raw.timeout, base.timeout);
+    let threshold = |errs: &mut Errs<'_>, k: &str, raw: Option<i64>, default: u32| {
+        positive(errs, &key(hpath, k), raw, default as usize, 1000) as u32
+    };
+    hc.healthy_threshold = threshold(
+        errs,
+        "healthy_threshold",
+        raw.healthy_threshold,
+        base.healthy_threshold,
+    );
+    hc.unhealthy_threshold = threshold(
+        errs,
+        "unhealthy_threshold",
+        raw.unhealthy_threshold,
+        base.unhealthy_threshold,
+    );
+    if hc.timeout > hc.interval {
+        // Reported at the key this table wrote; a clash this table only
+        // inherited was reported where it was written.
+        let at = if raw.timeout.is_some() {
+            Some("timeout")
+        } else if raw.interval.is_some() {
+            Some("interval")
+        } else {
+            None
+        };
+        if let Some(k) = at {
+            errs.push(
+                &key(hpath, k),
+                format!(
+                    "the timeout ({}) must not exceed the interval ({})",
+                    humantime::format_duration(hc.timeout),
+                    humantime::format_duration(hc.interval)
+                ),
+            );
+        }
+    }
+    hc
 }

@@ -140,10 +140,12 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
     }
 }
 
-/// The routed pool, and the backend in it that gets the request.
+/// The routed pool, and the backend in it that gets the request. A
+/// backend that is down is never picked: the pool's draw covers only the
+/// available ones (a plain field of the snapshot, no lock, no atomic).
 ///
-/// Issue 15's health filter goes here (a down backend is never picked), and
-/// its retries come back here for another backend of the same pool.
+/// Issue 15's retries come back here for another backend of the same pool.
+#[inline]
 fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
     let Some(pool) = service.pools.get(route.pool) else {
         let err = ProxyError::new(ErrorKind::NoBackend, "no such pool");
@@ -151,16 +153,38 @@ fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), F
     };
     match pool.pick() {
         Some(backend) => Ok((pool.clone(), backend.clone())),
-        None => {
-            let err = ProxyError::new(
-                ErrorKind::NoBackend,
-                format!(
-                    "pool `{}` of service `{}` has no backend to send to",
-                    pool.name,
-                    service.name()
-                ),
-            );
-            Err(Failed::new(err, Books::Pool(pool.clone())))
-        }
+        None => nothing_to_pick(service, route, pool),
     }
+}
+
+/// The routed pool has no backend to pick. When all of its backends are
+/// down: with `failover = true` a ticket-routed request goes to the next
+/// pool with a share and a backend up; else a 503 that names the pool and
+/// why. (A preview listener's or override header's pool is the operator's
+/// explicit choice: it never fails over.)
+#[cold]
+#[inline(never)]
+fn nothing_to_pick(
+    service: &Service,
+    route: &Route,
+    pool: &Arc<Pool>,
+) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
+    if pool.all_down() {
+        if route.ticket.is_some() {
+            if let Some((_, to, backend)) = service.failover(route.pool) {
+                return Ok((to.clone(), backend.clone()));
+            }
+        }
+        let err = ProxyError::new(ErrorKind::NoHealthyBackend, pool.down_message());
+        return Err(Failed::new(err, Books::Pool(pool.clone())));
+    }
+    let err = ProxyError::new(
+        ErrorKind::NoBackend,
+        format!(
+            "pool `{}` of service `{}` has no backend to send to",
+            pool.name,
+            service.name()
+        ),
+    );
+    Err(Failed::new(err, Books::Pool(pool.clone())))
 }

@@ -19,7 +19,7 @@ pub mod slow;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,8 @@ impl Default for DownPort {
 }
 
 /// A loopback backend. Paths: `/` answers with the pool name; `/slow?ms=N`
-/// waits first. Every answer carries `x-pool`, `x-backend` and echoes
+/// waits first; `/health` answers the status [`TestBackend::set_health`]
+/// set (200 at first), for active health checks. Every answer carries `x-pool`, `x-backend` and echoes
 /// `x-seen-xff` / `x-seen-host` / `x-seen-xfh` (what cutover forwarded).
 pub struct TestBackend {
     pub pool: String,
@@ -78,6 +79,8 @@ pub struct TestBackend {
     /// Connections open right now (HTTP backends).
     pub open: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
+    /// What `/health` answers.
+    health: Arc<AtomicU16>,
     stop: watch::Sender<bool>,
 }
 
@@ -93,11 +96,13 @@ impl TestBackend {
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicU64::new(0));
-        let (name, conns, reqs, open2) = (
+        let health = Arc::new(AtomicU16::new(200));
+        let (name, conns, reqs, open2, health2) = (
             pool.to_string(),
             connections.clone(),
             requests.clone(),
             open.clone(),
+            health.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -106,11 +111,22 @@ impl TestBackend {
                         let Ok((stream, _)) = a else { continue };
                         conns.fetch_add(1, Ordering::Relaxed);
                         open2.fetch_add(1, Ordering::Relaxed);
-                        let (name, reqs, open3) = (name.clone(), reqs.clone(), open2.clone());
+                        let (name, reqs, open3, health3) =
+                            (name.clone(), reqs.clone(), open2.clone(), health2.clone());
                         tokio::spawn(async move {
                             let svc = service_fn(move |req: Request<Incoming>| {
-                                reqs.fetch_add(1, Ordering::Relaxed);
-                                backend_answer(req, name.clone(), addr)
+                                let health = (req.uri().path() == "/health")
+                                    .then(|| health3.load(Ordering::Relaxed));
+                                if health.is_none() {
+                                    reqs.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let name = name.clone();
+                                async move {
+                                    match health {
+                                        Some(code) => Ok(health_answer(code)),
+                                        None => backend_answer(req, name, addr).await,
+                                    }
+                                }
                             });
                             let _ = auto::Builder::new(TokioExecutor::new())
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -128,8 +144,14 @@ impl TestBackend {
             connections,
             open,
             requests,
+            health,
             stop,
         }
+    }
+
+    /// From now on `/health` answers `code` (not counted in `requests`).
+    pub fn set_health(&self, code: u16) {
+        self.health.store(code, Ordering::Relaxed);
     }
 
     /// A raw TCP backend: greets each connection with `<pool>\n` (after
@@ -189,6 +211,7 @@ impl TestBackend {
             connections,
             open: Arc::new(AtomicU64::new(0)),
             requests: Arc::new(AtomicU64::new(0)),
+            health: Arc::new(AtomicU16::new(200)),
             stop,
         }
     }
@@ -228,6 +251,13 @@ fn query_num(q: &str, key: &str, default: u64) -> u64 {
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `/health`: an empty answer with `code`.
+fn health_answer(code: u16) -> Response<BackendBody> {
+    let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r
 }
 
 async fn backend_answer(

@@ -1,0 +1,266 @@
+//! Active health checks: one task per checked backend, in the control
+//! plane, never on the request path. Every `interval` (jittered by ±10%,
+//! the first at a random point of the first interval so that many backends
+//! do not check in step) a check runs, bounded by `timeout`: an HTTP GET of
+//! the pool's `path` over the backend's protocol (HTTP/1.1, or h2c with
+//! prior knowledge), or a TCP connect when there is no path. Each check
+//! opens its own connection (the proxy's pooled connections are left
+//! alone, and a refused connect is seen as such).
+//!
+//! `unhealthy_threshold` failures in a row take a backend down,
+//! `healthy_threshold` successes in a row bring it back; only a transition
+//! touches the routing state, through [`Controller::set_health`] (a new
+//! snapshot, same backends, same generation). Backends start up: a start
+//! never refuses traffic before the first checks had their say.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cutover_config::{HealthCheck, Protocol};
+use cutover_proxy::Health;
+use http::{header, Request, Uri};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::controller::Controller;
+
+/// One checked backend.
+struct Target {
+    service: String,
+    pool: String,
+    addr: String,
+    protocol: Protocol,
+    check: HealthCheck,
+    ok: IntCounter,
+    failed: IntCounter,
+}
+
+/// Runs the checks of every backend of every pool that has a
+/// `health_check`, until `shutdown` turns true (or its sender goes).
+/// Returns at once when nothing is checked.
+pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
+    let config = controller.config();
+    let metrics = controller.proxy_metrics();
+    let mut tasks = JoinSet::new();
+    for sc in &config.services {
+        for pc in &sc.pools {
+            let Some(check) = &pc.health_check else {
+                continue;
+            };
+            let pm = metrics.pool(&sc.name, &pc.name);
+            for bc in &pc.backends {
+                let target = Target {
+                    service: sc.name.clone(),
+                    pool: pc.name.clone(),
+                    addr: bc.addr.clone(),
+                    protocol: bc.protocol,
+                    check: check.clone(),
+                    ok: pm.health_ok.clone(),
+                    failed: pm.health_failed.clone(),
+                };
+                tasks.spawn(watch_backend(target, controller.clone(), shutdown.clone()));
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        tracing::info!(backends = tasks.len(), "active health checks started");
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// `d` scaled by a random factor in [lo, hi).
+fn jittered(d: Duration, lo: f64, hi: f64) -> Duration {
+    d.mul_f64(lo + (hi - lo) * fastrand::f64())
+}
+
+async fn watch_backend(
+    target: Target,
+    controller: Arc<Controller>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let hc = &target.check;
+    let mut state = Thresholds::new(hc.healthy_threshold, hc.unhealthy_threshold);
+    let mut next = Instant::now() + jittered(hc.interval, 0.0, 1.0);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        // Start to start: a slow check does not stretch the cadence.
+        next = Instant::now() + jittered(hc.interval, 0.9, 1.1);
+        let result = tokio::select! {
+            r = check(&target.addr, target.protocol, hc) => r,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match &result {
+            Ok(()) => target.ok.inc(),
+            Err(_) => target.failed.inc(),
+        }
+        let Some(up) = state.record(result.is_ok()) else {
+            continue;
+        };
+        let health = match result {
+            Ok(()) => Health::Up,
+            Err(reason) => Health::Down {
+                reason,
+                since: SystemTime::now(),
+            },
+        };
+        if up {
+            tracing::info!(service = %target.service, pool = %target.pool, backend = %target.addr, "backend up: {} good checks in a row", hc.healthy_threshold);
+        } else if let Health::Down { reason, .. } = &health {
+            tracing::warn!(service = %target.service, pool = %target.pool, backend = %target.addr, "backend down: {} failed checks in a row, the last: {reason}", hc.unhealthy_threshold);
+        }
+        controller.set_health(&target.service, &target.pool, &target.addr, health);
+    }
+}
+
+/// Consecutive results against the current state, and the thresholds
+/// that flip it. Starts up.
+#[derive(Debug)]
+struct Thresholds {
+    up: bool,
+    streak: u32,
+    healthy: u32,
+    unhealthy: u32,
+}
+
+impl Thresholds {
+    fn new(healthy: u32, unhealthy: u32) -> Thresholds {
+        Thresholds {
+            up: true,
+            streak: 0,
+            healthy: healthy.max(1),
+            unhealthy: unhealthy.max(1),
+        }
+    }
+
+    /// Records one check; `Some(up)` when the state flips.
+    fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.up {
+            self.unhealthy
+        } else {
+            self.healthy
+        };
+        if self.streak < needed {
+            return None;
+        }
+        self.up = ok;
+        self.streak = 0;
+        Some(ok)
+    }
+}
+
+/// One check, bounded by the timeout; `Err` says why it failed.
+async fn check(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), String> {
+    match tokio::time::timeout(hc.timeout, probe(addr, protocol, hc)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(hc.timeout)
+        )),
+    }
+}
+
+async fn probe(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
+        _ => format!("connect failed: {e}"),
+    })?;
+    let Some(path) = &hc.path else {
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let host = hc.host.as_deref().unwrap_or(addr);
+    let io = TokioIo::new(stream);
+    let failed = |e: hyper::Error| format!("request failed: {e}");
+    let status = match protocol {
+        Protocol::Http1 => {
+            let req = Request::get(path.as_str())
+                .header(header::HOST, host)
+                .header(header::USER_AGENT, "cutover-health-check")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("bad request: {e}"))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(failed)?;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = send.send_request(req) => r.map_err(failed)?.status(),
+                r = &mut conn => return Err(match r {
+                    Ok(()) => "the connection closed before an answer".to_string(),
+                    Err(e) => failed(e),
+                }),
+            }
+        }
+        Protocol::H2c => {
+            let uri: Uri = format!("http://{host}{path}")
+                .parse()
+                .map_err(|e| format!("bad request: {e}"))?;
+            let req = Request::get(uri)
+                .header(header::USER_AGENT, "cutover-health-check")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("bad request: {e}"))?;
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(failed)?;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = send.send_request(req) => r.map_err(failed)?.status(),
+                r = &mut conn => return Err(match r {
+                    Ok(()) => "the connection closed before an answer".to_string(),
+                    Err(e) => failed(e),
+                }),
+            }
+        }
+    };
+    if hc.expects(status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!("answered {}", status.as_u16()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_flip_after_runs_in_a_row_only() {
+        let mut t = Thresholds::new(2, 3);
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(true), None, "a success breaks the run");
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(false), Some(false), "third failure in a row");
+        assert_eq!(t.record(false), None, "already down");
+        assert_eq!(t.record(true), None);
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(true), None);
+        assert_eq!(t.record(true), Some(true), "second success in a row");
+        let mut once = Thresholds::new(1, 1);
+        assert_eq!(once.record(false), Some(false));
+        assert_eq!(once.record(true), Some(true));
+    }
+
+    #[test]
+    fn jitter_stays_in_its_band() {
+        let d = Duration::from_millis(1000);
+        for _ in 0..1000 {
+            let j = jittered(d, 0.9, 1.1);
+            assert!(j >= Duration::from_millis(900) && j < Duration::from_millis(1100));
+        }
+    }
+}
