@@ -155,6 +155,9 @@ pub enum CtlCommand {
         weights: Vec<String>,
         #[command(flatten)]
         change: ChangeArgs,
+        /// Apply even if a pool that gains weight has no backend up (audited as forced).
+        #[arg(long)]
+        force: bool,
     },
     /// Send all of a service's traffic to one pool.
     #[command(
@@ -165,6 +168,9 @@ pub enum CtlCommand {
         pool: String,
         #[command(flatten)]
         change: ChangeArgs,
+        /// Apply even if the pool has no backend up (audited as forced).
+        #[arg(long)]
+        force: bool,
         /// After the switch, wait until the pools that lost all traffic are drained
         /// (exit 0), or until the deadline passes (exit 1 with what is left).
         #[arg(long)]

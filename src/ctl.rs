@@ -92,6 +92,14 @@ fn change_body(mut body: Value, c: &ChangeArgs) -> Value {
     body
 }
 
+/// `"force": true` on a change body when asked for.
+fn forced(mut body: Value, force: bool) -> Value {
+    if force {
+        body["force"] = json!(true);
+    }
+    body
+}
+
 fn parse_weights(pairs: &[String]) -> Result<serde_json::Map<String, Value>, CtlError> {
     let mut m = serde_json::Map::new();
     for p in pairs {
@@ -160,12 +168,13 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             service,
             weights,
             change,
+            force,
         } => (
             Method::PUT,
             format!("/v1/services/{service}/split"),
-            Some(change_body(
-                json!({ "split": parse_weights(weights)? }),
-                change,
+            Some(forced(
+                change_body(json!({ "split": parse_weights(weights)? }), change),
+                *force,
             )),
         ),
         CtlCommand::Drain { service } => {
@@ -175,11 +184,12 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             service,
             pool,
             change,
+            force,
             ..
         } => (
             Method::POST,
             format!("/v1/services/{service}/switch"),
-            Some(change_body(json!({ "to": pool }), change)),
+            Some(forced(change_body(json!({ "to": pool }), change), *force)),
         ),
         CtlCommand::Rollback { service, change } => (
             Method::POST,
@@ -340,7 +350,7 @@ fn format_audit(v: &Value) -> String {
         .iter()
         .map(|c| {
             format!(
-                "{:>5}  {}  {:<8} {:<10} {} -> {}  by {}{}",
+                "{:>5}  {}  {:<8} {:<10} {} -> {}  by {}{}{}",
                 c["generation"].to_string(),
                 c["at"].as_str().unwrap_or("?"),
                 c["service"].as_str().unwrap_or("?"),
@@ -351,7 +361,12 @@ fn format_audit(v: &Value) -> String {
                 c["reason"]
                     .as_str()
                     .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if c["forced"] == json!(true) {
+                    "  FORCED: a pool that gained weight had no backend up"
+                } else {
+                    ""
+                }
             )
         })
         .collect::<Vec<_>>()

@@ -192,7 +192,8 @@ async fn a_killed_backend_is_down_within_the_thresholds_and_up_after_a_restart()
 }
 
 /// Green's two backends answer 500 on their health path; waits until
-/// status shows both down, then switches web to green.
+/// status shows both down, then switches web to green, forced (switch
+/// safety refuses it otherwise).
 async fn green_all_down(h: &Running) {
     let green: Vec<_> = h.backends.iter().filter(|b| b.pool == "green").collect();
     assert_eq!(green.len(), 2);
@@ -209,7 +210,100 @@ async fn green_all_down(h: &Running) {
             b.addr
         );
     }
-    switch(h.admin, "green").await;
+    let (s, v) = h
+        .api(
+            "POST",
+            "/v1/services/web/switch",
+            Some(r#"{"to":"green","force":true}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_a_pool_with_no_backend_up_is_refused_unless_forced() {
+    let h = Harness::new().green(2).service(CHECKS).start().await;
+    let green: Vec<_> = h.backends.iter().filter(|b| b.pool == "green").collect();
+    for b in &green {
+        b.set_health(500);
+    }
+    for b in &green {
+        assert!(
+            eventually(Duration::from_secs(5), || state_is(
+                &h, "green", b.addr, "down"
+            ))
+            .await,
+            "green backend {} never went down",
+            b.addr
+        );
+    }
+    let before = generation(h.admin).await;
+
+    // Refused: 409 naming green and each backend's last failure; nothing changed.
+    let (s, v) = h
+        .api("POST", "/v1/services/web/switch", Some(r#"{"to":"green"}"#))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let err = v["error"].as_str().unwrap_or_default();
+    for b in &green {
+        assert!(err.contains(&format!("{} answered 500", b.addr)), "{err}");
+    }
+    assert!(err.contains("pool green"), "{err}");
+    assert!(err.contains("force"), "{err}");
+    let (s, v) = h
+        .api(
+            "PUT",
+            "/v1/services/web/split",
+            Some(r#"{"split":{"blue":90,"green":10}}"#),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a canary share is refused too: {v}"
+    );
+    assert_eq!(
+        generation(h.admin).await,
+        before,
+        "a refused change changes nothing"
+    );
+    let a = get_once(h.proxy, "/", &[]).await.unwrap();
+    assert_eq!(a.pool(), "blue");
+
+    // Forced: applied, and the audit entry says so.
+    let (s, v) = h
+        .api(
+            "POST",
+            "/v1/services/web/switch",
+            Some(r#"{"to":"green","force":true,"reason":"testing"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, audit) = h.api("GET", "/v1/audit", None).await;
+    let last = audit["entries"].as_array().and_then(|e| e.last()).cloned();
+    let last = last.unwrap_or_default();
+    assert_eq!(last["action"], "switch", "{audit}");
+    assert_eq!(last["forced"], true, "{audit}");
+
+    // A rollback is never refused, even to a pool that is down now.
+    for b in h.backends.iter().filter(|b| b.pool == "blue") {
+        b.set_health(500);
+    }
+    let blue = h.backends.iter().find(|b| b.pool == "blue").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || state_is(
+            &h, "blue", blue.addr, "down"
+        ))
+        .await,
+        "blue never went down"
+    );
+    let (s, v) = h.api("POST", "/v1/services/web/rollback", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, audit) = h.api("GET", "/v1/audit", None).await;
+    let last = audit["entries"].as_array().and_then(|e| e.last()).cloned();
+    let last = last.unwrap_or_default();
+    assert_eq!(last["action"], "rollback", "{audit}");
+    assert!(last.get("forced").is_none(), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

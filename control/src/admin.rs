@@ -80,6 +80,8 @@ struct SplitBody {
     reason: Option<String>,
     expect_generation: Option<u64>,
     who: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +91,8 @@ struct SwitchBody {
     reason: Option<String>,
     expect_generation: Option<u64>,
     who: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +440,7 @@ fn change_request(
                 reason: b.reason,
                 expect_generation: b.expect_generation,
                 who: b.who.unwrap_or(peer_who),
+                force: b.force,
             }
         }
         ChangeKind::Switch => {
@@ -449,6 +454,7 @@ fn change_request(
                 reason: b.reason,
                 expect_generation: b.expect_generation,
                 who: b.who.unwrap_or(peer_who),
+                force: b.force,
             }
         }
         ChangeKind::Rollback => {
@@ -468,6 +474,7 @@ fn change_request(
                 reason: b.reason,
                 expect_generation: b.expect_generation,
                 who: b.who.unwrap_or(peer_who),
+                force: false,
             }
         }
     };

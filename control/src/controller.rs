@@ -28,6 +28,9 @@ pub struct ChangeRequest {
     pub reason: Option<String>,
     pub expect_generation: Option<u64>,
     pub who: String,
+    /// Apply even if the change gives weight to a pool with no backend up
+    /// (recorded in the audit entry). A rollback is never refused.
+    pub force: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -236,8 +239,10 @@ impl Controller {
             });
         }
 
+        let forced = check_available(&current, idx, req, &new, &old)?;
         let next = current.with_split(idx, new.clone());
-        let entry = audit_entry(req, next.generation, &pools, &new, &old);
+        let mut entry = audit_entry(req, next.generation, &pools, &new, &old);
+        entry.forced = forced;
         let mut previous = inner.previous.clone();
         previous[idx] = Some(old);
         let mut audit = inner.audit.clone();
@@ -411,6 +416,45 @@ fn explicit_split(
     Ok(split.into_iter().map(|w| w.unwrap_or(0)).collect())
 }
 
+/// Switch safety: a change that raises the weight of a pool with no
+/// backend up (by the active health checks) is refused unless forced; a
+/// rollback (back to the last acknowledged split) never is. Returns
+/// whether the change goes through only because it was forced.
+fn check_available(
+    current: &Snapshot,
+    idx: usize,
+    req: &ChangeRequest,
+    new: &[u32],
+    old: &[u32],
+) -> Result<bool, ControlError> {
+    if matches!(req.action, Action::Rollback) {
+        return Ok(false);
+    }
+    let Some(service) = current.services.get(idx) else {
+        return Ok(false);
+    };
+    let dead: Vec<String> = service
+        .pools
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            new.get(*i).copied().unwrap_or(0) > old.get(*i).copied().unwrap_or(0) && p.all_down()
+        })
+        .map(|(_, p)| p.down_message())
+        .collect();
+    if dead.is_empty() {
+        return Ok(false);
+    }
+    if req.force {
+        tracing::warn!(service = %req.service, who = %req.who, "forced change to a pool with no backend up: {}", dead.join("; "));
+        return Ok(true);
+    }
+    Err(ControlError::NoBackendUp {
+        service: req.service.clone(),
+        detail: dead.join("; "),
+    })
+}
+
 fn audit_entry(
     req: &ChangeRequest,
     generation: u64,
@@ -427,6 +471,7 @@ fn audit_entry(
         previous: named(pools, old),
         who: req.who.clone(),
         reason: req.reason.clone(),
+        forced: false,
     }
 }
 

@@ -16,6 +16,8 @@ pub enum ControlError {
     InvalidSplit(String),
     #[error("generation mismatch: the change expected generation {expected}, but the current generation is {actual}; read /v1/status and retry")]
     Conflict { expected: u64, actual: u64 },
+    #[error("refused: the change gives weight to a pool of service `{service}` with no backend up: {detail}; send \"force\": true (ctl: --force) to apply it anyway")]
+    NoBackendUp { service: String, detail: String },
     #[error("service `{0}` has no earlier split to roll back to")]
     NothingToRollBack(String),
     #[error(
@@ -36,9 +38,9 @@ impl ControlError {
             ControlError::UnknownPool { .. } | ControlError::InvalidSplit(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ControlError::Conflict { .. } | ControlError::NothingToRollBack(_) => {
-                StatusCode::CONFLICT
-            }
+            ControlError::Conflict { .. }
+            | ControlError::NothingToRollBack(_)
+            | ControlError::NoBackendUp { .. } => StatusCode::CONFLICT,
             ControlError::Persist { .. } | ControlError::BadStateFile { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -43,6 +43,10 @@ pub struct AuditEntry {
     pub previous: Vec<(String, u32)>,
     pub who: String,
     pub reason: Option<String>,
+    /// Applied with `force` although it gave weight to a pool with no
+    /// backend up. Absent (false) in older state files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 pub const STATE_VERSION: u32 = 1;
