@@ -195,14 +195,7 @@ async fn probe(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), S
             let (mut send, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(failed)?;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = send.send_request(req) => r.map_err(failed)?.status(),
-                r = &mut conn => return Err(match r {
-                    Ok(()) => "the connection closed before an answer".to_string(),
-                    Err(e) => failed(e),
-                }),
-            }
+            answer(send.send_request(req), conn).await?
         }
         Protocol::H2c => {
             let uri: Uri = format!("http://{host}{path}")
@@ -215,20 +208,30 @@ async fn probe(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), S
             let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(failed)?;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = send.send_request(req) => r.map_err(failed)?.status(),
-                r = &mut conn => return Err(match r {
-                    Ok(()) => "the connection closed before an answer".to_string(),
-                    Err(e) => failed(e),
-                }),
-            }
+            answer(send.send_request(req), conn).await?
         }
     };
     if hc.expects(status.as_u16()) {
         Ok(())
     } else {
         Err(format!("answered {}", status.as_u16()))
+    }
+}
+
+/// The status of the answer to `response`, while `conn` (the connection
+/// the request went out on, HTTP/1.1 or HTTP/2) is driven beside it.
+async fn answer<R, C>(response: R, conn: C) -> Result<http::StatusCode, String>
+where
+    R: std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>>,
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = response => r.map(|resp| resp.status()).map_err(|e| format!("request failed: {e}")),
+        r = &mut conn => Err(match r {
+            Ok(()) => "the connection closed before an answer".to_string(),
+            Err(e) => format!("request failed: {e}"),
+        }),
     }
 }
 
