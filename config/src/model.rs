@@ -121,6 +121,9 @@ pub struct ServiceConfig {
     /// the next pool (in ticket order) with a share and a backend up,
     /// instead of answering 503.
     pub failover: bool,
+    /// How many times a request that never reached its backend is tried
+    /// on another backend of the same pool (0 = never).
+    pub retries: u32,
     pub listeners: Vec<ListenerConfig>,
 }
 

@@ -440,3 +440,25 @@ fn status_ranges_parse() {
         assert!(parse_status_ranges(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn retries_default_to_two_and_are_bounded() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(c.services[0].retries, 2);
+    let c = parse(
+        "t.toml",
+        &GOOD.replace("green = 10 }", "green = 10 }\nretries = 0"),
+    )
+    .unwrap();
+    assert_eq!(c.services[0].retries, 0, "0 turns retries off");
+    for bad in ["-1", "11"] {
+        let errs =
+            errors(&GOOD.replace("green = 10 }", &format!("green = 10 }}\nretries = {bad}")));
+        has(
+            &errs,
+            4,
+            "services.web.retries",
+            "allowed: 0 (never retry) to 10",
+        );
+    }
+}

@@ -22,6 +22,9 @@ pub(crate) struct AccessInfo {
     pub method: http::Method,
     pub path: String,
     pub status: u16,
+    /// Backends tried before the one that answered (or failed last), each
+    /// with why it got nothing: `127.0.0.1:9001 connect failed: ...`.
+    pub retried: Vec<String>,
 }
 
 /// Held from routing until the response body ends: in-flight counts,
@@ -58,6 +61,15 @@ impl RequestGuard {
         }
     }
 
+    /// The request goes to `backend` instead (a retry): it leaves the one
+    /// it was counted on.
+    pub fn move_to(&mut self, backend: Arc<Backend>) {
+        backend.enter();
+        if let Some(old) = self.backend.replace(backend) {
+            old.leave();
+        }
+    }
+
     /// The response body was read to its end: its connection can be reused.
     pub fn response_complete(&mut self) {
         if let (Some(conn), Some(b)) = (self.upstream.take(), &self.backend) {
@@ -91,6 +103,8 @@ impl Drop for RequestGuard {
                 method = %a.method,
                 path = %a.path,
                 status = a.status,
+                attempts = a.retried.len() + 1,
+                retried = %a.retried.join("; "),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 bytes = self.bytes,
             );

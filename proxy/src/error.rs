@@ -133,6 +133,16 @@ impl ProxyError {
     }
 
     /// Who caused it: the client, the backend or cutover.
+    /// Appends `note` to the message, if there is one: ` (NOTE)`.
+    pub fn noted(mut self, note: Option<String>) -> ProxyError {
+        if let Some(note) = note {
+            self.message.push_str(" (");
+            self.message.push_str(&note);
+            self.message.push(')');
+        }
+        self
+    }
+
     pub fn blame(&self) -> ErrorSource {
         self.kind.blame()
     }

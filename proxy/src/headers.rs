@@ -222,16 +222,30 @@ impl Forwarded {
         ]
     }
 
-    /// Inserts the headers into `headers` (for hyper's client).
-    pub fn apply(self, headers: &mut HeaderMap) {
-        if let Some(h) = self.host {
-            headers.insert(header::HOST, h);
+    /// Inserts the headers into `headers` (for hyper's client); `self`
+    /// stays, in case the request must go to another backend.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(h) = &self.host {
+            headers.insert(header::HOST, h.clone());
         }
-        headers.insert(X_FORWARDED_FOR.clone(), self.for_);
-        headers.insert(X_FORWARDED_PROTO.clone(), self.proto);
-        if let Some(h) = self.forwarded_host {
-            headers.insert(X_FORWARDED_HOST.clone(), h);
+        headers.insert(X_FORWARDED_FOR.clone(), self.for_.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), self.proto.clone());
+        if let Some(h) = &self.forwarded_host {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         }
+    }
+
+    /// Takes out of `headers` what [`Forwarded::apply`] put in: the
+    /// request as it was before, for another backend. (`prepare_request`
+    /// removed these headers from the request, and `Host` was added only
+    /// when it had none.)
+    pub fn unapply(&self, headers: &mut HeaderMap) {
+        if self.host.is_some() {
+            headers.remove(header::HOST);
+        }
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
     }
 
     /// The bytes [`Forwarded::encode`] writes.

@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use crate::error::ErrorKind;
+use crate::upstream::RetryReason;
 
 /// Every metric name cutover exports, in one place.
 pub mod names {
@@ -30,6 +31,7 @@ pub mod names {
     pub const BACKEND_UP: &str = "cutover_backend_up";
     pub const HEALTH_CHECKS: &str = "cutover_health_checks_total";
     pub const FAILOVERS: &str = "cutover_failovers_total";
+    pub const RETRIES: &str = "cutover_retries_total";
 }
 
 /// Status classes used as the `code` label.
@@ -326,6 +328,7 @@ struct UpstreamFamilies {
     connections: IntGaugeVec,
     opened: IntCounterVec,
     kept: IntCounterVec,
+    retries: IntCounterVec,
 }
 
 impl UpstreamFamilies {
@@ -351,10 +354,18 @@ impl UpstreamFamilies {
             ),
             &["service", "pool"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                names::RETRIES,
+                "Requests sent again because nothing of them reached a backend (or an idempotent one without a body got no byte of an answer): on another backend of the same pool, or on a fresh connection for a dead pooled one (stale_connection)",
+            ),
+            &["service", "pool", "reason"],
+        )?;
         Ok(UpstreamFamilies {
             connections: upstream_connections,
             opened: upstream_opened,
             kept: upstream_kept,
+            retries,
         })
     }
 
@@ -362,6 +373,7 @@ impl UpstreamFamilies {
         registry.register(Box::new(self.kept.clone()))?;
         registry.register(Box::new(self.connections.clone()))?;
         registry.register(Box::new(self.opened.clone()))?;
+        registry.register(Box::new(self.retries.clone()))?;
         Ok(())
     }
 
@@ -370,6 +382,8 @@ impl UpstreamFamilies {
             open: self.connections.with_label_values(&[service, pool]),
             opened: self.opened.with_label_values(&[service, pool]),
             kept: self.kept.with_label_values(&[service, pool]),
+            retries: RetryReason::ALL
+                .map(|r| self.retries.with_label_values(&[service, pool, r.as_str()])),
         }
     }
 }
@@ -408,6 +422,14 @@ pub struct UpstreamMetrics {
     pub open: IntGauge,
     pub opened: IntCounter,
     pub kept: IntCounter,
+    retries: [IntCounter; RetryReason::ALL.len()],
+}
+
+impl UpstreamMetrics {
+    /// Counts one retry in `cutover_retries_total`.
+    pub fn count_retry(&self, reason: RetryReason) {
+        self.retries[reason as usize].inc();
+    }
 }
 
 impl PoolMetrics {

@@ -460,6 +460,40 @@ impl Pool {
         self.cum_weights.partition_point(|c| *c <= x)
     }
 
+    /// Another backend for a retry: drawn by weight among the available
+    /// ones that speak `protocol` and are not in `tried`. (Off the hot
+    /// path: only a request that never reached its backend comes here.)
+    pub fn pick_other(&self, tried: &[Arc<Backend>], protocol: Protocol) -> Option<&Arc<Backend>> {
+        let weight = |i: usize, b: &Arc<Backend>| {
+            let usable = self.is_available(i)
+                && b.protocol == protocol
+                && !tried.iter().any(|t| Arc::ptr_eq(t, b));
+            if usable {
+                u64::from(b.weight)
+            } else {
+                0
+            }
+        };
+        let total: u64 = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| weight(i, b))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut x = fastrand::u64(..total);
+        for (i, b) in self.backends.iter().enumerate() {
+            let w = weight(i, b);
+            if x < w {
+                return Some(b);
+            }
+            x -= w;
+        }
+        None
+    }
+
     /// Weighted power of two choices: draw two backends by weight, take the
     /// one with fewer requests in flight per unit of weight.
     pub fn pick(&self) -> Option<&Arc<Backend>> {

@@ -50,7 +50,26 @@ pub(super) fn validate_service(
         timeouts,
         limits,
         failover: rs.failover.unwrap_or(false),
+        retries: validate_retries(rs, path, errs),
         listeners,
+    }
+}
+
+/// At most this many retries per request.
+const MAX_RETRIES: i64 = 10;
+
+/// `retries`: 0 to [`MAX_RETRIES`], default 2.
+fn validate_retries(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> u32 {
+    match rs.retries {
+        None => 2,
+        Some(n) if (0..=MAX_RETRIES).contains(&n) => n as u32,
+        Some(n) => {
+            errs.push(
+                &key(path, "retries"),
+                format!("{n} is out of range; allowed: 0 (never retry) to {MAX_RETRIES}"),
+            );
+            2
+        }
     }
 }
 

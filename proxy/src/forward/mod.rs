@@ -13,6 +13,7 @@
 
 mod request;
 mod response;
+mod retry;
 mod route;
 mod upgrade;
 
@@ -31,6 +32,7 @@ use crate::headers;
 use crate::server::{ConnActivity, ListenerCtx};
 use crate::snapshot::{Pool, Service};
 use crate::ticket::Ticket;
+use crate::upstream::{Again, SendError};
 use upgrade::Upgrade;
 
 /// Per downstream connection.
@@ -57,14 +59,12 @@ pub(crate) async fn handle(
     if req.version() == Version::HTTP_2 {
         ctx.activity.mark_h2();
     }
-    // 1. The one snapshot read; the pool and a backend in it. (Issue 15:
-    // health filtering and retries on another backend of the same pool
-    // slot in here and around the send below.)
+    // 1. The one snapshot read; the pool and an available backend in it.
     let route::Routed {
         service,
         route,
         pool,
-        backend,
+        mut backend,
     } = match route::route(&req, &ctx) {
         Ok(routed) => routed,
         Err(failed) => return Ok(failed.respond(&ctx)),
@@ -82,15 +82,52 @@ pub(crate) async fn handle(
         Ok(fwd) => fwd,
         Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
     };
-    // 4. Send it; wait for the response head.
-    let sent = tokio::time::timeout_at(
-        tokio::time::Instant::from_std(start) + service.config.timeouts.response_header,
-        backend.upstream.send(head, body, fwd, upgrade.is_some()),
-    )
-    .await;
+    // 4. Send it; wait for the response head. A request that never reached
+    // its backend goes to another one of the pool ([`retry`]); every
+    // attempt shares the one `response_header` deadline.
+    let deadline = tokio::time::Instant::from_std(start) + service.config.timeouts.response_header;
+    let mut tried = None;
+    let mut attempt = (head, body, fwd);
+    let sent = loop {
+        let (head, body, fwd) = attempt;
+        let sent = tokio::time::timeout_at(
+            deadline,
+            backend.upstream.send(head, body, fwd, upgrade.is_some()),
+        )
+        .await;
+        let Ok(Err(SendError {
+            error,
+            again: Some(again),
+        })) = sent
+        else {
+            break sent;
+        };
+        let pool = &guard.pool;
+        let Some(next) = retry::next(
+            &service, pool, &backend, &error, &again, &mut tried, deadline,
+        ) else {
+            break Ok(Err(SendError { error, again: None }));
+        };
+        let Again {
+            mut head,
+            body,
+            mut fwd,
+            ..
+        } = *again;
+        if let Err(err) = request::retarget(&mut head, &mut fwd, &backend, &next.backend) {
+            return Ok(Failed::request(err, guard).respond(&ctx));
+        }
+        if let Some(delay) = next.delay {
+            tokio::time::sleep(delay).await;
+        }
+        guard.move_to(next.backend.clone());
+        backend = next.backend;
+        attempt = (head, body, fwd);
+    };
+    let retried = tried.and_then(|t| retry::note(&mut guard, *t));
     let (resp, conn) = match response::received(sent, &backend, &guard.pool, &service) {
         Ok(received) => received,
-        Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
+        Err(err) => return Ok(Failed::request(err.noted(retried), guard).respond(&ctx)),
     };
     // 5. The answer, or a tunnel when the backend agreed to an upgrade.
     Ok(match upgrade {

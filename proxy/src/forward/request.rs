@@ -2,6 +2,7 @@
 //! `X-Forwarded-*` and a `Host` in, the request target in the form the
 //! backend's protocol wants), and what the access log keeps of it.
 
+use http::header::HeaderValue;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::Version;
 
@@ -39,6 +40,29 @@ pub(super) fn prepare(
     }
     target(parts, backend)?;
     Ok(fwd)
+}
+
+/// `parts` (prepared for `from`) for another backend of the same pool and
+/// protocol, for a retry: an HTTP/2 target names `to`, and so does a
+/// `Host` that cutover added from `from`'s address (a request without
+/// one).
+#[cold]
+pub(super) fn retarget(
+    parts: &mut http::request::Parts,
+    fwd: &mut Forwarded,
+    from: &Backend,
+    to: &Backend,
+) -> Result<(), ProxyError> {
+    if fwd
+        .host
+        .as_ref()
+        .is_some_and(|h| h.as_bytes() == from.authority.as_str().as_bytes())
+    {
+        let host = HeaderValue::from_str(to.authority.as_str()).ok();
+        fwd.forwarded_host.clone_from(&host);
+        fwd.host = host;
+    }
+    target(parts, to)
 }
 
 /// HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
@@ -92,5 +116,6 @@ pub(super) fn access_info(
             .unwrap_or("/")
             .to_string(),
         status: 0,
+        retried: Vec::new(),
     }))
 }

@@ -12,7 +12,7 @@ use crate::body::{ProxyBody, RequestGuard};
 use crate::error::{error_chain, ErrorKind, ProxyError};
 use crate::headers;
 use crate::snapshot::{Backend, Pool, Service};
-use crate::upstream::{H1Conn, UpstreamBody, UpstreamError};
+use crate::upstream::{H1Conn, SendError, UpstreamBody};
 
 /// A response head from a backend and, for HTTP/1.1 through hyper, its
 /// connection.
@@ -22,14 +22,18 @@ pub(super) type Received = (Response<UpstreamBody>, Option<H1Conn>);
 /// hyper, its connection; or why there is none.
 #[inline]
 pub(super) fn received(
-    sent: Result<Result<Received, UpstreamError>, Elapsed>,
+    sent: Result<Result<Received, SendError>, Elapsed>,
     backend: &Backend,
     pool: &Pool,
     service: &Service,
 ) -> Result<Received, ProxyError> {
     match sent {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(ProxyError::from_upstream(e, &backend.addr, &pool.name)),
+        Ok(Err(e)) => Err(ProxyError::from_upstream(
+            e.error,
+            &backend.addr,
+            &pool.name,
+        )),
         Err(_) => Err(ProxyError::new(
             ErrorKind::Timeout,
             format!(

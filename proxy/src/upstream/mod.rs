@@ -285,6 +285,91 @@ fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, U
         .ok_or_else(|| UpstreamError::Request(e.into_error()))
 }
 
+/// Why a request may go to another backend of its pool: the label of
+/// `cutover_retries_total`. (`StaleConnection` is the one retry on the same
+/// backend: a pooled connection found dead is replaced by a fresh one.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connect failed (refused, unreachable): nothing was sent.
+    ConnectFailed = 0,
+    /// The connect timed out: nothing was sent.
+    ConnectTimeout,
+    /// The HTTP/2 handshake on a fresh connection failed: nothing was sent.
+    HandshakeFailed,
+    /// An idempotent request without a body got a reset or a close before
+    /// any byte of a response.
+    Reset,
+    /// A pooled connection was found closed; sent again on a fresh one.
+    StaleConnection,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 5] = [
+        RetryReason::ConnectFailed,
+        RetryReason::ConnectTimeout,
+        RetryReason::HandshakeFailed,
+        RetryReason::Reset,
+        RetryReason::StaleConnection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailed => "connect_failed",
+            RetryReason::ConnectTimeout => "connect_timeout",
+            RetryReason::HandshakeFailed => "handshake_failed",
+            RetryReason::Reset => "reset",
+            RetryReason::StaleConnection => "stale_connection",
+        }
+    }
+}
+
+/// A request that got no response, and, when it may go to another backend
+/// of the pool, the request itself, as it was before [`Upstream::send`]:
+/// nothing of it reached the backend (or it is idempotent, has no body and
+/// no byte of a response came back).
+pub struct SendError {
+    pub error: UpstreamError,
+    pub again: Option<Box<Again>>,
+}
+
+/// A request handed back for another backend, and why.
+pub struct Again {
+    pub reason: RetryReason,
+    pub head: http::request::Parts,
+    pub body: Incoming,
+    pub fwd: Forwarded,
+}
+
+impl SendError {
+    fn fatal(error: UpstreamError) -> SendError {
+        SendError { error, again: None }
+    }
+
+    /// A failure of hyper's client before anything was sent: the connect
+    /// (refused, timed out) or the HTTP/2 handshake. `fwd`, applied to the
+    /// request's headers, is taken out again.
+    #[cold]
+    fn unsent(error: UpstreamError, req: Request<Incoming>, fwd: Forwarded) -> SendError {
+        let reason = match &error {
+            UpstreamError::Connect(_) => RetryReason::ConnectFailed,
+            UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
+            UpstreamError::Handshake(_) => RetryReason::HandshakeFailed,
+            _ => return SendError::fatal(error),
+        };
+        let (mut head, body) = req.into_parts();
+        fwd.unapply(&mut head.headers);
+        SendError {
+            error,
+            again: Some(Box::new(Again {
+                reason,
+                head,
+                body,
+                fwd,
+            })),
+        }
+    }
+}
+
 /// An HTTP/1.1 connection out of the idle list, for one request; it goes
 /// back with [`Upstream::give_back`] once its response has been read whole.
 pub type H1Conn = http1::SendRequest<Incoming>;
@@ -345,23 +430,27 @@ impl Upstream {
         body: Incoming,
         fwd: Forwarded,
         upgrade: bool,
-    ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), UpstreamError> {
+    ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), SendError> {
         if self.protocol == Protocol::Http1 && !upgrade && h1::can_send(&head, &body) {
             // No body: the head is all there is to send.
-            let resp = self.send_direct(&head, &fwd).await?;
-            return Ok((resp.map(UpstreamBody::H1), None));
+            return match self.send_direct(&head, &fwd).await {
+                Ok(resp) => Ok((resp.map(UpstreamBody::H1), None)),
+                Err(e) => Err(SendError::direct(e, head, body, fwd)),
+            };
         }
         fwd.apply(&mut head.headers);
         let req = Request::from_parts(head, body);
         match self.protocol {
-            Protocol::Http1 => {
-                let (resp, conn) = self.send_h1(req).await?;
-                Ok((resp.map(UpstreamBody::Hyper), conn))
-            }
-            Protocol::H2c => {
-                let resp = self.send_h2(req).await?;
-                Ok((resp.map(UpstreamBody::Hyper), None))
-            }
+            Protocol::Http1 => match self.send_h1(req).await {
+                Ok((resp, conn)) => Ok((resp.map(UpstreamBody::Hyper), conn)),
+                Err(Failure::Unsent(e, req)) => Err(SendError::unsent(e, *req, fwd)),
+                Err(Failure::Sent(e)) => Err(SendError::fatal(e)),
+            },
+            Protocol::H2c => match self.send_h2(req).await {
+                Ok(resp) => Ok((resp.map(UpstreamBody::Hyper), None)),
+                Err(Failure::Unsent(e, req)) => Err(SendError::unsent(e, *req, fwd)),
+                Err(Failure::Sent(e)) => Err(SendError::fatal(e)),
+            },
         }
     }
 
@@ -369,37 +458,54 @@ impl Upstream {
         &self,
         head: &http::request::Parts,
         fwd: &Forwarded,
-    ) -> Result<Response<h1::Body>, UpstreamError> {
+    ) -> Result<Response<h1::Body>, DirectError> {
         if let Some(conn) = self.direct.take() {
             match h1::send(conn, head, fwd, &self.direct).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.retry => {
+                    self.registry
+                        .metrics
+                        .count_retry(RetryReason::StaleConnection);
                     tracing::debug!(backend = %self.addr, "idle connection failed before an answer ({}); sending on a new one", e.error)
                 }
-                Err(e) => return Err(UpstreamError::H1(e.error)),
+                Err(e) => return Err(DirectError::h1(e)),
             }
         }
-        let conn = h1::Conn::new(self.connect().await?);
+        let conn = match self.connect().await {
+            Ok(io) => h1::Conn::new(io),
+            Err(error) => {
+                return Err(DirectError {
+                    error,
+                    unanswered: true,
+                })
+            }
+        };
         h1::send(conn, head, fwd, &self.direct)
             .await
-            .map_err(|e| UpstreamError::H1(e.error))
+            .map_err(DirectError::h1)
     }
 
     async fn send_h1(
         &self,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<H1Conn>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<H1Conn>), Failure> {
         let mut req = req;
         if let Some(mut conn) = self.take_idle() {
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(conn))),
-                Err(e) => req = unsent(e)?,
+                Err(e) => req = unsent(e).map_err(Failure::Sent)?,
             }
+            self.registry
+                .metrics
+                .count_retry(RetryReason::StaleConnection);
         }
-        let mut conn = self.dial_h1().await?;
+        let mut conn = match self.dial_h1().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
+        };
         match conn.send_request(req).await {
             Ok(resp) => Ok((resp, Some(conn))),
-            Err(e) => Err(UpstreamError::Request(e)),
+            Err(e) => Err(Failure::Sent(UpstreamError::Request(e))),
         }
     }
 
@@ -475,17 +581,31 @@ impl Upstream {
         Ok(conn)
     }
 
-    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
         let shared = lock(&self.h2).as_ref().filter(|c| !c.is_closed()).cloned();
         let mut req = req;
         if let Some(mut conn) = shared {
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) => req = unsent(e)?,
+                Err(e) => req = unsent(e).map_err(Failure::Sent)?,
             }
+            self.registry
+                .metrics
+                .count_retry(RetryReason::StaleConnection);
         }
+        let mut conn = match self.dial_h2().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
+        };
+        conn.send_request(req)
+            .await
+            .map_err(|e| Failure::Sent(UpstreamError::Request(e)))
+    }
+
+    /// A fresh HTTP/2 connection, shared by the requests that follow.
+    async fn dial_h2(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
         let io = self.connect().await?;
-        let (mut conn, task) = http2::Builder::new(TokioExecutor::new())
+        let (conn, task) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake::<_, Incoming>(io)
             .await
@@ -498,7 +618,59 @@ impl Upstream {
         // Concurrent first requests may each dial; the last one stays shared
         // and the others close when their streams are done.
         *lock(&self.h2) = Some(conn.clone());
-        conn.send_request(req).await.map_err(UpstreamError::Request)
+        Ok(conn)
+    }
+}
+
+/// Why hyper's client sent no request: with the request when none of it
+/// was written (the connect or the handshake failed).
+enum Failure {
+    Unsent(UpstreamError, Box<Request<Incoming>>),
+    Sent(UpstreamError),
+}
+
+/// Why cutover's own client got no response, and whether any byte of one
+/// arrived.
+struct DirectError {
+    error: UpstreamError,
+    unanswered: bool,
+}
+
+impl DirectError {
+    fn h1(e: h1::SendError) -> DirectError {
+        DirectError {
+            unanswered: e.unanswered,
+            error: UpstreamError::H1(e.error),
+        }
+    }
+}
+
+impl SendError {
+    /// A request without a body that cutover's own client could not send:
+    /// another backend may have it when the connect failed, or when no byte
+    /// of a response came back and the method is idempotent.
+    #[cold]
+    fn direct(
+        e: DirectError,
+        head: http::request::Parts,
+        body: Incoming,
+        fwd: Forwarded,
+    ) -> SendError {
+        let reason = match &e.error {
+            UpstreamError::Connect(_) => RetryReason::ConnectFailed,
+            UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
+            _ if e.unanswered && h1::idempotent(&head.method) => RetryReason::Reset,
+            _ => return SendError::fatal(e.error),
+        };
+        SendError {
+            error: e.error,
+            again: Some(Box::new(Again {
+                reason,
+                head,
+                body,
+                fwd,
+            })),
+        }
     }
 }
 

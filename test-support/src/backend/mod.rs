@@ -82,6 +82,7 @@ pub struct TestBackend {
     /// What `/health` answers.
     health: Arc<AtomicU16>,
     stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
 }
 
 impl TestBackend {
@@ -93,6 +94,7 @@ impl TestBackend {
     pub fn start_on(listener: TcpListener, pool: &str) -> TestBackend {
         let addr = listener.local_addr().expect("backend addr");
         let (stop, mut rx) = watch::channel(false);
+        let (kill, killed) = watch::channel(false);
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicU64::new(0));
@@ -113,6 +115,7 @@ impl TestBackend {
                         open2.fetch_add(1, Ordering::Relaxed);
                         let (name, reqs, open3, health3) =
                             (name.clone(), reqs.clone(), open2.clone(), health2.clone());
+                        let mut killed = killed.clone();
                         tokio::spawn(async move {
                             let svc = service_fn(move |req: Request<Incoming>| {
                                 let health = (req.uri().path() == "/health")
@@ -128,9 +131,14 @@ impl TestBackend {
                                     }
                                 }
                             });
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                .await;
+                            let builder = auto::Builder::new(TokioExecutor::new());
+                            let serve = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            // A kill drops the connection, requests in flight and all.
+                            tokio::select! {
+                                _ = serve => {}
+                                _ = killed.wait_for(|k| *k) => {}
+                            }
                             open3.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -146,6 +154,7 @@ impl TestBackend {
             requests,
             health,
             stop,
+            kill,
         }
     }
 
@@ -213,12 +222,20 @@ impl TestBackend {
             requests: Arc::new(AtomicU64::new(0)),
             health: Arc::new(AtomicU16::new(200)),
             stop,
+            kill: watch::channel(false).0,
         }
     }
 
     /// Stops accepting (open connections finish their current request).
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Like a crashed process: stops accepting and drops every open
+    /// connection at once, requests in flight included (HTTP backends).
+    pub fn kill(&self) {
+        self.stop.send_replace(true);
+        self.kill.send_replace(true);
     }
 
     /// `["<addr>"]`: this backend as a TOML backend list.
@@ -289,6 +306,22 @@ async fn backend_answer(
         return Ok(resp);
     }
     let q = q.as_str();
+    if req.uri().path() == "/echo" {
+        // The request body back, as received (at most 1 MiB).
+        let body = match http_body_util::Limited::new(req.into_body(), 1 << 20)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::from_static(b"body too large or broken"),
+        };
+        let resp = Response::builder()
+            .header("x-pool", pool.as_str())
+            .header("x-backend", addr.to_string())
+            .body(BodyExt::boxed(Full::new(body)))
+            .unwrap_or_else(|_| Response::new(BodyExt::boxed(Full::new(Bytes::new()))));
+        return Ok(resp);
+    }
     if req.uri().path() == "/status" {
         // An answer with this status and no body (204, 304...).
         let code = StatusCode::from_u16(query_num(q, "code", 204) as u16)

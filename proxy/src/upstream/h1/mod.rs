@@ -97,6 +97,10 @@ pub enum H1Error {
 pub struct SendError {
     pub error: H1Error,
     pub retry: bool,
+    /// No byte of a response arrived (the write failed, or the connection
+    /// closed or failed before the first byte): an idempotent request may
+    /// go to another backend.
+    pub unanswered: bool,
 }
 
 /// Whether this client can send a request with this head and body: no
@@ -106,7 +110,7 @@ pub fn can_send<B: http_body::Body>(head: &http::request::Parts, body: &B) -> bo
     body.is_end_stream() && head.method != Method::CONNECT
 }
 
-fn idempotent(m: &Method) -> bool {
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -144,6 +148,7 @@ pub async fn send(
         return Err(SendError {
             error: H1Error::Write(e),
             retry: reused,
+            unanswered: true,
         });
     }
     // The response head is read here rather than in a nested async fn: a
@@ -151,6 +156,7 @@ pub async fn send(
     let mut answered = false;
     let fail = |error: H1Error, answered: bool| SendError {
         retry: reused && !answered && head.idempotent,
+        unanswered: !answered,
         error,
     };
     // A head can only have ended in bytes with a newline: a backend that
