@@ -32,7 +32,7 @@ use crate::headers;
 use crate::server::{ConnActivity, ListenerCtx};
 use crate::snapshot::{Pool, Service};
 use crate::ticket::Ticket;
-use crate::upstream::{Again, SendError};
+use crate::upstream::SendError;
 use upgrade::Upgrade;
 
 /// Per downstream connection.
@@ -86,45 +86,28 @@ pub(crate) async fn handle(
     // its backend goes to another one of the pool ([`retry`]); every
     // attempt shares the one `response_header` deadline.
     let deadline = tokio::time::Instant::from_std(start) + service.config.timeouts.response_header;
-    let mut tried = None;
-    let mut attempt = (head, body, fwd);
-    let sent = loop {
-        let (head, body, fwd) = attempt;
-        let sent = tokio::time::timeout_at(
-            deadline,
-            backend.upstream.send(head, body, fwd, upgrade.is_some()),
-        )
-        .await;
-        let Ok(Err(SendError {
+    let sent = tokio::time::timeout_at(
+        deadline,
+        backend.upstream.send(head, body, fwd, upgrade.is_some()),
+    )
+    .await;
+    let (sent, retried) = match sent {
+        Ok(Err(SendError {
             error,
             again: Some(again),
-        })) = sent
-        else {
-            break sent;
-        };
-        let pool = &guard.pool;
-        let Some(next) = retry::next(
-            &service, pool, &backend, &error, &again, &mut tried, deadline,
-        ) else {
-            break Ok(Err(SendError { error, again: None }));
-        };
-        let Again {
-            mut head,
-            body,
-            mut fwd,
-            ..
-        } = *again;
-        if let Err(err) = request::retarget(&mut head, &mut fwd, &backend, &next.backend) {
-            return Ok(Failed::request(err, guard).respond(&ctx));
+        })) => {
+            let failed = (error, again);
+            let at = retry::At {
+                service: &service,
+                backend: &mut backend,
+                guard: &mut guard,
+                upgrade: upgrade.is_some(),
+                deadline,
+            };
+            retry::again(at, failed).await
         }
-        if let Some(delay) = next.delay {
-            tokio::time::sleep(delay).await;
-        }
-        guard.move_to(next.backend.clone());
-        backend = next.backend;
-        attempt = (head, body, fwd);
+        sent => (sent, None),
     };
-    let retried = tried.and_then(|t| retry::note(&mut guard, *t));
     let (resp, conn) = match response::received(sent, &backend, &guard.pool, &service) {
         Ok(received) => received,
         Err(err) => return Ok(Failed::request(err.noted(retried), guard).respond(&ctx)),

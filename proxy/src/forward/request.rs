@@ -68,6 +68,7 @@ pub(super) fn retarget(
 /// HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
 /// expects from a reverse proxy (an HTTP/1.1 client's request target mostly
 /// is already); HTTP/2 ones `:scheme` and `:authority`.
+#[inline]
 fn target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), ProxyError> {
     let http1 = backend.protocol == cutover_config::Protocol::Http1;
     let origin_form = parts.uri.scheme().is_none()

@@ -11,11 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::error::Elapsed;
 use tokio::time::Instant;
 
+use super::request;
+use super::response::Received;
 use crate::body::RequestGuard;
 use crate::snapshot::{Backend, Pool, Service};
-use crate::upstream::{Again, RetryReason, UpstreamError};
+use crate::upstream::{Again, RetryReason, SendError, UpstreamError};
 
 /// The backoff before the second retry; it doubles for each one after,
 /// and each is jittered by a factor in [0.5, 1.5).
@@ -29,6 +32,74 @@ pub(super) struct Tried {
     /// `ADDR ERROR` per backend tried, for the access log and the error.
     pub failures: Vec<String>,
     resets: u32,
+}
+
+/// A request's state at a retry: its service, the backend it is on (moved
+/// to each new one), its books, whether it is an upgrade, its deadline.
+pub(super) struct At<'a> {
+    pub service: &'a Service,
+    pub backend: &'a mut Arc<Backend>,
+    pub guard: &'a mut RequestGuard,
+    pub upgrade: bool,
+    pub deadline: Instant,
+}
+
+/// The send failed and handed the request back (`failed`): tries it on
+/// other backends of the pool while [`next`] allows. Returns the last
+/// attempt's outcome and, when there were retries, their summary for the
+/// error (see [`note`]). Only a failed send comes here: the first attempt
+/// stays inline in `handle`, where a nested future would cost every
+/// request a move.
+pub(super) async fn again(
+    at: At<'_>,
+    failed: (UpstreamError, Box<Again>),
+) -> (Result<Result<Received, SendError>, Elapsed>, Option<String>) {
+    let (mut error, mut again) = failed;
+    let mut tried = None;
+    let sent = loop {
+        let pool = at.guard.pool.clone();
+        let Some(next) = next(
+            at.service,
+            &pool,
+            at.backend,
+            &error,
+            &again,
+            &mut tried,
+            at.deadline,
+        ) else {
+            break Ok(Err(SendError { error, again: None }));
+        };
+        let Again {
+            mut head,
+            body,
+            mut fwd,
+            ..
+        } = *again;
+        // Same protocol, so this cannot fail where the first prepare did
+        // not; if it does, the request stops here with the first error.
+        if request::retarget(&mut head, &mut fwd, at.backend, &next.backend).is_err() {
+            break Ok(Err(SendError { error, again: None }));
+        }
+        if let Some(delay) = next.delay {
+            tokio::time::sleep(delay).await;
+        }
+        at.guard.move_to(next.backend.clone());
+        *at.backend = next.backend;
+        let sent = tokio::time::timeout_at(
+            at.deadline,
+            at.backend.upstream.send(head, body, fwd, at.upgrade),
+        )
+        .await;
+        match sent {
+            Ok(Err(SendError {
+                error: e,
+                again: Some(a),
+            })) => (error, again) = (e, a),
+            sent => break sent,
+        }
+    };
+    let summary = tried.and_then(|t| note(at.guard, *t));
+    (sent, summary)
 }
 
 /// Where a failed attempt goes next: another backend, after `delay`.
