@@ -66,6 +66,13 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// An idle downstream keep-alive connection is closed after this.
     pub idle: Duration,
+    /// How long the shared h2c connection to a backend may go without
+    /// reading a frame before cutover sends a PING; `None` (`"0s"`): no
+    /// PINGs.
+    pub h2_ping_interval: Option<Duration>,
+    /// A PING unanswered for this long closes the connection; the next
+    /// request opens a new one.
+    pub h2_ping_timeout: Duration,
 }
 
 impl Default for Timeouts {
@@ -75,6 +82,8 @@ impl Default for Timeouts {
             response_header: Duration::from_secs(60),
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(60),
+            h2_ping_interval: Some(Duration::from_secs(10)),
+            h2_ping_timeout: Duration::from_secs(5),
         }
     }
 }

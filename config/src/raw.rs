@@ -71,6 +71,8 @@ pub struct RawTimeouts {
     pub response_header: Option<String>,
     pub header_read: Option<String>,
     pub idle: Option<String>,
+    pub h2_ping_interval: Option<String>,
+    pub h2_ping_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -462,3 +462,82 @@ fn retries_default_to_two_and_are_bounded() {
         );
     }
 }
+
+#[test]
+fn h2_pings_default_on_and_can_be_turned_off() {
+    use std::time::Duration;
+    let c = parse("t.toml", GOOD).unwrap();
+    let t = &c.services[0].timeouts;
+    assert_eq!(t.h2_ping_interval, Some(Duration::from_secs(10)));
+    assert_eq!(t.h2_ping_timeout, Duration::from_secs(5));
+
+    let text = format!(
+        "{GOOD}\n[services.web.timeouts]\nh2_ping_interval = \"250ms\"\nh2_ping_timeout = \"1s\"\n"
+    );
+    let t = parse("t.toml", &text).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.h2_ping_interval, Some(Duration::from_millis(250)));
+    assert_eq!(t.h2_ping_timeout, Duration::from_secs(1));
+
+    // "0s": no PINGs; the timeout is unused then, so "0s" passes too.
+    let text = format!(
+        "{GOOD}\n[services.web.timeouts]\nh2_ping_interval = \"0s\"\nh2_ping_timeout = \"0s\"\n"
+    );
+    let t = parse("t.toml", &text).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.h2_ping_interval, None);
+}
+
+#[test]
+fn h2_ping_errors_name_the_key_and_the_bound() {
+    // GOOD ends at line 16; line 18 is the table.
+    let text = format!(
+        "{GOOD}\n[services.web.timeouts]\nh2_ping_interval = \"50ms\"\nh2_ping_timeout = \"soon\"\n"
+    );
+    let errs = errors(&text);
+    let t = "services.web.timeouts";
+    has(
+        &errs,
+        19,
+        &format!("{t}.h2_ping_interval"),
+        "must be \"0s\" (no PINGs) or at least 100ms",
+    );
+    has(
+        &errs,
+        20,
+        &format!("{t}.h2_ping_timeout"),
+        "is not a duration",
+    );
+    assert_eq!(errs.len(), 2, "{}", ConfigErrors(errs.clone()));
+
+    // A zero timeout while PINGs are on (the default interval included).
+    for (lines, line) in [
+        ("h2_ping_timeout = \"0s\"\n", 19),
+        ("h2_ping_interval = \"3s\"\nh2_ping_timeout = \"0ms\"\n", 20),
+    ] {
+        let errs = errors(&format!("{GOOD}\n[services.web.timeouts]\n{lines}"));
+        has(
+            &errs,
+            line,
+            &format!("{t}.h2_ping_timeout"),
+            "must be greater than zero while PINGs are on",
+        );
+        assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    }
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\nh2_ping_interval = \"3s\"\nh2_ping_timeout = \"0ms\"\n"
+    ));
+    assert!(
+        errs[0].message.contains("h2_ping_interval = \"3s\""),
+        "{}",
+        errs[0]
+    );
+
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\nh2_pings = true\n"
+    ));
+    has(
+        &errs,
+        19,
+        &format!("{t}.h2_pings"),
+        "h2_ping_interval, h2_ping_timeout",
+    );
+}

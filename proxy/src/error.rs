@@ -169,6 +169,12 @@ impl ProxyError {
             ),
             // A user error while sending is the request body (the client's
             // stream) failing, not the backend.
+            // hyper's only timer on an upstream connection: the h2c
+            // connection's PING (`h2_ping_timeout`) went unanswered.
+            UpstreamError::Request(h) if h.is_timeout() => (
+                ErrorKind::Timeout,
+                format!("backend {backend} (pool {pool}) stopped answering: an HTTP/2 PING got no answer in time"),
+            ),
             UpstreamError::Request(h) if h.is_user() => (
                 ErrorKind::ClientAborted,
                 format!("the client's request body failed while sending to backend {backend}"),

@@ -28,6 +28,7 @@ pub mod names {
     pub const UPSTREAM_CONNECTIONS: &str = "cutover_upstream_connections";
     pub const UPSTREAM_CONNECTIONS_OPENED: &str = "cutover_upstream_connections_opened_total";
     pub const UPSTREAM_CONNECTIONS_KEPT: &str = "cutover_upstream_connections_kept_total";
+    pub const UPSTREAM_H2_PING_TIMEOUTS: &str = "cutover_upstream_h2_ping_timeouts_total";
     pub const BACKEND_UP: &str = "cutover_backend_up";
     pub const HEALTH_CHECKS: &str = "cutover_health_checks_total";
     pub const FAILOVERS: &str = "cutover_failovers_total";
@@ -322,13 +323,14 @@ impl HealthFamilies {
     }
 }
 
-/// HTTP connections to backends: open, opened, and kept by finishing a
-/// body the client stopped reading.
+/// HTTP connections to backends: open, opened, kept by finishing a body
+/// the client stopped reading, and h2c ones closed for an unanswered PING.
 struct UpstreamFamilies {
     connections: IntGaugeVec,
     opened: IntCounterVec,
     kept: IntCounterVec,
     retries: IntCounterVec,
+    ping_timeouts: IntCounterVec,
 }
 
 impl UpstreamFamilies {
@@ -361,11 +363,19 @@ impl UpstreamFamilies {
             ),
             &["service", "pool", "reason"],
         )?;
+        let ping_timeouts = IntCounterVec::new(
+            Opts::new(
+                names::UPSTREAM_H2_PING_TIMEOUTS,
+                "h2c connections to backends closed because a PING got no answer within h2_ping_timeout",
+            ),
+            &["service", "pool"],
+        )?;
         Ok(UpstreamFamilies {
             connections: upstream_connections,
             opened: upstream_opened,
             kept: upstream_kept,
             retries,
+            ping_timeouts,
         })
     }
 
@@ -374,6 +384,7 @@ impl UpstreamFamilies {
         registry.register(Box::new(self.connections.clone()))?;
         registry.register(Box::new(self.opened.clone()))?;
         registry.register(Box::new(self.retries.clone()))?;
+        registry.register(Box::new(self.ping_timeouts.clone()))?;
         Ok(())
     }
 
@@ -384,6 +395,7 @@ impl UpstreamFamilies {
             kept: self.kept.with_label_values(&[service, pool]),
             retries: RetryReason::ALL
                 .map(|r| self.retries.with_label_values(&[service, pool, r.as_str()])),
+            ping_timeouts: self.ping_timeouts.with_label_values(&[service, pool]),
         }
     }
 }
@@ -423,6 +435,8 @@ pub struct UpstreamMetrics {
     pub opened: IntCounter,
     pub kept: IntCounter,
     retries: [IntCounter; RetryReason::ALL.len()],
+    /// h2c connections closed because a PING went unanswered.
+    pub ping_timeouts: IntCounter,
 }
 
 impl UpstreamMetrics {

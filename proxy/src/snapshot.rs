@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
@@ -22,7 +22,7 @@ use prometheus::IntCounter;
 
 use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
 use crate::ticket::{Split, Ticket};
-use crate::upstream::{ConnRegistry, Upstream};
+use crate::upstream::{ConnRegistry, Upstream, UpstreamSettings};
 
 pub struct Snapshot {
     pub generation: u64,
@@ -92,7 +92,7 @@ pub struct Backend {
     pub(crate) upstream: Upstream,
     /// The upstream connections this backend opened.
     pub connections: Arc<ConnRegistry>,
-    connect_timeout: Duration,
+    settings: UpstreamSettings,
 }
 
 impl Snapshot {
@@ -214,6 +214,7 @@ impl Service {
         let prev_service = prev
             .and_then(|p| p.service(&sc.name))
             .map(|(_, s)| s.clone());
+        let settings = UpstreamSettings::from_timeouts(&sc.timeouts);
         let pools = sc
             .pools
             .iter()
@@ -248,7 +249,7 @@ impl Service {
                                     b.addr == bc.addr
                                         && b.protocol == bc.protocol
                                         && b.weight == bc.weight
-                                        && b.connect_timeout == sc.timeouts.connect
+                                        && b.settings == settings
                                 })
                                 .cloned()
                         });
@@ -257,7 +258,7 @@ impl Service {
                                 &bc.addr,
                                 bc.protocol,
                                 bc.weight,
-                                sc.timeouts.connect,
+                                settings,
                                 pool_metrics.upstream.clone(),
                             ))
                         })
@@ -522,7 +523,7 @@ impl Backend {
         addr: &str,
         protocol: Protocol,
         weight: u32,
-        connect_timeout: Duration,
+        settings: UpstreamSettings,
         metrics: UpstreamMetrics,
     ) -> Backend {
         let connections = Arc::new(ConnRegistry::new(metrics));
@@ -534,9 +535,9 @@ impl Backend {
             protocol,
             weight,
             in_flight: AtomicI64::new(0),
-            upstream: Upstream::new(addr, protocol, connect_timeout, connections.clone()),
+            upstream: Upstream::new(addr, protocol, settings, connections.clone()),
             connections,
-            connect_timeout,
+            settings,
         }
     }
 
@@ -546,7 +547,7 @@ impl Backend {
             &self.addr,
             self.protocol,
             self.weight,
-            self.connect_timeout,
+            self.settings,
             self.connections.metrics().clone(),
         )
     }
@@ -580,7 +581,10 @@ mod tests {
                     &format!("127.0.0.1:{}", 1000 + i),
                     Protocol::Http1,
                     *w,
-                    Duration::from_secs(1),
+                    UpstreamSettings {
+                        connect_timeout: std::time::Duration::from_secs(1),
+                        h2_ping: None,
+                    },
                     pm.upstream.clone(),
                 ))
             })
@@ -725,6 +729,44 @@ mod tests {
         sc.failover = false;
         plain.config = Arc::new(sc);
         assert!(plain.failover(0).is_none());
+    }
+
+    #[tokio::test]
+    async fn backends_are_rebuilt_when_their_connection_settings_change() {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let text = |timeouts: &str| {
+            format!("[services.web]\nsplit = {{ blue = 1 }}\ntimeouts = {{ {timeouts} }}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nprotocol = \"h2c\"\nbackends = [\"127.0.0.1:1\"]\n")
+        };
+        let build = |timeouts: &str, prev: Option<&Snapshot>| {
+            let config = cutover_config::parse("t.toml", &text(timeouts)).unwrap();
+            Snapshot::build(&config.services, &[vec![1]], 1, prev, &m)
+        };
+        let backend = |s: &Snapshot| s.services[0].pools[0].backends[0].clone();
+        let a = build("h2_ping_interval = \"10s\"", None);
+        let same = build(
+            "h2_ping_interval = \"10s\", response_header = \"5s\"",
+            Some(&a),
+        );
+        assert!(Arc::ptr_eq(&backend(&a), &backend(&same)), "kept");
+        for changed in [
+            "h2_ping_interval = \"5s\"",
+            "h2_ping_timeout = \"1s\"",
+            "h2_ping_interval = \"0s\"",
+            "connect = \"1s\"",
+        ] {
+            let b = build(changed, Some(&a));
+            assert!(!Arc::ptr_eq(&backend(&a), &backend(&b)), "{changed}");
+        }
+        let off = build("h2_ping_interval = \"0s\"", None);
+        assert_eq!(backend(&off).settings.h2_ping, None);
+        assert_eq!(
+            backend(&a).settings.h2_ping,
+            Some(crate::upstream::H2Ping {
+                interval: std::time::Duration::from_secs(10),
+                timeout: std::time::Duration::from_secs(5),
+            })
+        );
     }
 
     #[tokio::test]

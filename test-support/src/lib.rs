@@ -13,6 +13,8 @@
 //!   test waits.
 //! - [`metrics`]: the one metrics reader, for `/metrics` and for a
 //!   `prometheus::Registry`.
+//! - [`relay`]: [`relay::Relay`], a TCP relay in front of a backend that
+//!   can freeze its connections (silent both ways, still open).
 //! - [`process`]: the real binary started on port 0, its addresses read
 //!   from its log.
 //!
@@ -39,6 +41,7 @@ pub mod moto;
 pub mod poll;
 pub mod process;
 pub mod raw;
+pub mod relay;
 pub mod ws;
 
 pub use backend::TestBackend;

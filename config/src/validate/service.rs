@@ -304,6 +304,7 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Time
     let d = Timeouts::default();
     let tpath = key(path, "timeouts");
     let rt = rs.timeouts.as_ref();
+    let (h2_ping_interval, h2_ping_timeout) = h2_ping(rt, &tpath, errs);
     Timeouts {
         connect: duration(
             errs,
@@ -329,7 +330,65 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Time
             &rt.and_then(|t| t.idle.clone()),
             d.idle,
         ),
+        h2_ping_interval,
+        h2_ping_timeout,
     }
+}
+
+/// The shortest `h2_ping_interval` other than `"0s"`: PINGs more often
+/// than this are noise, and look like abuse to some servers.
+const MIN_H2_PING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `timeouts.h2_ping_interval` (`"0s"`: no PINGs) and `h2_ping_timeout`
+/// (greater than zero while PINGs are on).
+fn h2_ping(
+    rt: Option<&RawTimeouts>,
+    tpath: &[Seg],
+    errs: &mut Errs<'_>,
+) -> (Option<Duration>, Duration) {
+    let d = Timeouts::default();
+    let parse = |errs: &mut Errs<'_>, k: &str, raw: Option<&String>| {
+        raw.and_then(|s| match crate::parse_duration(s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                errs.push(&key(tpath, k), e);
+                None
+            }
+        })
+    };
+    let raw_interval = rt.and_then(|t| t.h2_ping_interval.as_ref());
+    let interval = match parse(errs, "h2_ping_interval", raw_interval) {
+        None => d.h2_ping_interval,
+        Some(v) if v.is_zero() => None,
+        Some(v) if v < MIN_H2_PING_INTERVAL => {
+            errs.push(
+                &key(tpath, "h2_ping_interval"),
+                format!(
+                    "must be \"0s\" (no PINGs) or at least {}",
+                    humantime::format_duration(MIN_H2_PING_INTERVAL)
+                ),
+            );
+            d.h2_ping_interval
+        }
+        Some(v) => Some(v),
+    };
+    let raw_timeout = rt.and_then(|t| t.h2_ping_timeout.as_ref());
+    let timeout = match (parse(errs, "h2_ping_timeout", raw_timeout), interval) {
+        (Some(v), Some(every)) if v.is_zero() => {
+            errs.push(
+                &key(tpath, "h2_ping_timeout"),
+                format!(
+                    "must be greater than zero while PINGs are on (h2_ping_interval = \"{}\"); \
+                     write a duration like \"5s\", or set h2_ping_interval = \"0s\" to send none",
+                    humantime::format_duration(every)
+                ),
+            );
+            d.h2_ping_timeout
+        }
+        (Some(v), _) => v,
+        (None, _) => d.h2_ping_timeout,
+    };
+    (interval, timeout)
 }
 
 /// `limits`.

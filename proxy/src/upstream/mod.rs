@@ -12,6 +12,12 @@
 //! the checkout, which used to open 50-140 surplus connections at 256
 //! clients).
 //!
+//! The shared HTTP/2 connection sends a PING whenever it has read nothing
+//! for `h2_ping_interval`, idle or not, and is closed when one goes
+//! unanswered for `h2_ping_timeout` ([`H2Ping`]): a backend host that
+//! vanished without a RST costs one interval, not a `response_header`
+//! timeout per request. The next request finds it closed and dials anew.
+//!
 //! Every connection is also recorded in a [`ConnRegistry`] with a duplicate
 //! of its socket (`try_clone`, a second descriptor for the same socket),
 //! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
@@ -374,13 +380,43 @@ impl SendError {
 /// back with [`Upstream::give_back`] once its response has been read whole.
 pub type H1Conn = http1::SendRequest<Incoming>;
 
+/// Liveness PINGs on a shared HTTP/2 connection: sent once nothing was read
+/// for `interval` (idle or not); one unanswered for `timeout` closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Ping {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// How an [`Upstream`] connects. A backend is reused across snapshots only
+/// while these stay equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// `None`: no PINGs (`h2_ping_interval = "0s"`).
+    pub h2_ping: Option<H2Ping>,
+}
+
+impl UpstreamSettings {
+    /// The settings a service's `timeouts` give its backends.
+    pub fn from_timeouts(t: &cutover_config::Timeouts) -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: t.connect,
+            h2_ping: t.h2_ping_interval.map(|interval| H2Ping {
+                interval,
+                timeout: t.h2_ping_timeout,
+            }),
+        }
+    }
+}
+
 pub struct Upstream {
     addr: String,
     /// `addr` parsed once when it is an IP address (no resolver on the
     /// request path); host names are resolved per connect.
     socket_addr: Option<SocketAddr>,
     protocol: Protocol,
-    connect_timeout: Duration,
+    settings: UpstreamSettings,
     registry: Arc<ConnRegistry>,
     /// Idle connections of hyper's client (requests with a body).
     idle: IdleList<H1Conn>,
@@ -393,14 +429,14 @@ impl Upstream {
     pub fn new(
         addr: &str,
         protocol: Protocol,
-        connect_timeout: Duration,
+        settings: UpstreamSettings,
         registry: Arc<ConnRegistry>,
     ) -> Upstream {
         Upstream {
             addr: addr.to_string(),
             socket_addr: addr.parse().ok(),
             protocol,
-            connect_timeout,
+            settings,
             registry,
             idle: IdleList::default(),
             direct: Arc::default(),
@@ -557,9 +593,10 @@ impl Upstream {
                 None => TcpStream::connect(self.addr.as_str()).await,
             }
         };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+        let limit = self.settings.connect_timeout;
+        let stream = tokio::time::timeout(limit, connecting)
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(|_| UpstreamError::ConnectTimeout(limit))?
             .map_err(UpstreamError::Connect)?;
         // Requests and responses are written whole; do not wait for ACKs.
         let _ = stream.set_nodelay(true);
@@ -602,17 +639,40 @@ impl Upstream {
             .map_err(|e| Failure::Sent(UpstreamError::Request(e)))
     }
 
-    /// A fresh HTTP/2 connection, shared by the requests that follow.
+    /// A new HTTP/2 connection, its task spawned, shared by the requests
+    /// that follow. The task ends when the connection does; a PING that
+    /// went unanswered is logged and counted there, and the handle reports
+    /// `is_closed` from then on.
     async fn dial_h2(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
         let io = self.connect().await?;
-        let (conn, task) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        if let Some(ping) = self.settings.h2_ping {
+            builder
+                .keep_alive_interval(ping.interval)
+                .keep_alive_timeout(ping.timeout)
+                .keep_alive_while_idle(true);
+        }
+        let (conn, task) = builder
             .handshake::<_, Incoming>(io)
             .await
             .map_err(UpstreamError::Handshake)?;
+        let (addr, timeouts) = (
+            self.addr.clone(),
+            self.registry.metrics.ping_timeouts.clone(),
+        );
+        let ping_timeout = self.settings.h2_ping.map_or(Duration::ZERO, |p| p.timeout);
         tokio::spawn(async move {
-            if let Err(e) = task.await {
-                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            match task.await {
+                Err(e) if e.is_timeout() => {
+                    timeouts.inc();
+                    tracing::warn!(
+                        backend = %addr,
+                        "HTTP/2 connection to backend {addr} closed: a PING got no answer within {ping_timeout:?}; the next request opens a new connection"
+                    );
+                }
+                Err(e) => tracing::debug!(backend = %addr, "upstream HTTP/2 connection ended: {e}"),
+                Ok(_) => {}
             }
         });
         // Concurrent first requests may each dial; the last one stays shared
@@ -684,7 +744,10 @@ mod tests {
         Upstream::new(
             addr,
             Protocol::Http1,
-            Duration::from_secs(1),
+            UpstreamSettings {
+                connect_timeout: Duration::from_secs(1),
+                h2_ping: None,
+            },
             Arc::new(ConnRegistry::new(m.pool("s", "p").upstream)),
         )
     }
