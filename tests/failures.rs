@@ -119,8 +119,23 @@ async fn h2c_backends_get_http2_and_http1_backends_http11() {
         let a = c.get("/", &[]).await.unwrap();
         assert_eq!(a.status, 200);
         assert_eq!(a.headers["x-seen-version"], "HTTP/2.0");
+        // The client's name travels as `:authority` only: a `Host` header
+        // beside it is malformed HTTP/2 (nginx answers 400).
         assert_eq!(a.headers["x-seen-host"], "www.example.test");
+        assert_eq!(a.headers["x-seen-host-header"], "");
     }
+    // From an HTTP/2 client too, and with no name at all (HTTP/1.0): the
+    // backend's own address.
+    let a = Conn::h2(h.proxy).await.get("/", &[]).await.unwrap();
+    assert_eq!(a.headers["x-seen-host"], "www.example.test");
+    assert_eq!(a.headers["x-seen-host-header"], "");
+    let answer = raw::exchange(h.proxy, b"GET / HTTP/1.0\r\n\r\n").await;
+    let backend = h.backends[0].addr.to_string();
+    assert_eq!(
+        raw::header_value(&answer, "x-seen-host"),
+        Some(backend.as_str()),
+        "{answer}"
+    );
     let plain = Harness::new().start().await;
     let a = Conn::h2(plain.proxy).await.get("/", &[]).await.unwrap();
     assert_eq!(

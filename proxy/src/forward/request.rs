@@ -2,8 +2,8 @@
 //! `X-Forwarded-*` and a `Host` in, the request target in the form the
 //! backend's protocol wants), and what the access log keeps of it.
 
-use http::header::HeaderValue;
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::Version;
 
 use super::upgrade::Upgrade;
@@ -28,7 +28,7 @@ pub(super) fn prepare(
     // The name the client asked for goes on in `Host` (from HTTP/2's
     // `:authority` when the client spoke HTTP/2), else the backend's own
     // (an HTTP/1.0 client may send none).
-    let fwd = headers::prepare_request(
+    let mut fwd = headers::prepare_request(
         &mut parts.headers,
         scanned,
         &ctx.client_value,
@@ -38,14 +38,17 @@ pub(super) fn prepare(
     if let Some(u) = upgrade {
         u.prepare(parts);
     }
-    target(parts, backend)?;
+    let authority = match backend.protocol {
+        cutover_config::Protocol::Http1 => None,
+        cutover_config::Protocol::H2c => Some(h2_authority(parts, &mut fwd, backend)),
+    };
+    target(parts, backend, authority)?;
     Ok(fwd)
 }
 
 /// `parts` (prepared for `from`) for another backend of the same pool and
-/// protocol, for a retry: an HTTP/2 target names `to`, and so does a
-/// `Host` that cutover added from `from`'s address (a request without
-/// one).
+/// protocol, for a retry: where the name the backend gets was `from`'s own
+/// address (a request without a `Host`), it becomes `to`'s.
 #[cold]
 pub(super) fn retarget(
     parts: &mut http::request::Parts,
@@ -53,23 +56,47 @@ pub(super) fn retarget(
     from: &Backend,
     to: &Backend,
 ) -> Result<(), ProxyError> {
-    if fwd
-        .host
-        .as_ref()
-        .is_some_and(|h| h.as_bytes() == from.authority.as_str().as_bytes())
-    {
+    let from_name = from.authority.as_str().as_bytes();
+    if fwd.host.as_ref().is_some_and(|h| h.as_bytes() == from_name) {
         let host = HeaderValue::from_str(to.authority.as_str()).ok();
         fwd.forwarded_host.clone_from(&host);
         fwd.host = host;
     }
-    target(parts, to)
+    let authority = match to.protocol {
+        cutover_config::Protocol::Http1 => None,
+        cutover_config::Protocol::H2c => Some(match parts.uri.authority() {
+            Some(a) if a.as_str().as_bytes() != from_name => a.clone(),
+            _ => to.authority.clone(),
+        }),
+    };
+    target(parts, to, authority)
+}
+
+/// The `:authority` an HTTP/2 backend gets: the name the client asked for
+/// (its `Host`, or the one cutover adds from the client's `:authority`),
+/// else the backend's own address. HTTP/2 carries the name only there
+/// (RFC 9113, 8.3.1): the `Host` header goes, as strict servers (nginx)
+/// answer 400 to a request with both.
+fn h2_authority(
+    parts: &mut http::request::Parts,
+    fwd: &mut Forwarded,
+    backend: &Backend,
+) -> Authority {
+    let host = parts.headers.remove(HOST).or_else(|| fwd.host.take());
+    host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| backend.authority.clone())
 }
 
 /// HTTP/1.1 backends get origin form (`GET /path HTTP/1.1`), as a backend
 /// expects from a reverse proxy (an HTTP/1.1 client's request target mostly
-/// is already); HTTP/2 ones `:scheme` and `:authority`.
+/// is already); HTTP/2 ones `:scheme` and `authority` (see
+/// [`h2_authority`]).
 #[inline]
-fn target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), ProxyError> {
+fn target(
+    parts: &mut http::request::Parts,
+    backend: &Backend,
+    authority: Option<Authority>,
+) -> Result<(), ProxyError> {
     let http1 = backend.protocol == cutover_config::Protocol::Http1;
     let origin_form = parts.uri.scheme().is_none()
         && parts.uri.authority().is_none()
@@ -81,9 +108,9 @@ fn target(parts: &mut http::request::Parts, backend: &Backend) -> Result<(), Pro
             .path_and_query()
             .cloned()
             .or_else(|| Some(PathAndQuery::from_static("/")));
-        if !http1 {
+        if let Some(authority) = authority {
             uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(backend.authority.clone());
+            uri.authority = Some(authority);
         }
         parts.uri = Uri::from_parts(uri).map_err(|e| {
             ProxyError::new(ErrorKind::BadRequest, "cannot build the upstream URI").caused_by(e)

@@ -348,7 +348,16 @@ async fn backend_answer(
         .header("x-pool", pool.as_str())
         .header("x-backend", addr.to_string())
         .header("x-seen-xff", echo("x-forwarded-for"))
-        .header("x-seen-host", echo("host"))
+        // HTTP/2 carries the name in `:authority`, HTTP/1.1 in `Host`.
+        .header(
+            "x-seen-host",
+            h.get("host")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default(),
+        )
+        .header("x-seen-host-header", echo("host"))
         .header("x-seen-xfh", echo("x-forwarded-host"))
         .header("x-seen-xfp", echo("x-forwarded-proto"))
         .header("x-seen-connection", echo("connection"))
