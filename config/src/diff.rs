@@ -68,6 +68,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.timeouts.clone(),
                 s.limits.clone(),
                 s.failover,
+                s.outlier.clone(),
             )
         };
         if settings(o) != settings(n) {
