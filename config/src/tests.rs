@@ -467,7 +467,10 @@ fn outlier_ejection_is_on_by_default_and_every_key_can_be_set() {
             max_ejected_percent: 100,
         }
     );
-    let text = GOOD.replace("green = 10 }", "green = 10 }\noutlier = { enabled = false }");
+    let text = GOOD.replace(
+        "green = 10 }",
+        "green = 10 }\noutlier = { enabled = false }",
+    );
     let c = parse("t.toml", &text).unwrap();
     assert!(!c.services[0].outlier.enabled);
     // An empty table is the defaults.
@@ -535,5 +538,10 @@ fn outlier_errors_name_the_line_and_key() {
     let errs = errors(&format!(
         "{GOOD}\n[services.web.outlier]\nmax_ejected_percent = -1\n"
     ));
-    has(&errs, 19, &format!("{o}.max_ejected_percent"), "allowed: 0 to 100");
+    has(
+        &errs,
+        19,
+        &format!("{o}.max_ejected_percent"),
+        "allowed: 0 to 100",
+    );
 }

@@ -18,7 +18,8 @@ const MAX_WEIGHT: i64 = 1_000_000;
 const ALLOWED_HEALTH_CHECK_KEYS: &str =
     "path, host, expect, interval, timeout, healthy_threshold, unhealthy_threshold";
 
-const ALLOWED_OUTLIER_KEYS: &str = "enabled, consecutive_failures, count_5xx, base_ejection, max_ejection, max_ejected_percent";
+const ALLOWED_OUTLIER_KEYS: &str =
+    "enabled, consecutive_failures, count_5xx, base_ejection, max_ejection, max_ejected_percent";
 
 pub(crate) struct Errs<'a> {
     origin: &'a str,

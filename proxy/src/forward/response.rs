@@ -11,6 +11,7 @@ use tokio::time::error::Elapsed;
 use crate::body::{ProxyBody, RequestGuard};
 use crate::error::{error_chain, ErrorKind, ProxyError};
 use crate::headers;
+use crate::outlier::{self, Failure};
 use crate::snapshot::{Backend, Pool, Service};
 use crate::upstream::{H1Conn, UpstreamBody, UpstreamError};
 
@@ -19,7 +20,8 @@ use crate::upstream::{H1Conn, UpstreamBody, UpstreamError};
 pub(super) type Received = (Response<UpstreamBody>, Option<H1Conn>);
 
 /// The outcome of the send: the response head and, for HTTP/1.1 through
-/// hyper, its connection; or why there is none.
+/// hyper, its connection; or why there is none. Each outcome is also the
+/// backend's passive signal (a failure streak leads to its ejection).
 #[inline]
 pub(super) fn received(
     sent: Result<Result<Received, UpstreamError>, Elapsed>,
@@ -28,15 +30,24 @@ pub(super) fn received(
     service: &Service,
 ) -> Result<Received, ProxyError> {
     match sent {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(ProxyError::from_upstream(e, &backend.addr, &pool.name)),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::Timeout,
-            format!(
-                "backend {} (pool {}) sent no response within {:?}",
-                backend.addr, pool.name, service.config.timeouts.response_header
-            ),
-        )),
+        Ok(Ok(r)) => {
+            outlier::answered(service, backend, r.0.status());
+            Ok(r)
+        }
+        Ok(Err(e)) => {
+            outlier::failed(service, backend, Failure::of(&e));
+            Err(ProxyError::from_upstream(e, &backend.addr, &pool.name))
+        }
+        Err(_) => {
+            outlier::failed(service, backend, Some(Failure::ResponseTimeout));
+            Err(ProxyError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "backend {} (pool {}) sent no response within {:?}",
+                    backend.addr, pool.name, service.config.timeouts.response_header
+                ),
+            ))
+        }
     }
 }
 
