@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cutover_proxy::{Ejection, Snapshot};
+use cutover_proxy::{Ejection, Pool, Snapshot};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -128,21 +128,23 @@ impl Ejector {
     fn pass(&mut self, controller: &Controller, now: Instant) {
         self.returns(controller, now);
         let snap = controller.snapshot().load_full();
-        for (si, s) in snap.services.iter().enumerate() {
-            if !s.config.outlier.enabled {
-                continue;
-            }
-            for (pi, p) in s.pools.iter().enumerate() {
-                for (bi, b) in p.backends.iter().enumerate() {
+        let mut tripped = Vec::new();
+        for s in snap.services.iter().filter(|s| s.config.outlier.enabled) {
+            for p in &s.pools {
+                for b in &p.backends {
                     let failures = b.passive.failures();
                     if failures >= s.config.outlier.consecutive_failures {
                         // Acted on, whatever the decision: a refused
                         // backend is looked at again after a new streak.
                         b.passive.reset();
-                        self.consider(controller, (si, pi, bi), failures, now);
+                        let key = (s.name().to_string(), p.name.clone(), b.addr.clone());
+                        tripped.push((key, failures));
                     }
                 }
             }
+        }
+        for (key, failures) in tripped {
+            self.consider(controller, key, failures, now);
         }
         let snap = controller.snapshot().load_full();
         self.records
@@ -169,39 +171,21 @@ impl Ejector {
         }
     }
 
-    /// Ejects the backend at `at` (indices in the current snapshot) after
-    /// `failures` in a row, unless the cap or the pool's last available
-    /// backend forbids it.
-    fn consider(
-        &mut self,
-        controller: &Controller,
-        (si, pi, bi): (usize, usize, usize),
-        failures: u32,
-        now: Instant,
-    ) {
+    /// Ejects the backend `key` after `failures` in a row, unless the cap
+    /// or the pool's last available backend forbids it. Reads the snapshot
+    /// in force now: each ejection counts for the next decision.
+    fn consider(&mut self, controller: &Controller, key: Key, failures: u32, now: Instant) {
         let snap = controller.snapshot().load_full();
-        let Some(s) = snap.services.get(si) else {
+        let Some((si, pi, bi)) = locate(&snap, &key) else {
             return;
         };
-        let Some(p) = s.pools.get(pi) else { return };
-        let Some(b) = p.backends.get(bi) else { return };
-        if p.ejections().get(bi).is_none_or(Option::is_some) {
+        let s = &snap.services[si];
+        let (p, o) = (&s.pools[pi], &s.config.outlier);
+        if p.ejections()[bi].is_some() {
             return; // Already ejected: failures of requests sent before.
         }
-        let key = (s.name().to_string(), p.name.clone(), b.addr.clone());
-        let o = &s.config.outlier;
         let rec = self.records.entry(key.clone()).or_default();
-        let weighted = |i: &usize| p.backends[*i].weight > 0;
-        let all = 0..p.backends.len();
-        let n = all.clone().filter(weighted).count();
-        let ejected = all
-            .clone()
-            .filter(|i| weighted(i) && p.ejections()[*i].is_some())
-            .count();
-        let others = all
-            .filter(|i| *i != bi && weighted(i))
-            .filter(|i| p.health()[*i].is_up() && p.ejections()[*i].is_none())
-            .count();
+        let (n, ejected, others) = pool_counts(p, bi);
         if let Some(why) = refusal(n, ejected, others, o.max_ejected_percent) {
             if !std::mem::replace(&mut rec.refusal_logged, true) {
                 tracing::warn!(service = %key.0, pool = %key.1, backend = %key.2, "not ejected after {failures} consecutive failures: {why}");
@@ -210,10 +194,10 @@ impl Ejector {
         }
         let d = doublings(rec.back.map(|t| (rec.doublings, t)), now, o.max_ejection);
         let length = ejection_time(o.base_ejection, o.max_ejection, d);
-        let last = b.passive.last_failure().map(|f| f.describe());
+        let last = p.backends[bi].passive.last_failure();
         let reason = format!(
             "{failures} consecutive failures: {}",
-            last.as_deref().unwrap_or("unknown")
+            last.map_or_else(|| "unknown".to_string(), |f| f.describe())
         );
         let since = SystemTime::now();
         let ejection = Ejection {
@@ -234,6 +218,31 @@ impl Ejector {
     }
 }
 
+/// For a decision on backend `bi` of `p`: its backends with a positive
+/// weight, how many of them are ejected, and how many others are
+/// available (up and not ejected).
+fn pool_counts(p: &Pool, bi: usize) -> (usize, usize, usize) {
+    let (mut n, mut ejected, mut others) = (0, 0, 0);
+    for (i, ((b, h), e)) in p
+        .backends
+        .iter()
+        .zip(p.health())
+        .zip(p.ejections())
+        .enumerate()
+    {
+        if b.weight == 0 {
+            continue;
+        }
+        n += 1;
+        if e.is_some() {
+            ejected += 1;
+        } else if i != bi && h.is_up() {
+            others += 1;
+        }
+    }
+    (n, ejected, others)
+}
+
 /// A backend's indices in `snap`, by name.
 fn locate(snap: &Snapshot, (service, pool, addr): &Key) -> Option<(usize, usize, usize)> {
     let (si, s) = snap.service(service)?;
@@ -245,6 +254,111 @@ fn locate(snap: &Snapshot, (service, pool, addr): &Key) -> Option<(usize, usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn controller(outlier: &str) -> Controller {
+        let text = format!(
+            "[services.web]\nsplit = {{ blue = 1, green = 0 }}\noutlier = {{ {outlier} }}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", {{ addr = \"127.0.0.1:4\", weight = 0 }}]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:5\"]\n"
+        );
+        let config = cutover_config::parse("t.toml", &text).unwrap();
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(cutover_proxy::ProxyMetrics::new(&registry).unwrap());
+        Controller::new(config, &registry, metrics).unwrap()
+    }
+
+    /// `n` refused connects on backend `b` of pool `p`.
+    fn fail(c: &Controller, p: usize, b: usize, n: u32) {
+        let snap = c.snapshot().load_full();
+        let signal = c.outlier_signal();
+        for _ in 0..n {
+            let backend = &snap.services[0].pools[p].backends[b];
+            backend
+                .passive
+                .failure(cutover_proxy::outlier::Failure::ConnectRefused, 3, &signal);
+        }
+    }
+
+    fn ejection(c: &Controller, p: usize, b: usize) -> Option<Ejection> {
+        c.snapshot().load().services[0].pools[p].ejections()[b].clone()
+    }
+
+    #[tokio::test]
+    async fn the_ejector_ejects_returns_and_doubles_within_the_cap() {
+        let c =
+            controller("consecutive_failures = 3, base_ejection = \"10s\", max_ejection = \"25s\"");
+        let mut e = Ejector::default();
+        let t0 = Instant::now();
+        fail(&c, 0, 0, 2);
+        e.pass(&c, t0);
+        assert_eq!(ejection(&c, 0, 0), None, "two are not a streak of three");
+        fail(&c, 0, 0, 1);
+        e.pass(&c, t0);
+        let first = ejection(&c, 0, 0).unwrap();
+        assert_eq!(first.reason, "3 consecutive failures: connect refused");
+        assert_eq!(
+            first.until.duration_since(first.since).unwrap().as_secs(),
+            10
+        );
+        assert_eq!(c.snapshot().load().generation, 1, "not an operator change");
+        assert_eq!(e.next_return(), Some(t0 + Duration::from_secs(10)));
+
+        // Three weighted backends at 50%: one at a time. The weight-0 one
+        // does not count.
+        fail(&c, 0, 1, 3);
+        e.pass(&c, t0);
+        assert_eq!(ejection(&c, 0, 1), None, "the cap holds");
+        // Green's only backend is never ejected.
+        fail(&c, 1, 0, 5);
+        e.pass(&c, t0);
+        assert_eq!(ejection(&c, 1, 0), None);
+
+        // Back when its time is up; a new streak soon after: twice as long.
+        e.pass(&c, t0 + Duration::from_secs(9));
+        assert!(ejection(&c, 0, 0).is_some(), "not yet");
+        let back = t0 + Duration::from_secs(10);
+        e.pass(&c, back);
+        assert_eq!(ejection(&c, 0, 0), None, "back after base_ejection");
+        assert_eq!(e.next_return(), None);
+        fail(&c, 0, 0, 3);
+        e.pass(&c, back + Duration::from_secs(1));
+        let second = ejection(&c, 0, 0).unwrap();
+        assert_eq!(
+            second.until.duration_since(second.since).unwrap().as_secs(),
+            20
+        );
+        // A passing active check lifts it early; the ejector notes the return.
+        c.active_check_passed("web", "blue", "127.0.0.1:1");
+        assert_eq!(ejection(&c, 0, 0), None);
+        let lifted = back + Duration::from_secs(2);
+        e.pass(&c, lifted);
+        assert_eq!(e.next_return(), None);
+        // Ejected again right away: doubled again, capped at 25s.
+        fail(&c, 0, 0, 3);
+        e.pass(&c, lifted);
+        let third = ejection(&c, 0, 0).unwrap();
+        assert_eq!(
+            third.until.duration_since(third.since).unwrap().as_secs(),
+            25
+        );
+        // After max_ejection back without an ejection, it starts over.
+        let later = lifted + Duration::from_secs(25);
+        e.pass(&c, later);
+        fail(&c, 0, 0, 3);
+        e.pass(&c, later + Duration::from_secs(25));
+        let fresh = ejection(&c, 0, 0).unwrap();
+        assert_eq!(
+            fresh.until.duration_since(fresh.since).unwrap().as_secs(),
+            10
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disabled_service_ejects_nothing() {
+        let c = controller("enabled = false");
+        let mut e = Ejector::default();
+        fail(&c, 0, 0, 10);
+        e.pass(&c, Instant::now());
+        assert_eq!(ejection(&c, 0, 0), None);
+    }
 
     #[test]
     fn the_cap_rounds_down_but_ejects_one_of_two_and_never_a_whole_pool() {
