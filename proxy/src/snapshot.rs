@@ -409,11 +409,14 @@ impl Pool {
     ) -> Pool {
         health.resize(backends.len(), Health::Up);
         ejections.resize(backends.len(), None);
-        let ejections_waived = !backends
-            .iter()
-            .zip(health.iter().zip(&ejections))
-            .any(|(b, (h, e))| b.weight > 0 && h.is_up() && e.is_none())
-            && ejections.iter().any(Option::is_some);
+        // Ejections are waived when only ejected backends could serve.
+        let could_serve = |ejected: bool| {
+            backends
+                .iter()
+                .zip(health.iter().zip(&ejections))
+                .any(|(b, (h, e))| b.weight > 0 && h.is_up() && e.is_some() == ejected)
+        };
+        let ejections_waived = !could_serve(false) && could_serve(true);
         let mut pool = Pool {
             name,
             send_proxy_protocol,
@@ -878,6 +881,10 @@ mod tests {
         assert_eq!(p.available(), 1);
         assert!(!p.all_down());
         assert!(Arc::ptr_eq(p.pick().unwrap(), &p.backends[0]));
+        // Both down: nothing to waive.
+        let both = p.with_health(vec![down("x"), down("y"), Health::Up]);
+        assert!(!both.ejections_waived());
+        assert!(both.all_down());
         // Once the other is back, the ejection holds again.
         let p = p.with_health(vec![Health::Up; 3]);
         assert!(!p.ejections_waived());
