@@ -182,20 +182,17 @@ pub struct Ejection {
 }
 
 /// Records an attempt that got a response head: a success, or with
-/// `count_5xx` a 5xx is a failure.
+/// `count_5xx` a 5xx is a failure. On the request path: one relaxed load
+/// (see [`Passive::success`]); the rest is out of line.
 #[inline]
 pub(crate) fn answered(service: &Service, backend: &Backend, status: StatusCode) {
     let o = &service.config.outlier;
-    if !o.enabled {
-        return;
-    }
-    if o.count_5xx && status.is_server_error() {
-        let f = Failure::Status(status.as_u16());
-        backend
-            .passive
-            .failure(f, o.consecutive_failures, &service.outlier);
-    } else {
-        backend.passive.success();
+    if o.enabled {
+        if o.count_5xx && status.is_server_error() {
+            failed(service, backend, Some(Failure::Status(status.as_u16())));
+        } else {
+            backend.passive.success();
+        }
     }
 }
 
@@ -207,9 +204,11 @@ pub(crate) fn succeeded(service: &Service, backend: &Backend) {
     }
 }
 
-/// Records an attempt that got no response head: `None` when that was not
-/// the backend's doing (it neither counts nor ends a streak).
-#[inline]
+/// Records an attempt that got no response head (or a 5xx that counts):
+/// `None` when that was not the backend's doing (it neither counts nor
+/// ends a streak). Out of line: failures are the rare path.
+#[cold]
+#[inline(never)]
 pub(crate) fn failed(service: &Service, backend: &Backend, failure: Option<Failure>) {
     let o = &service.config.outlier;
     if let (true, Some(f)) = (o.enabled, failure) {
@@ -217,6 +216,13 @@ pub(crate) fn failed(service: &Service, backend: &Backend, failure: Option<Failu
             .passive
             .failure(f, o.consecutive_failures, &service.outlier);
     }
+}
+
+/// [`failed`] for an upstream error, classified out of line.
+#[cold]
+#[inline(never)]
+pub(crate) fn failed_upstream(service: &Service, backend: &Backend, err: &UpstreamError) {
+    failed(service, backend, Failure::of(err));
 }
 
 #[cfg(test)]

@@ -29,13 +29,10 @@ pub(super) fn received(
     pool: &Pool,
     service: &Service,
 ) -> Result<Received, ProxyError> {
-    match sent {
-        Ok(Ok(r)) => {
-            outlier::answered(service, backend, r.0.status());
-            Ok(r)
-        }
+    let received = match sent {
+        Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => {
-            outlier::failed(service, backend, Failure::of(&e));
+            outlier::failed_upstream(service, backend, &e);
             Err(ProxyError::from_upstream(e, &backend.addr, &pool.name))
         }
         Err(_) => {
@@ -48,7 +45,13 @@ pub(super) fn received(
                 ),
             ))
         }
+    };
+    // The status read where the answer already lies: reading it before
+    // the match cost a copy of the response head per request (callgrind).
+    if let Ok((resp, _)) = &received {
+        outlier::answered(service, backend, resp.status());
     }
+    received
 }
 
 /// The backend's answer as the client gets it: hop-by-hop headers out,
