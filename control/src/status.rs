@@ -97,3 +97,46 @@ fn backend_json(b: &Backend, h: &Health, e: Option<&Ejection>) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_backend_shows_up_down_or_ejected_and_down_wins() {
+        let registry = prometheus::Registry::new();
+        let m = cutover_proxy::ProxyMetrics::new(&registry).unwrap();
+        let b = Backend::new(
+            "10.0.1.12:8080",
+            cutover_config::Protocol::Http1,
+            1,
+            Duration::from_secs(1),
+            m.pool("web", "blue").upstream,
+        );
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
+        let e = Ejection {
+            reason: "5 consecutive failures: connect refused".into(),
+            since,
+            until: since + Duration::from_secs(10),
+        };
+        let up = backend_json(&b, &Health::Up, None);
+        assert_eq!(up["state"], "up");
+        assert!(up.get("reason").is_none() && up.get("until").is_none());
+        let ejected = backend_json(&b, &Health::Up, Some(&e));
+        assert_eq!(ejected["state"], "ejected");
+        assert_eq!(ejected["reason"], "5 consecutive failures: connect refused");
+        assert_eq!(ejected["since"], "2027-01-15T08:00:00.250Z");
+        assert_eq!(ejected["until"], "2027-01-15T08:00:10.250Z");
+        let down = Health::Down {
+            reason: "answered 500".into(),
+            since,
+        };
+        let both = backend_json(&b, &down, Some(&e));
+        assert_eq!(both["state"], "down");
+        assert_eq!(both["reason"], "answered 500");
+        assert_eq!(both["since"], "2027-01-15T08:00:00Z");
+        assert_eq!(both["ejected_until"], "2027-01-15T08:00:10.250Z");
+        assert!(both.get("until").is_none());
+    }
+}
