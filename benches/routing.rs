@@ -23,8 +23,9 @@ fn routing(c: &mut Criterion) {
         let config = common::two_pools(n);
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry).expect("metrics");
+        let signal = std::sync::Arc::new(cutover_proxy::outlier::Signal::default());
         let splits: Vec<Vec<u32>> = config.services.iter().map(|s| s.split.clone()).collect();
-        let snap = Snapshot::build(&config.services, &splits, 1, None, &metrics);
+        let snap = Snapshot::build(&config.services, &splits, 1, None, &metrics, &signal);
         let swap = Arc::new(ArcSwap::from_pointee(snap));
         let mut ticket = Ticket(0x1234_5678_9abc_def0);
 

@@ -21,6 +21,7 @@ fn snapshot(c: &mut Criterion) {
         let config = common::two_pools(n);
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry).expect("metrics");
+        let signal = std::sync::Arc::new(cutover_proxy::outlier::Signal::default());
         let splits: Vec<Vec<u32>> = config.services.iter().map(|s| s.split.clone()).collect();
 
         group.bench_with_input(BenchmarkId::new("build_fresh", n), &n, |b, _| {
@@ -31,11 +32,12 @@ fn snapshot(c: &mut Criterion) {
                     1,
                     None,
                     &metrics,
+                    &signal,
                 ))
             })
         });
 
-        let prev = Snapshot::build(&config.services, &splits, 1, None, &metrics);
+        let prev = Snapshot::build(&config.services, &splits, 1, None, &metrics, &signal);
         group.bench_with_input(BenchmarkId::new("build_reusing_prev", n), &n, |b, _| {
             b.iter(|| {
                 black_box(Snapshot::build(
@@ -44,6 +46,7 @@ fn snapshot(c: &mut Criterion) {
                     2,
                     Some(&prev),
                     &metrics,
+                    &signal,
                 ))
             })
         });

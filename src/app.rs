@@ -202,6 +202,11 @@ impl App {
             controller.clone(),
             shutdown_rx.clone(),
         ));
+        // The ejector: acts on the backends' passive failure streaks.
+        tasks.spawn(cutover_control::outlier::run(
+            controller.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(cutover_control::admin::serve(
             admin_listener,
             admin.clone(),

@@ -263,14 +263,24 @@ fn format_change(v: &Value) -> String {
     }
 }
 
-/// `10.0.1.10:8080`, or `10.0.1.10:8080 (down since ...: connect refused)`.
+/// `10.0.1.10:8080`, `10.0.1.10:8080 (down since ...: connect refused)`
+/// or `10.0.1.10:8080 (ejected until ...: 5 consecutive failures: ...)`.
 fn backend_line(b: &Value) -> String {
     let addr = b["addr"].as_str().unwrap_or("?");
+    let (reason, since) = (
+        b["reason"].as_str().unwrap_or("?"),
+        b["since"].as_str().unwrap_or("?"),
+    );
     match b["state"].as_str() {
-        Some("down") => format!(
-            "{addr} (down since {}: {})",
-            b["since"].as_str().unwrap_or("?"),
-            b["reason"].as_str().unwrap_or("?")
+        Some("down") => match b["ejected_until"].as_str() {
+            Some(until) => {
+                format!("{addr} (down since {since}: {reason}; also ejected until {until})")
+            }
+            None => format!("{addr} (down since {since}: {reason})"),
+        },
+        Some("ejected") => format!(
+            "{addr} (ejected until {}: {reason})",
+            b["until"].as_str().unwrap_or("?")
         ),
         _ => addr.to_string(),
     }
@@ -515,7 +525,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_prints_available_backends_and_why_one_is_down() {
+    fn status_prints_available_backends_and_why_one_is_down_or_ejected() {
         let v = serde_json::json!({
             "generation": 2,
             "services": [{
@@ -525,7 +535,10 @@ mod tests {
                     "backends": [
                         {"addr": "10.0.1.10:8080", "state": "up"},
                         {"addr": "10.0.1.11:8080", "state": "down", "reason": "connect refused",
-                         "since": "2026-11-29T21:00:00Z"}
+                         "since": "2026-11-29T21:00:00Z"},
+                        {"addr": "10.0.1.12:8080", "state": "ejected",
+                         "reason": "5 consecutive failures: connect refused",
+                         "since": "2026-11-29T21:00:01.250Z", "until": "2026-11-29T21:00:11.250Z"}
                     ]
                 }],
                 "listeners": []
@@ -533,10 +546,11 @@ mod tests {
         });
         let out = format_status(&v);
         assert!(out.contains("available"), "{out}");
-        assert!(out.contains(" 1/2 "), "{out}");
+        assert!(out.contains(" 1/3 "), "{out}");
         assert!(
             out.contains(
-                "10.0.1.10:8080, 10.0.1.11:8080 (down since 2026-11-29T21:00:00Z: connect refused)"
+                "10.0.1.10:8080, 10.0.1.11:8080 (down since 2026-11-29T21:00:00Z: connect refused), \
+                 10.0.1.12:8080 (ejected until 2026-11-29T21:00:11.250Z: 5 consecutive failures: connect refused)"
             ),
             "{out}"
         );

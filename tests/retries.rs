@@ -137,9 +137,11 @@ async fn a_reset_before_any_answer_is_retried_for_idempotent_requests_only() {
     let resetting = Scripted::start(vec![("/", then_close(Vec::new()))]).await;
     let good = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
+    // Passive ejection off: the resetting backend must keep its share.
     let h = Harness::new()
         .blue(0)
         .green(0)
+        .service("outlier = { enabled = false }")
         .backends(
             &format!("[\"{}\", \"{}\"]", resetting.addr, good.addr),
             &green.toml_list(),

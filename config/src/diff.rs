@@ -69,6 +69,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.limits.clone(),
                 s.failover,
                 s.retries,
+                s.outlier.clone(),
             )
         };
         if settings(o) != settings(n) {

@@ -133,6 +133,8 @@ pub struct ServiceConfig {
     /// How many times a request that never reached its backend is tried
     /// on another backend of the same pool (0 = never).
     pub retries: u32,
+    /// Passive ejection of backends that fail requests.
+    pub outlier: Outlier,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -219,6 +221,38 @@ impl HealthCheck {
         self.expect
             .iter()
             .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// Passive ejection (`[services.NAME.outlier]`): a backend whose requests
+/// fail `consecutive_failures` times in a row (connect refused or timed
+/// out, reset or no answer before a response head, and 5xx answers with
+/// `count_5xx`) is ejected for `base_ejection`, doubling with each repeat
+/// up to `max_ejection`; at most `max_ejected_percent` of a pool's
+/// backends are ejected at once, and never its last available one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    /// On unless the table says `enabled = false`.
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    /// 5xx answers count as failures (else they count as successes).
+    pub count_5xx: bool,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// 0 to 100.
+    pub max_ejected_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            enabled: true,
+            consecutive_failures: 5,
+            count_5xx: false,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub struct RawService {
     pub health_check: Option<RawHealthCheck>,
     pub failover: Option<bool>,
     pub retries: Option<i64>,
+    pub outlier: Option<RawOutlier>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -56,6 +57,17 @@ pub struct RawHealthCheck {
     pub timeout: Option<String>,
     pub healthy_threshold: Option<i64>,
     pub unhealthy_threshold: Option<i64>,
+}
+
+/// `[services.NAME.outlier]`: passive ejection.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawOutlier {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<i64>,
+    pub count_5xx: Option<bool>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -541,3 +541,108 @@ fn h2_ping_errors_name_the_key_and_the_bound() {
         "h2_ping_interval, h2_ping_timeout",
     );
 }
+
+#[test]
+fn outlier_ejection_is_on_by_default_and_every_key_can_be_set() {
+    let c = parse("t.toml", GOOD).unwrap();
+    let o = &c.services[0].outlier;
+    assert_eq!(*o, Outlier::default());
+    assert!(o.enabled && !o.count_5xx);
+    assert_eq!(o.consecutive_failures, 5);
+    assert_eq!(o.base_ejection, std::time::Duration::from_secs(10));
+    assert_eq!(o.max_ejection, std::time::Duration::from_secs(300));
+    assert_eq!(o.max_ejected_percent, 50);
+
+    let text = format!(
+        "{GOOD}\n[services.web.outlier]\nconsecutive_failures = 3\ncount_5xx = true\nbase_ejection = \"300ms\"\nmax_ejection = \"1m\"\nmax_ejected_percent = 100\n"
+    );
+    let o = parse("t.toml", &text).unwrap().services[0].outlier.clone();
+    assert_eq!(
+        o,
+        Outlier {
+            enabled: true,
+            consecutive_failures: 3,
+            count_5xx: true,
+            base_ejection: std::time::Duration::from_millis(300),
+            max_ejection: std::time::Duration::from_secs(60),
+            max_ejected_percent: 100,
+        }
+    );
+    let text = GOOD.replace(
+        "green = 10 }",
+        "green = 10 }\noutlier = { enabled = false }",
+    );
+    let c = parse("t.toml", &text).unwrap();
+    assert!(!c.services[0].outlier.enabled);
+    // An empty table is the defaults.
+    let c = parse("t.toml", &format!("{GOOD}\n[services.web.outlier]\n")).unwrap();
+    assert_eq!(c.services[0].outlier, Outlier::default());
+}
+
+#[test]
+fn outlier_errors_name_the_line_and_key() {
+    // GOOD ends at line 17; the table is line 18.
+    let text = format!(
+        "{GOOD}\n[services.web.outlier]\nconsecutive_failures = 0\nmax_ejected_percent = 101\nbase_ejection = \"0s\"\nmax_ejection = \"soon\"\ncount_5xx = \"yes\"\n"
+    );
+    let errs = errors(&text);
+    let o = "services.web.outlier";
+    // A wrong type is a syntax error, alone: fix it and the rest shows.
+    assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    assert_eq!(errs[0].line, Some(23), "{}", ConfigErrors(errs.clone()));
+    let errs = errors(&text.replace("count_5xx = \"yes\"\n", "eject = true\n"));
+    has(
+        &errs,
+        19,
+        &format!("{o}.consecutive_failures"),
+        "0 is out of range; allowed: 1 to 1000",
+    );
+    has(
+        &errs,
+        20,
+        &format!("{o}.max_ejected_percent"),
+        "101 is out of range; allowed: 0 to 100",
+    );
+    has(
+        &errs,
+        21,
+        &format!("{o}.base_ejection"),
+        "must be greater than zero",
+    );
+    has(&errs, 22, &format!("{o}.max_ejection"), "not a duration");
+    has(
+        &errs,
+        23,
+        &format!("{o}.eject"),
+        "allowed here: enabled, consecutive_failures, count_5xx",
+    );
+    assert_eq!(errs.len(), 5, "{}", ConfigErrors(errs.clone()));
+
+    // base_ejection above max_ejection: at the key the table wrote.
+    let text = format!("{GOOD}\n[services.web.outlier]\nbase_ejection = \"10m\"\n");
+    let errs = errors(&text);
+    has(
+        &errs,
+        19,
+        &format!("{o}.base_ejection"),
+        "base_ejection (10m) must not exceed max_ejection (5m)",
+    );
+    let text = format!("{GOOD}\n[services.web.outlier]\nmax_ejection = \"5s\"\n");
+    let errs = errors(&text);
+    has(
+        &errs,
+        19,
+        &format!("{o}.max_ejection"),
+        "base_ejection (10s) must not exceed max_ejection (5s)",
+    );
+    assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.outlier]\nmax_ejected_percent = -1\n"
+    ));
+    has(
+        &errs,
+        19,
+        &format!("{o}.max_ejected_percent"),
+        "allowed: 0 to 100",
+    );
+}

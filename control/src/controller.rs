@@ -10,7 +10,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use cutover_config::Config;
 use cutover_proxy::metrics::names;
-use cutover_proxy::{Health, ProxyMetrics, Snapshot};
+use cutover_proxy::outlier::Signal;
+use cutover_proxy::{Ejection, Health, ProxyMetrics, Snapshot};
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -83,6 +84,8 @@ pub struct Controller {
     state_path: Option<PathBuf>,
     inner: Mutex<Inner>,
     generation_tx: watch::Sender<u64>,
+    /// Backends' failure streaks wake the ejector through this.
+    outlier: Arc<Signal>,
 }
 
 fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
@@ -147,7 +150,15 @@ impl Controller {
             generation = st.generation + 1;
             audit = st.audit.clone();
         }
-        let snapshot = Snapshot::build(&config.services, &splits, generation, None, &proxy_metrics);
+        let outlier = Arc::new(Signal::default());
+        let snapshot = Snapshot::build(
+            &config.services,
+            &splits,
+            generation,
+            None,
+            &proxy_metrics,
+            &outlier,
+        );
         let metrics = ControlMetrics::new(registry)
             .map_err(|e| ControlError::InvalidSplit(format!("metrics: {e}")))?;
         let (generation_tx, _) = watch::channel(generation);
@@ -162,6 +173,7 @@ impl Controller {
                 audit,
             }),
             generation_tx,
+            outlier,
         };
         c.update_metrics();
         Ok(c)
@@ -174,6 +186,11 @@ impl Controller {
 
     pub fn proxy_metrics(&self) -> Arc<ProxyMetrics> {
         self.proxy_metrics.clone()
+    }
+
+    /// What the data plane wakes the ejector ([`crate::outlier::run`]) with.
+    pub fn outlier_signal(&self) -> Arc<Signal> {
+        self.outlier.clone()
     }
 
     /// Changes whenever the generation does (for the edge reconciler).
@@ -276,6 +293,61 @@ impl Controller {
     /// (nor the reverse). Not an operator change: no audit entry, no state
     /// file write, no generation bump. Returns whether anything changed.
     pub fn set_health(&self, service: &str, pool: &str, backend: &str, health: Health) -> bool {
+        self.swap_backend(service, pool, backend, |snap, s, p, b| {
+            snap.with_health(s, p, b, health)
+        })
+    }
+
+    /// Sets (`Some`) or lifts (`None`) one backend's passive ejection (from
+    /// the ejector), like [`Controller::set_health`]: same backends, same
+    /// generation, no audit entry. Returns whether anything changed.
+    pub fn set_ejection(
+        &self,
+        service: &str,
+        pool: &str,
+        backend: &str,
+        ejection: Option<Ejection>,
+    ) -> bool {
+        self.swap_backend(service, pool, backend, |snap, s, p, b| {
+            snap.with_ejection(s, p, b, ejection)
+        })
+    }
+
+    /// An active check of this backend passed: its ejection (if any) is
+    /// lifted, and the ejector woken to note the return. Costs a snapshot
+    /// read, no lock, when it is not ejected.
+    pub fn active_check_passed(&self, service: &str, pool: &str, backend: &str) {
+        let ejected = {
+            let snap = self.snapshot.load();
+            snap.service(service)
+                .and_then(|(_, s)| s.pools.iter().find(|p| p.name == pool))
+                .and_then(|p| {
+                    let i = p.backends.iter().position(|b| b.addr == backend)?;
+                    p.ejections().get(i).map(Option::is_some)
+                })
+                .unwrap_or(false)
+        };
+        if ejected && self.set_ejection(service, pool, backend, None) {
+            tracing::info!(
+                service,
+                pool,
+                backend,
+                "ejection lifted: an active health check passed"
+            );
+            self.outlier.wake();
+        }
+    }
+
+    /// Swaps in what `f` makes of the current snapshot for one backend
+    /// (by name; `f` gets indices), under the change lock so that it never
+    /// undoes an operator's change made meanwhile (nor the reverse).
+    fn swap_backend(
+        &self,
+        service: &str,
+        pool: &str,
+        backend: &str,
+        f: impl FnOnce(&Snapshot, usize, usize, usize) -> Option<Snapshot>,
+    ) -> bool {
         let _inner = self.lock();
         let current = self.snapshot.load_full();
         let Some((si, s)) = current.service(service) else {
@@ -287,7 +359,7 @@ impl Controller {
         let Some(bi) = s.pools[pi].backends.iter().position(|b| b.addr == backend) else {
             return false;
         };
-        match current.with_health(si, pi, bi, health) {
+        match f(&current, si, pi, bi) {
             Some(next) => {
                 self.snapshot.store(Arc::new(next));
                 true

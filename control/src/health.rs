@@ -11,7 +11,9 @@
 //! `healthy_threshold` successes in a row bring it back; only a transition
 //! touches the routing state, through [`Controller::set_health`] (a new
 //! snapshot, same backends, same generation). Backends start up: a start
-//! never refuses traffic before the first checks had their say.
+//! never refuses traffic before the first checks had their say. Every
+//! passing check also lifts the backend's passive ejection, if any
+//! ([`Controller::active_check_passed`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -99,7 +101,11 @@ async fn watch_backend(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match &result {
-            Ok(()) => target.ok.inc(),
+            Ok(()) => {
+                target.ok.inc();
+                // A passing check ends a passive ejection (as in Envoy).
+                controller.active_check_passed(&target.service, &target.pool, &target.addr);
+            }
             Err(_) => target.failed.inc(),
         }
         let Some(up) = state.record(result.is_ok()) else {

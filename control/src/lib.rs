@@ -7,6 +7,7 @@ pub mod controller;
 pub mod edge;
 pub mod error;
 pub mod health;
+pub mod outlier;
 pub mod state;
 mod status;
 

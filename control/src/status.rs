@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cutover_proxy::Health;
+use cutover_proxy::{Backend, Ejection, Health};
 use serde_json::{json, Value};
 
 use crate::controller::Controller;
@@ -36,20 +36,10 @@ pub fn status_json(
                         "share": *w as f64 / total as f64,
                         "in_flight": p.in_flight(),
                         "available": p.available(),
-                        "backends": p.backends.iter().zip(p.health()).map(|(b, h)| {
-                            let mut v = json!({
-                                "addr": b.addr,
-                                "weight": b.weight,
-                                "protocol": b.protocol.as_str(),
-                                "in_flight": b.in_flight(),
-                                "state": h.as_str(),
-                            });
-                            if let Health::Down { reason, since } = h {
-                                v["reason"] = json!(reason);
-                                v["since"] = json!(humantime::format_rfc3339_seconds(*since).to_string());
-                            }
-                            v
-                        }).collect::<Vec<_>>(),
+                        "ejections_waived": p.ejections_waived(),
+                        "backends": p.backends.iter().zip(p.health()).zip(p.ejections())
+                            .map(|((b, h), e)| backend_json(b, h, e.as_ref()))
+                            .collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -74,4 +64,79 @@ pub fn status_json(
         "services": services,
         "last_change": controller.audit().last(),
     })
+}
+
+/// One backend: `state` is `down` (by its active checks, with the last
+/// failure's `reason` and `since`, and `ejected_until` if it is ejected
+/// too), else `ejected` (with the ejection's `reason`, `since` and
+/// `until`, to the millisecond: ejections can be short), else `up`.
+fn backend_json(b: &Backend, h: &Health, e: Option<&Ejection>) -> Value {
+    let mut v = json!({
+        "addr": b.addr,
+        "weight": b.weight,
+        "protocol": b.protocol.as_str(),
+        "in_flight": b.in_flight(),
+        "state": h.as_str(),
+    });
+    let millis = |t| json!(humantime::format_rfc3339_millis(t).to_string());
+    match (h, e) {
+        (Health::Down { reason, since }, e) => {
+            v["reason"] = json!(reason);
+            v["since"] = json!(humantime::format_rfc3339_seconds(*since).to_string());
+            if let Some(e) = e {
+                v["ejected_until"] = millis(e.until);
+            }
+        }
+        (Health::Up, Some(e)) => {
+            v["state"] = json!("ejected");
+            v["reason"] = json!(e.reason);
+            v["since"] = millis(e.since);
+            v["until"] = millis(e.until);
+        }
+        (Health::Up, None) => {}
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_backend_shows_up_down_or_ejected_and_down_wins() {
+        let registry = prometheus::Registry::new();
+        let m = cutover_proxy::ProxyMetrics::new(&registry).unwrap();
+        let b = Backend::new(
+            "10.0.1.12:8080",
+            cutover_config::Protocol::Http1,
+            1,
+            Duration::from_secs(1),
+            m.pool("web", "blue").upstream,
+        );
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
+        let e = Ejection {
+            reason: "5 consecutive failures: connect refused".into(),
+            since,
+            until: since + Duration::from_secs(10),
+        };
+        let up = backend_json(&b, &Health::Up, None);
+        assert_eq!(up["state"], "up");
+        assert!(up.get("reason").is_none() && up.get("until").is_none());
+        let ejected = backend_json(&b, &Health::Up, Some(&e));
+        assert_eq!(ejected["state"], "ejected");
+        assert_eq!(ejected["reason"], "5 consecutive failures: connect refused");
+        assert_eq!(ejected["since"], "2027-01-15T08:00:00.250Z");
+        assert_eq!(ejected["until"], "2027-01-15T08:00:10.250Z");
+        let down = Health::Down {
+            reason: "answered 500".into(),
+            since,
+        };
+        let both = backend_json(&b, &down, Some(&e));
+        assert_eq!(both["state"], "down");
+        assert_eq!(both["reason"], "answered 500");
+        assert_eq!(both["since"], "2027-01-15T08:00:00Z");
+        assert_eq!(both["ejected_until"], "2027-01-15T08:00:10.250Z");
+        assert!(both.get("until").is_none());
+    }
 }

@@ -11,6 +11,7 @@ pub mod error;
 mod forward;
 pub mod headers;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy_protocol;
 pub mod server;
 pub mod snapshot;
@@ -21,6 +22,7 @@ pub mod upstream;
 
 pub use error::{ErrorSource, ProxyError};
 pub use metrics::ProxyMetrics;
+pub use outlier::Ejection;
 pub use server::{serve, ListenerSpec};
 pub use snapshot::{Backend, Health, Pool, Service, Snapshot};
 pub use ticket::Ticket;

@@ -33,6 +33,7 @@ pub mod names {
     pub const HEALTH_CHECKS: &str = "cutover_health_checks_total";
     pub const FAILOVERS: &str = "cutover_failovers_total";
     pub const RETRIES: &str = "cutover_retries_total";
+    pub const EJECTIONS: &str = "cutover_ejections_total";
 }
 
 /// Status classes used as the `code` label.
@@ -92,6 +93,7 @@ impl ProxyMetrics {
                 .health
                 .checks
                 .with_label_values(&[service, pool, "failed"]),
+            ejections: self.health.ejections.with_label_values(&[service, pool]),
             backend_up: BackendUp {
                 family: self.health.backend_up.clone(),
                 service: service.into(),
@@ -277,11 +279,13 @@ impl TunnelFamilies {
     }
 }
 
-/// Backend health: up or down per backend, active checks by result, and
-/// requests sent to another pool because theirs had no backend up.
+/// Backend health: available or not per backend, active checks by
+/// result, passive ejections, and requests sent to another pool because
+/// theirs had no backend up.
 struct HealthFamilies {
     backend_up: IntGaugeVec,
     checks: IntCounterVec,
+    ejections: IntCounterVec,
     failovers: IntCounterVec,
 }
 
@@ -290,7 +294,7 @@ impl HealthFamilies {
         let backend_up = IntGaugeVec::new(
             Opts::new(
                 names::BACKEND_UP,
-                "1 while a backend is up (may get new requests and tunnels), 0 while it is down",
+                "1 while a backend is available (may get new requests and tunnels), 0 while it is down by its active checks or ejected by passive ones",
             ),
             &["service", "pool", "backend"],
         )?;
@@ -300,6 +304,13 @@ impl HealthFamilies {
                 "Active health checks, by result: ok or failed",
             ),
             &["service", "pool", "result"],
+        )?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                names::EJECTIONS,
+                "Backends ejected by passive outlier detection (consecutive failures)",
+            ),
+            &["service", "pool"],
         )?;
         let failovers = IntCounterVec::new(
             Opts::new(
@@ -311,6 +322,7 @@ impl HealthFamilies {
         Ok(HealthFamilies {
             backend_up,
             checks,
+            ejections,
             failovers,
         })
     }
@@ -318,6 +330,7 @@ impl HealthFamilies {
     fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.backend_up.clone()))?;
         registry.register(Box::new(self.checks.clone()))?;
+        registry.register(Box::new(self.ejections.clone()))?;
         registry.register(Box::new(self.failovers.clone()))?;
         Ok(())
     }
@@ -416,6 +429,9 @@ pub struct PoolMetrics {
     pub health_ok: IntCounter,
     /// Active health checks of this pool's backends that failed.
     pub health_failed: IntCounter,
+    /// Passive ejections of this pool's backends (the control plane's
+    /// ejector counts them).
+    pub ejections: IntCounter,
     backend_up: BackendUp,
 }
 
@@ -455,7 +471,8 @@ impl PoolMetrics {
         self.errors[kind as usize].inc();
     }
 
-    /// Sets `cutover_backend_up` for one of this pool's backends.
+    /// Sets `cutover_backend_up` for one of this pool's backends: whether
+    /// it is available (up and not ejected).
     pub fn set_backend_up(&self, backend: &str, up: bool) {
         let b = &self.backend_up;
         b.family

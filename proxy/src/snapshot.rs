@@ -9,6 +9,10 @@
 //! too (built by [`Snapshot::with_health`], same backends, same
 //! generation), so a request reads health and weights from the one
 //! snapshot it loaded, with no lock and no atomic.
+//!
+//! Passive ejections ([`Ejection`], decided by the control plane's
+//! ejector from the backends' failure counts, see [`crate::outlier`]) are
+//! held beside health the same way ([`Snapshot::with_ejection`]).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use http::HeaderName;
 use prometheus::IntCounter;
 
 use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
+use crate::outlier::{Ejection, Passive, Signal};
 use crate::ticket::{Split, Ticket};
 use crate::upstream::{ConnRegistry, Upstream, UpstreamSettings};
 
@@ -40,6 +45,8 @@ pub struct Service {
     /// `cutover_failovers_total` for each pair of different pools (from,
     /// to), at `from * pools + to`; resolved once.
     failovers: Arc<[Option<IntCounter>]>,
+    /// Wakes the control plane's ejector (the process's one signal).
+    pub(crate) outlier: Arc<Signal>,
 }
 
 /// A backend's health as the active checks last found it. Backends start
@@ -75,6 +82,12 @@ pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// Each backend's health, aligned with `backends`.
     health: Vec<Health>,
+    /// Each backend's passive ejection, if any, aligned with `backends`.
+    ejections: Vec<Option<Ejection>>,
+    /// No backend with a positive weight would be available but for
+    /// ejections: they are ignored, so ejections never empty a pool (the
+    /// others went down by their checks after the ejections).
+    ejections_waived: bool,
     /// Cumulative weights of the available backends (an unavailable one
     /// adds 0), for the weighted draw: the pick never lands on it.
     cum_weights: Vec<u64>,
@@ -90,6 +103,8 @@ pub struct Backend {
     pub weight: u32,
     in_flight: AtomicI64,
     pub(crate) upstream: Upstream,
+    /// Consecutive failures, for passive ejection.
+    pub passive: Passive,
     /// The upstream connections this backend opened.
     pub connections: Arc<ConnRegistry>,
     settings: UpstreamSettings,
@@ -105,18 +120,20 @@ impl Snapshot {
 
     /// Builds a snapshot from validated service configs and the split to use
     /// for each (aligned with `services`), reusing the backends and pool
-    /// metrics of `prev` where they are the same.
+    /// metrics of `prev` where they are the same. `outlier` is the signal
+    /// the backends' failure streaks wake the ejector with.
     pub fn build(
         services: &[ServiceConfig],
         splits: &[Vec<u32>],
         generation: u64,
         prev: Option<&Snapshot>,
         metrics: &ProxyMetrics,
+        outlier: &Arc<Signal>,
     ) -> Snapshot {
         let services = services
             .iter()
             .zip(splits)
-            .map(|(sc, split)| Arc::new(Service::build(sc, split.clone(), prev, metrics)))
+            .map(|(sc, split)| Arc::new(Service::build(sc, split.clone(), prev, metrics, outlier)))
             .collect();
         Snapshot {
             generation,
@@ -186,15 +203,49 @@ impl Snapshot {
         backend: usize,
         health: Health,
     ) -> Option<Snapshot> {
+        self.with_pool(service, pool, |p| {
+            if *p.health.get(backend)? == health {
+                return None;
+            }
+            let mut all = p.health.clone();
+            all[backend] = health;
+            Some(p.with_state(all, p.ejections.clone()))
+        })
+    }
+
+    /// A new snapshot with one backend's passive ejection set (`Some`) or
+    /// lifted (`None`); like [`Snapshot::with_health`], everything else is
+    /// shared and the generation stays. `None` when there is no such
+    /// backend or nothing changes.
+    pub fn with_ejection(
+        &self,
+        service: usize,
+        pool: usize,
+        backend: usize,
+        ejection: Option<Ejection>,
+    ) -> Option<Snapshot> {
+        self.with_pool(service, pool, |p| {
+            if *p.ejections.get(backend)? == ejection {
+                return None;
+            }
+            let mut all = p.ejections.clone();
+            all[backend] = ejection;
+            Some(p.with_state(p.health.clone(), all))
+        })
+    }
+
+    /// The same snapshot (and generation) with one pool replaced by what
+    /// `f` makes of it; `None` when there is no such pool or `f` says so.
+    fn with_pool(
+        &self,
+        service: usize,
+        pool: usize,
+        f: impl FnOnce(&Pool) -> Option<Pool>,
+    ) -> Option<Snapshot> {
         let s = self.services.get(service)?;
-        let p = s.pools.get(pool)?;
-        if *p.health.get(backend)? == health {
-            return None;
-        }
-        let mut all = p.health.clone();
-        all[backend] = health;
+        let new_pool = f(s.pools.get(pool)?)?;
         let mut s2 = Service::clone(s);
-        s2.pools[pool] = Arc::new(p.with_health(all));
+        s2.pools[pool] = Arc::new(new_pool);
         let mut services = self.services.clone();
         services[service] = Arc::new(s2);
         Some(Snapshot {
@@ -210,6 +261,7 @@ impl Service {
         split: Vec<u32>,
         prev: Option<&Snapshot>,
         metrics: &ProxyMetrics,
+        outlier: &Arc<Signal>,
     ) -> Service {
         let prev_service = prev
             .and_then(|p| p.service(&sc.name))
@@ -223,21 +275,19 @@ impl Service {
                     .as_ref()
                     .and_then(|s| s.pools.iter().find(|p| p.name == pc.name).cloned());
                 let pool_metrics = metrics.pool(&sc.name, &pc.name);
-                // Health carries over by address: a rebuilt snapshot must not
-                // bring a down backend back before its checks do.
-                let health: Vec<Health> = pc
+                // Health and ejections carry over by address: a rebuilt
+                // snapshot must not bring a down or ejected backend back
+                // before its checks or its time do.
+                let carried = |bc: &cutover_config::BackendConfig| {
+                    let p = prev_pool.as_ref()?;
+                    let i = p.backends.iter().position(|b| b.addr == bc.addr)?;
+                    Some((p.health.get(i)?.clone(), p.ejections.get(i)?.clone()))
+                };
+                let (health, ejections): (Vec<Health>, Vec<Option<Ejection>>) = pc
                     .backends
                     .iter()
-                    .map(|bc| {
-                        prev_pool
-                            .as_ref()
-                            .and_then(|p| {
-                                let i = p.backends.iter().position(|b| b.addr == bc.addr)?;
-                                p.health.get(i).cloned()
-                            })
-                            .unwrap_or(Health::Up)
-                    })
-                    .collect();
+                    .map(|bc| carried(bc).unwrap_or((Health::Up, None)))
+                    .unzip();
                 let backends: Vec<Arc<Backend>> = pc
                     .backends
                     .iter()
@@ -268,7 +318,7 @@ impl Service {
                     pc.name.clone(),
                     pc.send_proxy_protocol,
                     backends,
-                    health,
+                    (health, ejections),
                     pool_metrics,
                 ))
             })
@@ -297,6 +347,7 @@ impl Service {
             split: Split::new(split),
             cookie_attributes,
             failovers,
+            outlier: outlier.clone(),
         }
     }
 
@@ -343,25 +394,37 @@ impl Pool {
     /// A pool whose backends are all up.
     pub fn new(name: String, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Pool {
         let health = vec![Health::Up; backends.len()];
-        Pool::assemble(name, false, backends, health, metrics)
+        let ejections = vec![None; backends.len()];
+        Pool::assemble(name, false, backends, (health, ejections), metrics)
     }
 
-    /// A pool with its backends' health (aligned with `backends`): the
-    /// weighted draw covers the available backends only, and
-    /// `cutover_backend_up` follows.
+    /// A pool with its backends' health and ejections (aligned with
+    /// `backends`): the weighted draw covers the available backends only,
+    /// and `cutover_backend_up` follows.
     fn assemble(
         name: String,
         send_proxy_protocol: bool,
         backends: Vec<Arc<Backend>>,
-        mut health: Vec<Health>,
+        (mut health, mut ejections): (Vec<Health>, Vec<Option<Ejection>>),
         metrics: PoolMetrics,
     ) -> Pool {
         health.resize(backends.len(), Health::Up);
+        ejections.resize(backends.len(), None);
+        // Ejections are waived when only ejected backends could serve.
+        let could_serve = |ejected: bool| {
+            backends
+                .iter()
+                .zip(health.iter().zip(&ejections))
+                .any(|(b, (h, e))| b.weight > 0 && h.is_up() && e.is_some() == ejected)
+        };
+        let ejections_waived = !could_serve(false) && could_serve(true);
         let mut pool = Pool {
             name,
             send_proxy_protocol,
             backends,
             health,
+            ejections,
+            ejections_waived,
             cum_weights: Vec::new(),
             available: 0,
             metrics,
@@ -376,20 +439,21 @@ impl Pool {
                 available += 1;
             }
             cum_weights.push(cum);
-            pool.metrics.set_backend_up(&b.addr, pool.health[i].is_up());
+            pool.metrics.set_backend_up(&b.addr, usable);
         }
         pool.cum_weights = cum_weights;
         pool.available = available;
         pool
     }
 
-    /// The same backends (connections, in-flight counts) with new health.
-    fn with_health(&self, health: Vec<Health>) -> Pool {
+    /// The same backends (connections, in-flight counts) with new health
+    /// and ejections.
+    fn with_state(&self, health: Vec<Health>, ejections: Vec<Option<Ejection>>) -> Pool {
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
             self.backends.clone(),
-            health,
+            (health, ejections),
             self.metrics.clone(),
         )
     }
@@ -402,21 +466,35 @@ impl Pool {
             self.name.clone(),
             self.send_proxy_protocol,
             backends,
-            self.health.clone(),
+            (self.health.clone(), self.ejections.clone()),
             self.metrics.clone(),
         )
     }
 
     /// Whether backend `i` may get new requests and tunnels: the one
-    /// place that decides (today: its active health; passive ejection
-    /// will join here). Read when the pool is built, never per request.
+    /// place that decides. Up by its active checks and not ejected by
+    /// passive signals (unless ejections are waived: nothing else is
+    /// available). Read when the pool is built, never per request.
     fn is_available(&self, i: usize) -> bool {
-        self.health.get(i).is_some_and(Health::is_up)
+        let up = self.health.get(i).is_some_and(Health::is_up);
+        let ejected = self.ejections.get(i).is_some_and(Option::is_some);
+        up && (!ejected || self.ejections_waived)
     }
 
     /// Each backend's health, aligned with `backends`.
     pub fn health(&self) -> &[Health] {
         &self.health
+    }
+
+    /// Each backend's passive ejection, aligned with `backends`.
+    pub fn ejections(&self) -> &[Option<Ejection>] {
+        &self.ejections
+    }
+
+    /// Ejections are ignored because without them no backend with a
+    /// positive weight would be available.
+    pub fn ejections_waived(&self) -> bool {
+        self.ejections_waived
     }
 
     /// How many backends with a positive weight are available.
@@ -536,6 +614,7 @@ impl Backend {
             weight,
             in_flight: AtomicI64::new(0),
             upstream: Upstream::new(addr, protocol, settings, connections.clone()),
+            passive: Passive::default(),
             connections,
             settings,
         }
@@ -568,6 +647,12 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Pool {
+        fn with_health(&self, health: Vec<Health>) -> Pool {
+            self.with_state(health, self.ejections.clone())
+        }
+    }
 
     fn pool(weights: &[u32]) -> Pool {
         let reg = prometheus::Registry::new();
@@ -664,7 +749,14 @@ mod tests {
             "[services.web]\nsplit = { blue = 1, green = 1 }\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:3\"]\n",
         )
         .unwrap();
-        let snap = Snapshot::build(&config.services, &[vec![1, 1]], 7, None, &m);
+        let snap = Snapshot::build(
+            &config.services,
+            &[vec![1, 1]],
+            7,
+            None,
+            &m,
+            &Arc::default(),
+        );
         assert!(snap.with_health(0, 0, 0, Health::Up).is_none(), "no change");
         let next = snap.with_health(0, 0, 1, down("connect refused")).unwrap();
         assert_eq!(next.generation, 7);
@@ -679,7 +771,14 @@ mod tests {
         // A split change, and a rebuild from the previous snapshot, keep it.
         let split = next.with_split(0, vec![0, 1]);
         assert!(!split.services[0].pools[0].health()[1].is_up());
-        let rebuilt = Snapshot::build(&config.services, &[vec![1, 1]], 8, Some(&next), &m);
+        let rebuilt = Snapshot::build(
+            &config.services,
+            &[vec![1, 1]],
+            8,
+            Some(&next),
+            &m,
+            &Arc::default(),
+        );
         assert!(!rebuilt.services[0].pools[0].health()[1].is_up());
         assert!(rebuilt.services[0].pools[0].health()[0].is_up());
         let gauge = crate::metrics::names::BACKEND_UP;
@@ -714,7 +813,14 @@ mod tests {
             ));
         }
         let config = cutover_config::parse("t.toml", &text).unwrap();
-        let snap = Snapshot::build(&config.services, &[vec![1, 0, 1]], 1, None, &m);
+        let snap = Snapshot::build(
+            &config.services,
+            &[vec![1, 0, 1]],
+            1,
+            None,
+            &m,
+            &Arc::default(),
+        );
         let snap = snap.with_health(0, 0, 0, down("connect refused")).unwrap();
         let s = &snap.services[0];
         // From a: b has no share, c has one.
@@ -729,6 +835,99 @@ mod tests {
         sc.failover = false;
         plain.config = Arc::new(sc);
         assert!(plain.failover(0).is_none());
+    }
+
+    fn ejected(reason: &str) -> Option<Ejection> {
+        let now = SystemTime::now();
+        Some(Ejection {
+            reason: reason.into(),
+            since: now,
+            until: now + Duration::from_secs(10),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_ejected_backend_is_never_picked_and_its_ejection_outlives_rebuilds() {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let config = cutover_config::parse(
+            "t.toml",
+            "[services.web]\nsplit = { blue = 1, green = 1 }\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:4\"]\n",
+        )
+        .unwrap();
+        let signal = Arc::default();
+        let snap = Snapshot::build(&config.services, &[vec![1, 1]], 3, None, &m, &signal);
+        assert!(snap.with_ejection(0, 0, 1, None).is_none(), "no change");
+        let why = "5 consecutive failures: connect refused";
+        let next = snap.with_ejection(0, 0, 1, ejected(why)).unwrap();
+        assert_eq!(next.generation, 3);
+        let p = &next.services[0].pools[0];
+        assert!(Arc::ptr_eq(
+            &p.backends[1],
+            &snap.services[0].pools[0].backends[1]
+        ));
+        assert_eq!(p.available(), 2);
+        assert!(p.health()[1].is_up(), "ejection is not health");
+        assert_eq!(
+            p.ejections()[1].as_ref().map(|e| e.reason.as_str()),
+            Some(why)
+        );
+        for _ in 0..2000 {
+            assert!(!Arc::ptr_eq(p.pick().unwrap(), &p.backends[1]));
+        }
+        let gauge = |addr: &str| {
+            let text = prometheus::TextEncoder::new()
+                .encode_to_string(&reg.gather())
+                .unwrap();
+            text.lines()
+                .find(|l| {
+                    l.starts_with(crate::metrics::names::BACKEND_UP)
+                        && l.contains(&format!("\"{addr}\""))
+                })
+                .map(|l| l.ends_with(" 1"))
+        };
+        assert_eq!(gauge("127.0.0.1:2"), Some(false), "backend_up: available");
+        // A split change and a rebuild keep it; lifting it brings it back.
+        let split = next.with_split(0, vec![0, 1]);
+        assert!(split.services[0].pools[0].ejections()[1].is_some());
+        let rebuilt = Snapshot::build(&config.services, &[vec![1, 1]], 4, Some(&next), &m, &signal);
+        assert!(rebuilt.services[0].pools[0].ejections()[1].is_some());
+        assert_eq!(rebuilt.services[0].pools[0].available(), 2);
+        let back = rebuilt.with_ejection(0, 0, 1, None).unwrap();
+        assert_eq!(back.services[0].pools[0].available(), 3);
+        assert_eq!(gauge("127.0.0.1:2"), Some(true));
+        // Down and ejected at once: each is lifted on its own.
+        let both = next.with_health(0, 0, 1, down("answered 500")).unwrap();
+        let lifted = both.with_ejection(0, 0, 1, None).unwrap();
+        assert_eq!(lifted.services[0].pools[0].available(), 2, "still down");
+    }
+
+    #[tokio::test]
+    async fn ejections_never_leave_a_pool_with_nothing_available() {
+        let p = pool(&[1, 1, 0]);
+        let p = p.with_state(
+            vec![Health::Up, down("connect refused"), Health::Up],
+            vec![
+                ejected("5 consecutive failures: connect refused"),
+                None,
+                None,
+            ],
+        );
+        // The one backend up is ejected and the other down: ejections are
+        // waived, the ejected one serves rather than a 503.
+        assert!(p.ejections_waived());
+        assert_eq!(p.available(), 1);
+        assert!(!p.all_down());
+        assert!(Arc::ptr_eq(p.pick().unwrap(), &p.backends[0]));
+        // Both down: nothing to waive.
+        let both = p.with_health(vec![down("x"), down("y"), Health::Up]);
+        assert!(!both.ejections_waived());
+        assert!(both.all_down());
+        // Once the other is back, the ejection holds again.
+        let p = p.with_health(vec![Health::Up; 3]);
+        assert!(!p.ejections_waived());
+        assert_eq!(p.available(), 1);
+        assert!(Arc::ptr_eq(p.pick().unwrap(), &p.backends[1]));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::error::{error_chain, ErrorKind};
+use crate::outlier::{self, Failure};
 use crate::server::ListenerCtx;
 use crate::ticket::Ticket;
 
@@ -71,14 +72,20 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         TcpStream::connect(backend.addr.as_str()),
     )
     .await;
+    // A connect is this backend's passive signal too.
     let mut upstream = match connect {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            outlier::succeeded(&service, &backend);
+            s
+        }
         Ok(Err(e)) => {
+            outlier::failed(&service, &backend, Some(Failure::of_connect(&e)));
             pool.metrics.count_error(ErrorKind::Connect);
             tracing::warn!(listener = %ctx.label, backend = %backend.addr, "tcp: connect failed: {}", error_chain(&e));
             return;
         }
         Err(_) => {
+            outlier::failed(&service, &backend, Some(Failure::ConnectTimeout));
             pool.metrics.count_error(ErrorKind::Timeout);
             tracing::warn!(listener = %ctx.label, backend = %backend.addr, "tcp: connect timed out");
             return;

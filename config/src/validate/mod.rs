@@ -18,6 +18,9 @@ const MAX_WEIGHT: i64 = 1_000_000;
 const ALLOWED_HEALTH_CHECK_KEYS: &str =
     "path, host, expect, interval, timeout, healthy_threshold, unhealthy_threshold";
 
+const ALLOWED_OUTLIER_KEYS: &str =
+    "enabled, consecutive_failures, count_5xx, base_ejection, max_ejection, max_ejected_percent";
+
 pub(crate) struct Errs<'a> {
     origin: &'a str,
     loc: Locator<'a>,
@@ -81,10 +84,11 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
         ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
         ["admin", _] => "listen, token",
-        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, listeners, pools",
+        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, listeners, pools",
         ["services", _, "health_check", _] | ["services", _, "pools", _, "health_check", _] => {
             ALLOWED_HEALTH_CHECK_KEYS
         }
+        ["services", _, "outlier", _] => ALLOWED_OUTLIER_KEYS,
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",

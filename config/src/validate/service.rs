@@ -36,6 +36,11 @@ pub(super) fn validate_service(
     let limits = validate_limits(rs, path, errs);
     let listeners = validate_listeners(name, rs, path, &pools, sticky, errs, listen_seen);
     validate_health_checks(rs, path, &mut pools, &listeners, errs);
+    let outlier = rs
+        .outlier
+        .as_ref()
+        .map(|raw| validate_outlier(raw, &key(path, "outlier"), errs))
+        .unwrap_or_default();
 
     ServiceConfig {
         name: name.to_string(),
@@ -51,6 +56,7 @@ pub(super) fn validate_service(
         limits,
         failover: rs.failover.unwrap_or(false),
         retries: validate_retries(rs, path, errs),
+        outlier,
         listeners,
     }
 }
@@ -647,4 +653,65 @@ fn health_check(
         }
     }
     hc
+}
+
+/// `outlier`: every key optional, each checked on its own, then
+/// `base_ejection` against `max_ejection` (reported at the key the table
+/// wrote; with neither written the defaults agree).
+fn validate_outlier(raw: &RawOutlier, opath: &[Seg], errs: &mut Errs<'_>) -> Outlier {
+    let d = Outlier::default();
+    let consecutive_failures = positive(
+        errs,
+        &key(opath, "consecutive_failures"),
+        raw.consecutive_failures,
+        d.consecutive_failures as usize,
+        1000,
+    ) as u32;
+    let max_ejected_percent = match raw.max_ejected_percent {
+        None => d.max_ejected_percent,
+        Some(p) if (0..=100).contains(&p) => p as u8,
+        Some(p) => {
+            errs.push(
+                &key(opath, "max_ejected_percent"),
+                format!("{p} is out of range; allowed: 0 to 100 (a share of the pool's backends, in percent)"),
+            );
+            d.max_ejected_percent
+        }
+    };
+    let before = errs.len();
+    let base_ejection = duration(
+        errs,
+        &key(opath, "base_ejection"),
+        &raw.base_ejection,
+        d.base_ejection,
+    );
+    let max_ejection = duration(
+        errs,
+        &key(opath, "max_ejection"),
+        &raw.max_ejection,
+        d.max_ejection,
+    );
+    if errs.len() == before && base_ejection > max_ejection {
+        let at = if raw.base_ejection.is_some() {
+            "base_ejection"
+        } else {
+            "max_ejection"
+        };
+        errs.push(
+            &key(opath, at),
+            format!(
+                "base_ejection ({}) must not exceed max_ejection ({})",
+                humantime::format_duration(base_ejection),
+                humantime::format_duration(max_ejection)
+            ),
+        );
+    }
+    Outlier {
+        enabled: raw.enabled.unwrap_or(true),
+        consecutive_failures,
+        count_5xx: raw.count_5xx.unwrap_or(false),
+        base_ejection,
+        max_ejection,
+        max_ejected_percent,
+    }
 }

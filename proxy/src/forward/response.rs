@@ -11,6 +11,7 @@ use tokio::time::error::Elapsed;
 use crate::body::{ProxyBody, RequestGuard};
 use crate::error::{error_chain, ErrorKind, ProxyError};
 use crate::headers;
+use crate::outlier::{self, Failure};
 use crate::snapshot::{Backend, Pool, Service};
 use crate::upstream::{H1Conn, SendError, UpstreamBody};
 
@@ -19,7 +20,8 @@ use crate::upstream::{H1Conn, SendError, UpstreamBody};
 pub(super) type Received = (Response<UpstreamBody>, Option<H1Conn>);
 
 /// The outcome of the send: the response head and, for HTTP/1.1 through
-/// hyper, its connection; or why there is none.
+/// hyper, its connection; or why there is none. Each outcome is also the
+/// backend's passive signal (a failure streak leads to its ejection).
 #[inline]
 pub(super) fn received(
     sent: Result<Result<Received, SendError>, Elapsed>,
@@ -27,21 +29,33 @@ pub(super) fn received(
     pool: &Pool,
     service: &Service,
 ) -> Result<Received, ProxyError> {
-    match sent {
+    let received = match sent {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(ProxyError::from_upstream(
-            e.error,
-            &backend.addr,
-            &pool.name,
-        )),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::Timeout,
-            format!(
-                "backend {} (pool {}) sent no response within {:?}",
-                backend.addr, pool.name, service.config.timeouts.response_header
-            ),
-        )),
+        Ok(Err(e)) => {
+            outlier::failed_upstream(service, backend, &e.error);
+            Err(ProxyError::from_upstream(
+                e.error,
+                &backend.addr,
+                &pool.name,
+            ))
+        }
+        Err(_) => {
+            outlier::failed(service, backend, Some(Failure::ResponseTimeout));
+            Err(ProxyError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "backend {} (pool {}) sent no response within {:?}",
+                    backend.addr, pool.name, service.config.timeouts.response_header
+                ),
+            ))
+        }
+    };
+    // The status read where the answer already lies: reading it before
+    // the match cost a copy of the response head per request (callgrind).
+    if let Ok((resp, _)) = &received {
+        outlier::answered(service, backend, resp.status());
     }
+    received
 }
 
 /// The backend's answer as the client gets it: hop-by-hop headers out,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::request;
 use super::response::Received;
 use crate::body::RequestGuard;
+use crate::outlier;
 use crate::snapshot::{Backend, Pool, Service};
 use crate::upstream::{Again, RetryReason, SendError, UpstreamError};
 
@@ -67,8 +68,11 @@ pub(super) async fn again(
             &mut tried,
             at.deadline,
         ) else {
+            // The last attempt's failure is recorded with its outcome.
             break Ok(Err(SendError { error, again: None }));
         };
+        // A passive signal of the backend left behind (see `outlier`).
+        outlier::failed_upstream(at.service, at.backend, &error);
         let Again {
             mut head,
             body,
