@@ -68,6 +68,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.timeouts.clone(),
                 s.limits.clone(),
                 s.failover,
+                s.slow_start,
             )
         };
         if settings(o) != settings(n) {

@@ -39,6 +39,7 @@ pub struct RawService {
     pub limits: Option<RawLimits>,
     pub health_check: Option<RawHealthCheck>,
     pub failover: Option<bool>,
+    pub slow_start: Option<String>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]

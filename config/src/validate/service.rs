@@ -36,6 +36,7 @@ pub(super) fn validate_service(
     let limits = validate_limits(rs, path, errs);
     let listeners = validate_listeners(name, rs, path, &pools, sticky, errs, listen_seen);
     validate_health_checks(rs, path, &mut pools, &listeners, errs);
+    let slow_start = validate_slow_start(rs, path, errs);
 
     ServiceConfig {
         name: name.to_string(),
@@ -50,6 +51,7 @@ pub(super) fn validate_service(
         timeouts,
         limits,
         failover: rs.failover.unwrap_or(false),
+        slow_start,
         listeners,
     }
 }
@@ -218,6 +220,31 @@ fn validate_split(
         );
     }
     split
+}
+
+/// `slow_start`: a duration from 0s (off, as when absent) to
+/// [`MAX_SLOW_START`].
+fn validate_slow_start(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Option<Duration> {
+    let raw = rs.slow_start.as_ref()?;
+    let allowed = format!(
+        "allowed: \"0s\" (off) to \"{}\", like slow_start = \"30s\"",
+        humantime::format_duration(MAX_SLOW_START)
+    );
+    match crate::parse_duration(raw) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) if d > MAX_SLOW_START => {
+            errs.push(
+                &key(path, "slow_start"),
+                format!("`{raw}` is too long; {allowed}"),
+            );
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.push(&key(path, "slow_start"), format!("{e}; {allowed}"));
+            None
+        }
+    }
 }
 
 /// `sticky`.
