@@ -13,6 +13,7 @@ pub mod headers;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod server;
+pub mod slow_start;
 pub mod snapshot;
 mod tcp;
 pub mod ticket;

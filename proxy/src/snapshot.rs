@@ -9,10 +9,18 @@
 //! too (built by [`Snapshot::with_health`], same backends, same
 //! generation), so a request reads health and weights from the one
 //! snapshot it loaded, with no lock and no atomic.
+//!
+//! With slow start ([`crate::slow_start`]) a service routes through
+//! effective bounds that may lag its configured split, and a pool draws
+//! its backends by effective weights that may lag their configured ones;
+//! the control plane moves both on in steps ([`Snapshot::step`]: same
+//! backends, same generation).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
@@ -21,7 +29,8 @@ use http::HeaderName;
 use prometheus::IntCounter;
 
 use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
-use crate::ticket::{Split, Ticket};
+use crate::slow_start::{self, SplitRamp, Warmup, WEIGHT_SCALE};
+use crate::ticket::{Bounds, Split, Ticket};
 use crate::upstream::{ConnRegistry, Upstream};
 
 pub struct Snapshot {
@@ -33,7 +42,14 @@ pub struct Snapshot {
 pub struct Service {
     pub config: Arc<ServiceConfig>,
     pub pools: Vec<Arc<Pool>>,
+    /// The configured split: what the operator set (the state file and the
+    /// audit record it).
     pub split: Split,
+    /// Where tickets map now: the split's bounds, or during a slow start
+    /// part of the way there. Routing reads this.
+    effective: Bounds,
+    /// The slow start of the split in progress, if any.
+    ramp: Option<SplitRamp>,
     pub override_header: Option<HeaderName>,
     /// `; Max-Age=...; Path=/; HttpOnly; SameSite=Lax[; Secure]`, built once.
     pub cookie_attributes: String,
@@ -75,8 +91,14 @@ pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// Each backend's health, aligned with `backends`.
     health: Vec<Health>,
-    /// Cumulative weights of the available backends (an unavailable one
-    /// adds 0), for the weighted draw: the pick never lands on it.
+    /// Backends warming up after they came back up (slow start), aligned
+    /// with `backends`.
+    warmups: Vec<Option<Warmup>>,
+    /// Each backend's weight in the draw, in [`WEIGHT_SCALE`] units: its
+    /// configured weight, less while it warms up, 0 when unavailable.
+    weights: Vec<u64>,
+    /// Cumulative `weights`, for the weighted draw: the pick never lands
+    /// on an unavailable backend.
     cum_weights: Vec<u64>,
     /// Backends with a positive weight that are available.
     available: usize,
@@ -131,42 +153,107 @@ impl Snapshot {
             .find(|(_, s)| s.config.name == name)
     }
 
-    /// A new snapshot with one service's split replaced and the generation
-    /// bumped; everything else is shared with `self`.
+    /// A new snapshot with one service's split replaced, in force at once,
+    /// and the generation bumped; everything else is shared with `self`.
+    /// A pool that loses all its traffic gets fresh backends: the old
+    /// clients (and their idle keep-alive connections) go away as soon as
+    /// no in-flight request holds them, and the drainer cuts what is left
+    /// at the drain deadline.
     pub fn with_split(&self, service: usize, split: Vec<u32>) -> Snapshot {
+        self.with_service(service, self.generation + 1, |s| {
+            let split = Split::new(split);
+            let mut s2 = s.with_effective(split.bounds().clone(), None);
+            s2.split = split;
+            s2
+        })
+    }
+
+    /// Like [`Snapshot::with_split`], but tickets keep mapping where they
+    /// map now: [`Snapshot::step`] moves them to the new split over the
+    /// service's `slow_start` window, from `now`.
+    pub fn with_ramped_split(&self, service: usize, split: Vec<u32>, now: Instant) -> Snapshot {
+        self.with_service(service, self.generation + 1, |s| {
+            let mut s2 = Service::clone(s);
+            s2.split = Split::new(split);
+            s2.ramp = Some(SplitRamp::start(s.effective.clone(), now));
+            s2
+        })
+    }
+
+    /// Every ramp moved on to `now` (split ramps and warming backends),
+    /// same generation, same backends (but a pool whose last tickets the
+    /// ramp took gets fresh ones, as in [`Snapshot::with_split`]). `None`
+    /// when nothing ramps.
+    pub fn step(&self, now: Instant) -> Option<Snapshot> {
+        let mut stepped = false;
         let services = self
             .services
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if i == service {
-                    let mut s2 = Service::clone(s);
-                    // A pool that loses all its traffic gets fresh backends:
-                    // the old clients (and their idle keep-alive connections)
-                    // go away as soon as no in-flight request holds them, and
-                    // the drainer cuts what is left at the drain deadline.
-                    s2.pools = s
-                        .pools
-                        .iter()
-                        .zip(s.split.weights())
-                        .zip(&split)
-                        .map(|((p, old), new)| {
-                            if *old > 0 && *new == 0 {
-                                Arc::new(p.refreshed())
-                            } else {
-                                p.clone()
-                            }
-                        })
-                        .collect();
-                    s2.split = Split::new(split.clone());
+            .map(|s| match s.stepped(now) {
+                Some(s2) => {
+                    stepped = true;
                     Arc::new(s2)
-                } else {
-                    s.clone()
                 }
+                None => s.clone(),
             })
             .collect();
+        stepped.then(|| Snapshot {
+            generation: self.generation,
+            services,
+        })
+    }
+
+    /// How soon the next [`Snapshot::step`] is due: the shortest step of
+    /// the services with a ramp in progress; `None` when none has.
+    pub fn step_interval(&self) -> Option<Duration> {
+        self.services
+            .iter()
+            .filter(|s| s.ramping())
+            .map(|s| slow_start::step_interval(s.config.slow_start.unwrap_or_default()))
+            .min()
+    }
+
+    /// A new snapshot in which one backend (indices) starts warming up
+    /// from `now`: its weight in its pool's draw ramps up over the
+    /// service's `slow_start` window. Same generation, same backends.
+    /// `None` without slow start, or when there is no such backend or it
+    /// is not up.
+    pub fn with_warmup(
+        &self,
+        service: usize,
+        pool: usize,
+        backend: usize,
+        now: Instant,
+    ) -> Option<Snapshot> {
+        let s = self.services.get(service)?;
+        s.config.slow_start?;
+        let p = s.pools.get(pool)?;
+        if !p.health.get(backend)?.is_up() {
+            return None;
+        }
+        let mut warmups = p.warmups.clone();
+        warmups[backend] = Some(Warmup::start(now));
+        let p2 = p.rebuilt(p.health.clone(), warmups);
+        Some(self.with_service(service, self.generation, |s| {
+            let mut s2 = Service::clone(s);
+            s2.pools[pool] = Arc::new(p2);
+            s2
+        }))
+    }
+
+    /// A new snapshot with service `i` replaced by `f` of it, at `generation`.
+    fn with_service(
+        &self,
+        i: usize,
+        generation: u64,
+        f: impl FnOnce(&Service) -> Service,
+    ) -> Snapshot {
+        let mut services = self.services.clone();
+        if let Some(s) = services.get_mut(i) {
+            *s = Arc::new(f(s));
+        }
         Snapshot {
-            generation: self.generation + 1,
+            generation,
             services,
         }
     }
@@ -268,6 +355,7 @@ impl Service {
                     pc.send_proxy_protocol,
                     backends,
                     health,
+                    Vec::new(),
                     pool_metrics,
                 ))
             })
@@ -293,6 +381,8 @@ impl Service {
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             config: Arc::new(sc.clone()),
             pools,
+            effective: Split::new(split.clone()).bounds().clone(),
+            ramp: None,
             split: Split::new(split),
             cookie_attributes,
             failovers,
@@ -303,8 +393,83 @@ impl Service {
         &self.config.name
     }
 
+    /// The pool a ticket maps to now (through the effective bounds).
     pub fn pool_for(&self, ticket: Ticket) -> usize {
-        self.split.pool_for(ticket)
+        self.effective.pool_for(ticket)
+    }
+
+    /// Where tickets map now: the configured split's bounds, or during a
+    /// slow start part of the way there.
+    pub fn effective(&self) -> &Bounds {
+        &self.effective
+    }
+
+    /// The slow start of the split in progress, if any.
+    pub fn ramp(&self) -> Option<&SplitRamp> {
+        self.ramp.as_ref()
+    }
+
+    /// Whether a slow start is in progress: of the split, or of a backend.
+    pub fn ramping(&self) -> bool {
+        self.ramp.is_some() || self.pools.iter().any(|p| p.warming())
+    }
+
+    /// This service with tickets mapping through `effective`: a pool that
+    /// loses its last ticket gets fresh backends (see
+    /// [`Snapshot::with_split`]).
+    fn with_effective(&self, effective: Bounds, ramp: Option<SplitRamp>) -> Service {
+        let mut s2 = Service::clone(self);
+        s2.pools = self
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if self.effective.has_share(i) && !effective.has_share(i) {
+                    Arc::new(p.refreshed())
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        s2.effective = effective;
+        s2.ramp = ramp;
+        s2
+    }
+
+    /// This service one step on at `now`: its split ramp (paused while a
+    /// pool it raises has no backend up) and its warming backends. `None`
+    /// when nothing ramps.
+    fn stepped(&self, now: Instant) -> Option<Service> {
+        if !self.ramping() {
+            return None;
+        }
+        // Without a window (none configured) a ramp ends at once.
+        let window = self.config.slow_start.unwrap_or_default();
+        let mut s2 = match &self.ramp {
+            Some(r) => {
+                let r = r.advanced(now, self.ramp_blocked(r));
+                if r.done(window) {
+                    self.with_effective(self.split.bounds().clone(), None)
+                } else {
+                    let bounds = r.bounds(self.split.bounds(), window);
+                    self.with_effective(bounds, Some(r))
+                }
+            }
+            None => Service::clone(self),
+        };
+        for p in s2.pools.iter_mut().filter(|p| p.warming()) {
+            *p = Arc::new(p.warmed(now, window));
+        }
+        Some(s2)
+    }
+
+    /// A pool the ramp `r` gives more tickets has no backend up.
+    fn ramp_blocked(&self, r: &SplitRamp) -> bool {
+        let to = self.split.bounds();
+        self.pools
+            .iter()
+            .enumerate()
+            .any(|(i, p)| to.width(i) > r.from.width(i) && p.all_down())
     }
 
     pub fn pool_index(&self, name: &str) -> Option<usize> {
@@ -324,9 +489,8 @@ impl Service {
             return None;
         }
         let n = self.pools.len();
-        let weights = self.split.weights();
         let others = || (1..n).map(|k| (from + k) % n);
-        let with_share = others().filter(|to| weights.get(*to).copied().unwrap_or(0) > 0);
+        let with_share = others().filter(|to| self.effective.has_share(*to));
         let (to, pool, backend) = with_share.chain(others()).find_map(|to| {
             let pool = self.pools.get(to)?;
             pool.pick().map(|b| (to, pool, b))
@@ -342,59 +506,95 @@ impl Pool {
     /// A pool whose backends are all up.
     pub fn new(name: String, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Pool {
         let health = vec![Health::Up; backends.len()];
-        Pool::assemble(name, false, backends, health, metrics)
+        Pool::assemble(name, false, backends, health, Vec::new(), metrics)
     }
 
-    /// A pool with its backends' health (aligned with `backends`): the
-    /// weighted draw covers the available backends only, and
+    /// A pool with its backends' health and warm-ups (aligned with
+    /// `backends`; missing ones are up and warm): the weighted draw covers
+    /// the available backends only, each by its effective weight, and
     /// `cutover_backend_up` follows.
     fn assemble(
         name: String,
         send_proxy_protocol: bool,
         backends: Vec<Arc<Backend>>,
         mut health: Vec<Health>,
+        mut warmups: Vec<Option<Warmup>>,
         metrics: PoolMetrics,
     ) -> Pool {
         health.resize(backends.len(), Health::Up);
+        warmups.resize(backends.len(), None);
         let mut pool = Pool {
             name,
             send_proxy_protocol,
             backends,
             health,
+            warmups,
+            weights: Vec::new(),
             cum_weights: Vec::new(),
             available: 0,
             metrics,
         };
         let mut cum = 0u64;
         let mut available = 0;
+        let mut weights = Vec::with_capacity(pool.backends.len());
         let mut cum_weights = Vec::with_capacity(pool.backends.len());
         for (i, b) in pool.backends.iter().enumerate() {
-            let usable = pool.is_available(i);
-            if usable && b.weight > 0 {
-                cum += u64::from(b.weight);
+            let w = match (pool.is_available(i), pool.warmups[i]) {
+                (false, _) => 0,
+                (true, Some(warm)) => warm.weight(b.weight),
+                (true, None) => u64::from(b.weight) * WEIGHT_SCALE,
+            };
+            if w > 0 {
                 available += 1;
             }
+            cum += w;
+            weights.push(w);
             cum_weights.push(cum);
             pool.metrics.set_backend_up(&b.addr, pool.health[i].is_up());
         }
+        pool.weights = weights;
         pool.cum_weights = cum_weights;
         pool.available = available;
         pool
     }
 
-    /// The same backends (connections, in-flight counts) with new health.
-    fn with_health(&self, health: Vec<Health>) -> Pool {
+    /// The same backends (connections, in-flight counts) with new health
+    /// and warm-ups.
+    fn rebuilt(&self, health: Vec<Health>, warmups: Vec<Option<Warmup>>) -> Pool {
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
             self.backends.clone(),
             health,
+            warmups,
             self.metrics.clone(),
         )
     }
 
+    /// The same backends with new health; a backend that is not up stops
+    /// warming (it starts again when it comes back).
+    fn with_health(&self, health: Vec<Health>) -> Pool {
+        let warmups = self
+            .warmups
+            .iter()
+            .zip(&health)
+            .map(|(w, h)| w.filter(|_| h.is_up()))
+            .collect();
+        self.rebuilt(health, warmups)
+    }
+
+    /// The same backends with their warm-ups moved on to `now`.
+    fn warmed(&self, now: Instant, window: Duration) -> Pool {
+        let warmups = self
+            .warmups
+            .iter()
+            .map(|w| w.and_then(|w| w.at(now, window)))
+            .collect();
+        self.rebuilt(self.health.clone(), warmups)
+    }
+
     /// The same pool with fresh backends (same addresses, weights, health,
-    /// metrics).
+    /// warm-ups, metrics).
     fn refreshed(&self) -> Pool {
         let backends = self.backends.iter().map(|b| Arc::new(b.fresh())).collect();
         Pool::assemble(
@@ -402,6 +602,7 @@ impl Pool {
             self.send_proxy_protocol,
             backends,
             self.health.clone(),
+            self.warmups.clone(),
             self.metrics.clone(),
         )
     }
@@ -416,6 +617,22 @@ impl Pool {
     /// Each backend's health, aligned with `backends`.
     pub fn health(&self) -> &[Health] {
         &self.health
+    }
+
+    /// Whether a backend of this pool is warming up.
+    pub fn warming(&self) -> bool {
+        self.warmups.iter().any(Option::is_some)
+    }
+
+    /// Backend `i`'s warm-up, while it lasts.
+    pub fn warmup(&self, i: usize) -> Option<&Warmup> {
+        self.warmups.get(i).and_then(Option::as_ref)
+    }
+
+    /// Backend `i`'s weight in the draw now: its configured weight, a part
+    /// of it while it warms up, 0 when it is not available.
+    pub fn effective_weight(&self, i: usize) -> f64 {
+        self.weights.get(i).copied().unwrap_or(0) as f64 / WEIGHT_SCALE as f64
     }
 
     /// How many backends with a positive weight are available.
@@ -476,9 +693,10 @@ impl Pool {
             b = self.draw(total);
         }
         let (ba, bb) = (self.backends.get(a)?, self.backends.get(b)?);
+        let (wa, wb) = (self.weights.get(a)?, self.weights.get(b)?);
         // load_a / w_a <= load_b / w_b, without division.
-        let la = ba.in_flight() as i128 * i128::from(bb.weight);
-        let lb = bb.in_flight() as i128 * i128::from(ba.weight);
+        let la = ba.in_flight() as i128 * i128::from(*wb);
+        let lb = bb.in_flight() as i128 * i128::from(*wa);
         Some(if la <= lb { ba } else { bb })
     }
 }
@@ -697,5 +915,131 @@ mod tests {
     async fn empty_pool_picks_nothing() {
         assert!(pool(&[]).pick().is_none());
         assert!(pool(&[0, 0]).pick().is_none());
+    }
+
+    /// web: blue (two backends) and green (one), with `extra` in the service.
+    fn web(extra: &str, split: &[u32]) -> Snapshot {
+        let reg = prometheus::Registry::new();
+        let m = ProxyMetrics::new(&reg).unwrap();
+        let config = cutover_config::parse(
+            "t.toml",
+            &format!("[services.web]\nsplit = {{ blue = 1, green = 1 }}\n{extra}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:3\"]\n"),
+        )
+        .unwrap();
+        Snapshot::build(&config.services, &[split.to_vec()], 5, None, &m)
+    }
+
+    fn green_share(s: &Snapshot) -> f64 {
+        s.services[0].effective().share(1)
+    }
+
+    const TEN_S: &str = "slow_start = \"10s\"";
+
+    #[tokio::test]
+    async fn a_ramped_split_moves_tickets_in_steps_with_the_same_backends() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let snap = web(TEN_S, &[100, 0]);
+        assert!(snap.step(t0).is_none(), "nothing ramps");
+        assert_eq!(snap.step_interval(), None);
+        let next = snap.with_ramped_split(0, vec![50, 50], t0);
+        assert_eq!(next.generation, 6, "the change bumps the generation once");
+        assert_eq!(next.services[0].split.weights(), [50, 50]);
+        assert_eq!(green_share(&next), 0.0, "no ticket moved yet");
+        assert_eq!(next.step_interval(), Some(Duration::from_millis(200)));
+        let mid = next.step(at(2000)).unwrap();
+        assert_eq!(mid.generation, 6, "steps keep the generation");
+        assert!((green_share(&mid) - 0.1).abs() < 1e-9, "{}", green_share(&mid));
+        assert!((mid.services[0].ramp().unwrap().progress(Duration::from_secs(10)) - 0.2).abs() < 1e-9);
+        for (a, b) in snap.services[0].pools.iter().zip(&mid.services[0].pools) {
+            assert!(Arc::ptr_eq(&a.backends[0], &b.backends[0]));
+        }
+        let done = mid.step(at(10_000)).unwrap();
+        assert_eq!(done.services[0].effective(), done.services[0].split.bounds());
+        assert!(done.services[0].ramp().is_none());
+        assert!(!done.services[0].ramping());
+        assert!(done.step(at(11_000)).is_none(), "the ramp is over");
+        // Without slow_start a ramp (which the controller never starts)
+        // ends at the first step.
+        let plain = web("", &[100, 0]).with_ramped_split(0, vec![50, 50], t0);
+        let stepped = plain.step(at(1)).unwrap();
+        assert!((green_share(&stepped) - 0.5).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_pool_gets_fresh_backends_when_a_ramp_takes_its_last_ticket() {
+        let t0 = Instant::now();
+        let snap = web(TEN_S, &[100, 0]).with_ramped_split(0, vec![0, 100], t0);
+        let blue = |s: &Snapshot| s.services[0].pools[0].backends[0].clone();
+        let mid = snap.step(t0 + Duration::from_secs(9)).unwrap();
+        assert!(Arc::ptr_eq(&blue(&snap), &blue(&mid)), "blue still has tickets");
+        assert!(mid.services[0].effective().has_share(0));
+        let done = mid.step(t0 + Duration::from_secs(10)).unwrap();
+        assert!(!done.services[0].effective().has_share(0));
+        assert!(!Arc::ptr_eq(&blue(&mid), &blue(&done)), "blue lost its last ticket");
+        let green = |s: &Snapshot| s.services[0].pools[1].backends[0].clone();
+        assert!(Arc::ptr_eq(&green(&mid), &green(&done)));
+        // At once (no ramp): at the change, as before.
+        let now = web(TEN_S, &[100, 0]);
+        let switched = now.with_split(0, vec![0, 100]);
+        assert!(!Arc::ptr_eq(&blue(&now), &blue(&switched)));
+    }
+
+    #[tokio::test]
+    async fn a_ramp_to_a_pool_with_no_backend_up_waits_for_it() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let snap = web(TEN_S, &[100, 0])
+            .with_health(0, 1, 0, down("connect refused"))
+            .unwrap()
+            .with_ramped_split(0, vec![50, 50], t0);
+        let waiting = snap.step(at(5)).unwrap();
+        assert_eq!(green_share(&waiting), 0.0);
+        assert!(waiting.services[0].ramp().unwrap().paused);
+        let up = waiting.with_health(0, 1, 0, Health::Up).unwrap();
+        let on = up.step(at(7)).unwrap();
+        assert!(!on.services[0].ramp().unwrap().paused);
+        assert!((green_share(&on) - 0.1).abs() < 1e-9, "2 s of 10 since it came up");
+    }
+
+    #[tokio::test]
+    async fn a_backend_back_up_warms_up_over_the_window() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let pool = |s: &Snapshot| s.services[0].pools[0].clone();
+        let snap = web(TEN_S, &[1, 0]);
+        let back = snap
+            .with_health(0, 0, 1, down("connect refused"))
+            .unwrap()
+            .with_health(0, 0, 1, Health::Up)
+            .unwrap();
+        assert!(back.with_warmup(0, 0, 9, t0).is_none(), "no such backend");
+        let warm = back.with_warmup(0, 0, 1, t0).unwrap();
+        assert_eq!(warm.generation, 5);
+        let p = pool(&warm);
+        assert!(p.warming() && warm.services[0].ramping());
+        assert_eq!(p.effective_weight(0), 1.0);
+        assert_eq!(p.effective_weight(1), 0.001);
+        assert_eq!(p.available(), 2);
+        let picked = (0..2000)
+            .filter(|_| Arc::ptr_eq(p.pick().unwrap(), &p.backends[1]))
+            .count();
+        assert!(picked < 40, "{picked} of 2000 picks at the start of its warm-up");
+        let mid = warm.step(at(5)).unwrap();
+        assert_eq!(pool(&mid).effective_weight(1), 0.5);
+        assert_eq!(pool(&mid).warmup(1).map(|w| w.permille), Some(500));
+        assert!(Arc::ptr_eq(&pool(&mid).backends[1], &p.backends[1]));
+        let done = mid.step(at(10)).unwrap();
+        assert_eq!(pool(&done).effective_weight(1), 1.0);
+        assert!(!pool(&done).warming());
+        assert!(done.step(at(11)).is_none());
+        // Down again mid warm-up: it stops warming (and starts over when
+        // it is back).
+        let again = mid.with_health(0, 0, 1, down("x")).unwrap();
+        assert!(!pool(&again).warming());
+        assert_eq!(pool(&again).effective_weight(1), 0.0);
+        assert!(again.with_warmup(0, 0, 1, t0).is_none(), "not up");
+        // Without slow_start: no warm-up.
+        assert!(web("", &[1, 0]).with_warmup(0, 0, 1, t0).is_none());
     }
 }
