@@ -461,11 +461,21 @@ fn slow_start_is_off_by_default_and_bounded() {
     );
     let key = "services.web.slow_start";
     let errs = errors(&with("\"61m\""));
-    has(&errs, 4, key, "`61m` is too long; allowed: \"0s\" (off) to \"1h\"");
+    has(
+        &errs,
+        4,
+        key,
+        "`61m` is too long; allowed: \"0s\" (off) to \"1h\"",
+    );
     assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
     let errs = errors(&with("\"soon\""));
     has(&errs, 4, key, "is not a duration");
-    has(&errs, 4, key, "allowed: \"0s\" (off) to \"1h\", like slow_start = \"30s\"");
+    has(
+        &errs,
+        4,
+        key,
+        "allowed: \"0s\" (off) to \"1h\", like slow_start = \"30s\"",
+    );
     let errs = errors(&with("30"));
     assert_eq!(errs[0].line, Some(4), "{}", ConfigErrors(errs.clone()));
 

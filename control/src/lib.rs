@@ -7,6 +7,7 @@ pub mod controller;
 pub mod edge;
 pub mod error;
 pub mod health;
+pub mod slow_start;
 pub mod state;
 mod status;
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cutover_proxy::Health;
+use cutover_proxy::{Health, Service};
 use serde_json::{json, Value};
 
 use crate::controller::Controller;
@@ -29,17 +29,20 @@ pub fn status_json(
                 .pools
                 .iter()
                 .zip(weights)
-                .map(|(p, w)| {
+                .enumerate()
+                .map(|(i, (p, w))| {
                     json!({
                         "name": p.name,
                         "weight": w,
                         "share": *w as f64 / total as f64,
+                        "effective_share": s.effective().share(i),
                         "in_flight": p.in_flight(),
                         "available": p.available(),
-                        "backends": p.backends.iter().zip(p.health()).map(|(b, h)| {
+                        "backends": p.backends.iter().zip(p.health()).enumerate().map(|(j, (b, h))| {
                             let mut v = json!({
                                 "addr": b.addr,
                                 "weight": b.weight,
+                                "effective_weight": p.effective_weight(j),
                                 "protocol": b.protocol.as_str(),
                                 "in_flight": b.in_flight(),
                                 "state": h.as_str(),
@@ -47,6 +50,9 @@ pub fn status_json(
                             if let Health::Down { reason, since } = h {
                                 v["reason"] = json!(reason);
                                 v["since"] = json!(humantime::format_rfc3339_seconds(*since).to_string());
+                            }
+                            if p.warmup(j).is_some() {
+                                v["warming"] = json!(true);
                             }
                             v
                         }).collect::<Vec<_>>(),
@@ -64,6 +70,8 @@ pub fn status_json(
                 "sticky": s.config.sticky.as_str(),
                 "drain_timeout": humantime::format_duration(s.config.drain_timeout).to_string(),
                 "failover": s.config.failover,
+                "slow_start": s.config.slow_start.map(|d| humantime::format_duration(d).to_string()),
+                "ramp": ramp_json(s),
                 "pools": pools,
                 "listeners": ls,
             })
@@ -73,5 +81,18 @@ pub fn status_json(
         "generation": snap.generation,
         "services": services,
         "last_change": controller.audit().last(),
+    })
+}
+
+/// A split ramp in progress: how far along its window (0 to 1), and
+/// whether it waits for a pool it raises to have a backend up; `null`
+/// when none runs.
+fn ramp_json(s: &Service) -> Value {
+    let (Some(r), Some(window)) = (s.ramp(), s.config.slow_start) else {
+        return Value::Null;
+    };
+    json!({
+        "progress": r.progress(window),
+        "paused": r.paused,
     })
 }

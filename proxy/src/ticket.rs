@@ -355,7 +355,10 @@ mod tests {
             let m = Bounds::between(a.bounds(), b.bounds(), fastrand::u128(..=1000), 1000);
             assert!(m.0.windows(2).all(|w| w[0] <= w[1]), "{m:?}");
             assert_eq!(m.0.last(), Some(&ALL));
-            assert_eq!(m.pool_for(Ticket(u64::MAX)), m.0.iter().position(|b| *b == ALL).unwrap());
+            assert_eq!(
+                m.pool_for(Ticket(u64::MAX)),
+                m.0.iter().position(|b| *b == ALL).unwrap()
+            );
         }
         // Pools that do not line up: the target at once.
         let c = Split::new(vec![1, 1, 1]);
@@ -400,8 +403,8 @@ mod tests {
                 let from = effective.clone();
                 let steps = 20u128;
                 let (first, stop) = match fastrand::u8(..3) {
-                    0 => (steps, steps),                  // at once
-                    1 => (0, steps),                      // a whole ramp
+                    0 => (steps, steps),                // at once
+                    1 => (0, steps),                    // a whole ramp
                     _ => (0, fastrand::u128(..=steps)), // cut short by the next change
                 };
                 for k in first..=stop {
