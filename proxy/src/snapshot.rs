@@ -94,11 +94,13 @@ pub struct Pool {
     /// Backends warming up after they came back up (slow start), aligned
     /// with `backends`.
     warmups: Vec<Option<Warmup>>,
-    /// Each backend's weight in the draw, in [`WEIGHT_SCALE`] units: its
-    /// configured weight, less while it warms up, 0 when unavailable.
-    weights: Vec<u64>,
-    /// Cumulative `weights`, for the weighted draw: the pick never lands
-    /// on an unavailable backend.
+    /// Whether any backend is warming up (then the pick weighs load by
+    /// effective weights, else by configured ones: the same ratios).
+    warming: bool,
+    /// Cumulative effective weights, for the weighted draw: each
+    /// backend's weight in [`WEIGHT_SCALE`] units (its configured weight,
+    /// less while it warms up, 0 when unavailable, so the pick never lands
+    /// on it) is the step from the entry before.
     cum_weights: Vec<u64>,
     /// Backends with a positive weight that are available.
     available: usize,
@@ -528,15 +530,14 @@ impl Pool {
             send_proxy_protocol,
             backends,
             health,
+            warming: warmups.iter().any(Option::is_some),
             warmups,
-            weights: Vec::new(),
             cum_weights: Vec::new(),
             available: 0,
             metrics,
         };
         let mut cum = 0u64;
         let mut available = 0;
-        let mut weights = Vec::with_capacity(pool.backends.len());
         let mut cum_weights = Vec::with_capacity(pool.backends.len());
         for (i, b) in pool.backends.iter().enumerate() {
             let w = match (pool.is_available(i), pool.warmups[i]) {
@@ -548,11 +549,9 @@ impl Pool {
                 available += 1;
             }
             cum += w;
-            weights.push(w);
             cum_weights.push(cum);
             pool.metrics.set_backend_up(&b.addr, pool.health[i].is_up());
         }
-        pool.weights = weights;
         pool.cum_weights = cum_weights;
         pool.available = available;
         pool
@@ -621,7 +620,7 @@ impl Pool {
 
     /// Whether a backend of this pool is warming up.
     pub fn warming(&self) -> bool {
-        self.warmups.iter().any(Option::is_some)
+        self.warming
     }
 
     /// Backend `i`'s warm-up, while it lasts.
@@ -632,7 +631,7 @@ impl Pool {
     /// Backend `i`'s weight in the draw now: its configured weight, a part
     /// of it while it warms up, 0 when it is not available.
     pub fn effective_weight(&self, i: usize) -> f64 {
-        self.weights.get(i).copied().unwrap_or(0) as f64 / WEIGHT_SCALE as f64
+        self.weight(i) as f64 / WEIGHT_SCALE as f64
     }
 
     /// How many backends with a positive weight are available.
@@ -672,6 +671,25 @@ impl Pool {
         self.metrics.in_flight.get()
     }
 
+    /// The effective weights of backends `a` and `b`, for a pick while a
+    /// backend warms up (rare: kept off the usual path).
+    #[cold]
+    #[inline(never)]
+    fn weights_of(&self, a: usize, b: usize) -> (u64, u64) {
+        (self.weight(a), self.weight(b))
+    }
+
+    /// Backend `i`'s effective weight in [`WEIGHT_SCALE`] units: its step
+    /// of `cum_weights`.
+    fn weight(&self, i: usize) -> u64 {
+        let upto = self.cum_weights.get(i).copied().unwrap_or(0);
+        let before = match i {
+            0 => 0,
+            _ => self.cum_weights.get(i - 1).copied().unwrap_or(0),
+        };
+        upto.saturating_sub(before)
+    }
+
     fn draw(&self, total: u64) -> usize {
         let x = fastrand::u64(..total);
         self.cum_weights.partition_point(|c| *c <= x)
@@ -693,10 +711,15 @@ impl Pool {
             b = self.draw(total);
         }
         let (ba, bb) = (self.backends.get(a)?, self.backends.get(b)?);
-        let (wa, wb) = (self.weights.get(a)?, self.weights.get(b)?);
+        // While a backend warms up its weight is less than configured.
+        let (wa, wb) = if self.warming {
+            self.weights_of(a, b)
+        } else {
+            (u64::from(ba.weight), u64::from(bb.weight))
+        };
         // load_a / w_a <= load_b / w_b, without division.
-        let la = ba.in_flight() as i128 * i128::from(*wb);
-        let lb = bb.in_flight() as i128 * i128::from(*wa);
+        let la = ba.in_flight() as i128 * i128::from(wb);
+        let lb = bb.in_flight() as i128 * i128::from(wa);
         Some(if la <= lb { ba } else { bb })
     }
 }
