@@ -207,15 +207,21 @@ impl App {
             controller.clone(),
             shutdown_rx.clone(),
         ));
+        // Slow start: moves ramps on in steps while one runs.
+        tasks.spawn(cutover_control::slow_start::run(
+            controller.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(cutover_control::admin::serve(
             admin_listener,
             admin.clone(),
             shutdown_rx,
         ));
-        // Tunnels are re-evaluated after every change; ends when the controller goes.
+        // Tunnels are re-evaluated after every change and every slow start
+        // step that moved tickets; ends when the controller goes.
         tokio::spawn(cutover_proxy::drain::follow_changes(
             shared.clone(),
-            controller.subscribe(),
+            controller.subscribe_routing(),
         ));
         tracing::info!(admin = %admin_addr, generation = controller.snapshot().load().generation, "cutover started");
         Ok(App {

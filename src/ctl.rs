@@ -253,8 +253,12 @@ fn format_change(v: &Value) -> String {
             v["generation"]
         )
     } else {
+        let ramp = v["slow_start"]
+            .as_str()
+            .map(|w| format!(", ramping in over {w}"))
+            .unwrap_or_default();
         format!(
-            "{}: {} -> {} (generation {})",
+            "{}: {} -> {} (generation {}{ramp})",
             v["service"].as_str().unwrap_or("?"),
             split_str(&v["previous"]),
             split_str(&v["split"]),
@@ -282,6 +286,11 @@ fn backend_line(b: &Value) -> String {
             "{addr} (ejected until {}: {reason})",
             b["until"].as_str().unwrap_or("?")
         ),
+        _ if b["warming"] == json!(true) => format!(
+            "{addr} (warming up: weight {:.2} of {})",
+            b["effective_weight"].as_f64().unwrap_or(0.0),
+            b["weight"]
+        ),
         _ => addr.to_string(),
     }
 }
@@ -289,25 +298,41 @@ fn backend_line(b: &Value) -> String {
 fn format_status(v: &Value) -> String {
     let mut out = format!("generation {}\n", v["generation"]);
     for s in v["services"].as_array().into_iter().flatten() {
+        let slow = s["slow_start"]
+            .as_str()
+            .map(|w| format!(", slow start {w}"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "\nservice {}  (sticky {}, drain timeout {})\n",
+            "\nservice {}  (sticky {}, drain timeout {}{slow})\n",
             s["name"].as_str().unwrap_or("?"),
             s["sticky"].as_str().unwrap_or("?"),
             s["drain_timeout"].as_str().unwrap_or("?")
         ));
+        if let Some(progress) = s["ramp"]["progress"].as_f64() {
+            let paused = if s["ramp"]["paused"] == json!(true) {
+                ", paused: a pool it raises has no backend up"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  ramping to the split: {:.0}% of the way{paused}\n",
+                progress * 100.0
+            ));
+        }
         out.push_str(&format!(
-            "  {:<12} {:>7} {:>7} {:>10} {:>9}  backends\n",
-            "pool", "weight", "share", "in-flight", "available"
+            "  {:<12} {:>7} {:>7} {:>7} {:>10} {:>9}  backends\n",
+            "pool", "weight", "share", "now", "in-flight", "available"
         ));
         for p in s["pools"].as_array().into_iter().flatten() {
             let list = p["backends"].as_array().map(Vec::as_slice).unwrap_or(&[]);
             let backends: Vec<String> = list.iter().map(backend_line).collect();
             let available = format!("{}/{}", p["available"], list.len());
             out.push_str(&format!(
-                "  {:<12} {:>7} {:>6.1}% {:>10} {:>9}  {}\n",
+                "  {:<12} {:>7} {:>6.1}% {:>6.1}% {:>10} {:>9}  {}\n",
                 p["name"].as_str().unwrap_or("?"),
                 p["weight"].to_string(),
                 p["share"].as_f64().unwrap_or(0.0) * 100.0,
+                p["effective_share"].as_f64().unwrap_or(0.0) * 100.0,
                 p["in_flight"].to_string(),
                 available,
                 backends.join(", ")
@@ -425,8 +450,8 @@ fn emptied_pools(outcome: &Value) -> Vec<String> {
         .collect()
 }
 
-/// How long `--wait-drained` follows: `--timeout`, else the service's drain
-/// timeout (from the status) plus 5 s.
+/// How long `--wait-drained` follows: `--timeout`, else the service's slow
+/// start window and drain timeout (from the status) plus 5 s.
 async fn drain_limit(
     args: &CtlArgs,
     service: &str,
@@ -437,15 +462,22 @@ async fn drain_limit(
             .map_err(|e| CtlError::Usage(format!("--timeout: {e}")));
     }
     let (_, status) = call(args, Method::GET, "/v1/status", None).await?;
-    let drain = status["services"]
+    let svc = status["services"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|s| s["name"] == service)
-        .and_then(|s| s["drain_timeout"].as_str())
-        .and_then(|d| cutover_config::parse_duration(d).ok())
-        .unwrap_or(std::time::Duration::from_secs(30));
-    Ok(drain + std::time::Duration::from_secs(5))
+        .cloned()
+        .unwrap_or_default();
+    let duration = |key: &str| {
+        svc[key]
+            .as_str()
+            .and_then(|d| cutover_config::parse_duration(d).ok())
+    };
+    let drain_timeout = duration("drain_timeout").unwrap_or(std::time::Duration::from_secs(30));
+    // A pool that a slow start empties gets traffic until the ramp ends.
+    let ramp = duration("slow_start").unwrap_or_default();
+    Ok(ramp + drain_timeout + std::time::Duration::from_secs(5))
 }
 
 /// `ctl switch --wait-drained`: after the switch, follow the pools that lost
@@ -553,6 +585,47 @@ mod tests {
                  10.0.1.12:8080 (ejected until 2026-11-29T21:00:11.250Z: 5 consecutive failures: connect refused)"
             ),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn status_prints_configured_and_effective_shares_during_a_slow_start() {
+        let v = serde_json::json!({
+            "generation": 3,
+            "services": [{
+                "name": "web", "sticky": "none", "drain_timeout": "30s", "slow_start": "30s",
+                "ramp": {"progress": 0.25, "paused": false},
+                "pools": [
+                    {"name": "blue", "weight": 50, "share": 0.5, "effective_share": 0.875,
+                     "in_flight": 0, "available": 1,
+                     "backends": [{"addr": "10.0.1.10:8080", "state": "up", "weight": 1, "effective_weight": 1.0}]},
+                    {"name": "green", "weight": 50, "share": 0.5, "effective_share": 0.125,
+                     "in_flight": 0, "available": 1,
+                     "backends": [{"addr": "10.0.2.10:8080", "state": "up", "weight": 2,
+                                   "effective_weight": 0.5, "warming": true}]}
+                ],
+                "listeners": []
+            }]
+        });
+        let out = format_status(&v);
+        assert!(out.contains("slow start 30s"), "{out}");
+        assert!(
+            out.contains("ramping to the split: 25% of the way\n"),
+            "{out}"
+        );
+        assert!(out.contains("  50.0%   87.5% "), "{out}");
+        assert!(out.contains("  50.0%   12.5% "), "{out}");
+        assert!(
+            out.contains("10.0.2.10:8080 (warming up: weight 0.50 of 2)"),
+            "{out}"
+        );
+        let change = serde_json::json!({
+            "service": "web", "generation": 3, "changed": true, "slow_start": "30s",
+            "split": {"blue": 50, "green": 50}, "previous": {"blue": 100, "green": 0}
+        });
+        assert_eq!(
+            format_change(&change),
+            "web: blue=100 green=0 -> blue=50 green=50 (generation 3, ramping in over 30s)"
         );
     }
 }

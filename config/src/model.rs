@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_COOKIE_NAME: &str = "cutover_ticket";
+/// The longest `slow_start` window.
+pub const MAX_SLOW_START: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -135,6 +137,11 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// Passive ejection of backends that fail requests.
     pub outlier: Outlier,
+    /// Slow start: a change that gives traffic to a pool that had none (or
+    /// is still ramping up), and a backend that comes back up, get their
+    /// share ramped linearly over this window. `None`: off, every change
+    /// applies at once.
+    pub slow_start: Option<Duration>,
     pub listeners: Vec<ListenerConfig>,
 }
 

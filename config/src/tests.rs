@@ -646,3 +646,47 @@ fn outlier_errors_name_the_line_and_key() {
         "allowed: 0 to 100",
     );
 }
+
+#[test]
+fn slow_start_is_off_by_default_and_bounded() {
+    let with = |v: &str| GOOD.replace("green = 10 }", &format!("green = 10 }}\nslow_start = {v}"));
+    assert_eq!(parse("t.toml", GOOD).unwrap().services[0].slow_start, None);
+    let c = parse("t.toml", &with("\"30s\"")).unwrap();
+    assert_eq!(
+        c.services[0].slow_start,
+        Some(std::time::Duration::from_secs(30))
+    );
+    // "0s" is off, as if absent.
+    assert_eq!(
+        parse("t.toml", &with("\"0s\"")).unwrap().services[0].slow_start,
+        None
+    );
+    assert_eq!(
+        parse("t.toml", &with("\"1h\"")).unwrap().services[0].slow_start,
+        Some(MAX_SLOW_START)
+    );
+    let key = "services.web.slow_start";
+    let errs = errors(&with("\"61m\""));
+    has(
+        &errs,
+        4,
+        key,
+        "`61m` is too long; allowed: \"0s\" (off) to \"1h\"",
+    );
+    assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    let errs = errors(&with("\"soon\""));
+    has(&errs, 4, key, "is not a duration");
+    has(
+        &errs,
+        4,
+        key,
+        "allowed: \"0s\" (off) to \"1h\", like slow_start = \"30s\"",
+    );
+    let errs = errors(&with("30"));
+    assert_eq!(errs[0].line, Some(4), "{}", ConfigErrors(errs.clone()));
+
+    // A reload that changes it is a settings change.
+    let a = parse("t.toml", GOOD).unwrap();
+    let b = parse("t.toml", &with("\"30s\"")).unwrap();
+    assert_eq!(diff(&a, &b).settings_changed, ["web"]);
+}

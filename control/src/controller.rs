@@ -1,6 +1,11 @@
 //! The switch logic: validates a change, persists it, then swaps in a new
 //! routing snapshot with the next generation. One mutex serialises changes;
 //! the data plane never takes it (it only reads the `ArcSwap`).
+//!
+//! With `slow_start` a change may ramp ([`cutover_proxy::slow_start`]):
+//! the controller swaps in the change with tickets still mapping where they
+//! did, and [`Controller::step_ramps`] (run by [`crate::slow_start::run`])
+//! moves them on in steps, under the same lock, keeping the generation.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -12,9 +17,10 @@ use cutover_config::Config;
 use cutover_proxy::metrics::names;
 use cutover_proxy::outlier::Signal;
 use cutover_proxy::{Ejection, Health, ProxyMetrics, Snapshot};
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use crate::error::ControlError;
 use crate::state::{self, AuditEntry, PersistedService, PersistedState, STATE_VERSION};
@@ -62,9 +68,13 @@ pub struct ChangeOutcome {
     pub previous: serde_json::Map<String, serde_json::Value>,
     /// False when the requested split was already in force.
     pub changed: bool,
+    /// The window over which the change ramps in (slow start), like
+    /// `"30s"`; absent when it is in force at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<String>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     /// Per service (aligned with config.services): split before the last change.
     previous: Vec<Option<Vec<u32>>>,
@@ -73,12 +83,13 @@ struct Inner {
 
 struct ControlMetrics {
     split_weight: IntGaugeVec,
+    effective_share: GaugeVec,
     generation: IntGauge,
     changes: IntCounterVec,
 }
 
 pub struct Controller {
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     proxy_metrics: Arc<ProxyMetrics>,
     metrics: ControlMetrics,
     state_path: Option<PathBuf>,
@@ -86,6 +97,11 @@ pub struct Controller {
     generation_tx: watch::Sender<u64>,
     /// Backends' failure streaks wake the ejector through this.
     outlier: Arc<Signal>,
+    /// Counts routing changes: operator changes and ramp steps that moved
+    /// tickets (for the tunnel drainer).
+    pub(crate) routing_tx: watch::Sender<u64>,
+    /// Wakes the slow start task when a ramp begins.
+    pub(crate) ramp_wake: Notify,
 }
 
 fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
@@ -162,6 +178,7 @@ impl Controller {
         let metrics = ControlMetrics::new(registry)
             .map_err(|e| ControlError::InvalidSplit(format!("metrics: {e}")))?;
         let (generation_tx, _) = watch::channel(generation);
+        let (routing_tx, _) = watch::channel(0);
         let c = Controller {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             proxy_metrics,
@@ -174,6 +191,8 @@ impl Controller {
             }),
             generation_tx,
             outlier,
+            routing_tx,
+            ramp_wake: Notify::new(),
         };
         c.update_metrics();
         Ok(c)
@@ -198,6 +217,14 @@ impl Controller {
         self.generation_tx.subscribe()
     }
 
+    /// Fires whenever tickets may map elsewhere: on every operator change,
+    /// and on every slow start step that moved tickets (which keeps the
+    /// generation). For the tunnel drainer
+    /// ([`cutover_proxy::drain::follow_changes`]).
+    pub fn subscribe_routing(&self) -> watch::Receiver<u64> {
+        self.routing_tx.subscribe()
+    }
+
     pub fn config(&self) -> Config {
         self.lock().config.clone()
     }
@@ -206,21 +233,25 @@ impl Controller {
         self.lock().audit.iter().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave Inner half-written
         // (every mutation is a whole-value replacement), so poison is safe to clear.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update_metrics(&self) {
+    pub(crate) fn update_metrics(&self) {
         let snap = self.snapshot.load();
         self.metrics.generation.set(snap.generation as i64);
         for s in &snap.services {
-            for (p, w) in s.pools.iter().zip(s.split.weights()) {
+            for (i, (p, w)) in s.pools.iter().zip(s.split.weights()).enumerate() {
                 self.metrics
                     .split_weight
                     .with_label_values(&[s.name(), &p.name])
                     .set(i64::from(*w));
+                self.metrics
+                    .effective_share
+                    .with_label_values(&[s.name(), &p.name])
+                    .set(s.effective().share(i));
             }
         }
     }
@@ -253,11 +284,16 @@ impl Controller {
                 split: as_map(&named(&pools, &new)),
                 previous: as_map(&named(&pools, &old)),
                 changed: false,
+                slow_start: None,
             });
         }
 
         let forced = check_available(&current, idx, req, &new, &old)?;
-        let next = current.with_split(idx, new.clone());
+        let window = crate::slow_start::ramp_window(&current, idx, req, &new);
+        let next = match window {
+            Some(_) => current.with_ramped_split(idx, new.clone(), Instant::now()),
+            None => current.with_split(idx, new.clone()),
+        };
         let mut entry = audit_entry(req, next.generation, &pools, &new, &old);
         entry.forced = forced;
         let mut previous = inner.previous.clone();
@@ -277,13 +313,18 @@ impl Controller {
         let generation = next.generation;
         self.snapshot.store(Arc::new(next));
         drop(inner);
-        self.announce(req, &entry);
+        let slow_start = window.map(|w| humantime::format_duration(w).to_string());
+        self.announce(req, &entry, slow_start.as_deref());
+        if window.is_some() {
+            self.ramp_wake.notify_one();
+        }
         Ok(ChangeOutcome {
             generation,
             service: req.service.clone(),
             split: as_map(&entry.split),
             previous: as_map(&entry.previous),
             changed: true,
+            slow_start,
         })
     }
 
@@ -291,10 +332,19 @@ impl Controller {
     /// with the same backends and the same generation, swapped in under the
     /// change lock so it never undoes an operator's change made meanwhile
     /// (nor the reverse). Not an operator change: no audit entry, no state
-    /// file write, no generation bump. Returns whether anything changed.
+    /// file write, no generation bump. A backend that comes back up (down
+    /// before) warms up when the service has `slow_start`. Returns whether
+    /// anything changed.
     pub fn set_health(&self, service: &str, pool: &str, backend: &str, health: Health) -> bool {
+        let back_up = health.is_up();
         self.swap_backend(service, pool, backend, |snap, s, p, b| {
-            snap.with_health(s, p, b, health)
+            let next = snap.with_health(s, p, b, health)?;
+            // with_health changed something: an up backend was down.
+            Some(if back_up {
+                self.warmed(next, s, p, b)
+            } else {
+                next
+            })
         })
     }
 
@@ -308,8 +358,14 @@ impl Controller {
         backend: &str,
         ejection: Option<Ejection>,
     ) -> bool {
+        let lifted = ejection.is_none();
         self.swap_backend(service, pool, backend, |snap, s, p, b| {
-            snap.with_ejection(s, p, b, ejection)
+            let next = snap.with_ejection(s, p, b, ejection)?;
+            Some(if lifted {
+                self.warmed(next, s, p, b)
+            } else {
+                next
+            })
         })
     }
 
@@ -350,13 +406,7 @@ impl Controller {
     ) -> bool {
         let _inner = self.lock();
         let current = self.snapshot.load_full();
-        let Some((si, s)) = current.service(service) else {
-            return false;
-        };
-        let Some(pi) = s.pool_index(pool) else {
-            return false;
-        };
-        let Some(bi) = s.pools[pi].backends.iter().position(|b| b.addr == backend) else {
+        let Some((si, pi, bi)) = locate(&current, service, pool, backend) else {
             return false;
         };
         match f(&current, si, pi, bi) {
@@ -368,11 +418,26 @@ impl Controller {
         }
     }
 
-    /// After a change is in force: metrics, the generation watchers, the log.
-    fn announce(&self, req: &ChangeRequest, entry: &AuditEntry) {
+    /// `next`, in which backend (`s`, `p`, `b`) is back in its pool's draw
+    /// (back up, or its ejection lifted): with `slow_start` it warms up
+    /// from now, and the slow start task is woken to move it on.
+    fn warmed(&self, next: Snapshot, s: usize, p: usize, b: usize) -> Snapshot {
+        match next.with_warmup(s, p, b, Instant::now()) {
+            Some(warming) => {
+                self.ramp_wake.notify_one();
+                warming
+            }
+            None => next,
+        }
+    }
+
+    /// After a change is in force: metrics, the generation and routing
+    /// watchers, the log.
+    fn announce(&self, req: &ChangeRequest, entry: &AuditEntry, slow_start: Option<&str>) {
         let generation = entry.generation;
         self.update_metrics();
         self.generation_tx.send_replace(generation);
+        self.routing_tx.send_modify(|n| *n += 1);
         tracing::info!(
             service = %req.service,
             action = req.action.name(),
@@ -380,9 +445,26 @@ impl Controller {
             split = ?entry.split,
             who = %req.who,
             reason = req.reason.as_deref().unwrap_or(""),
+            slow_start = slow_start.unwrap_or("none"),
             "routing changed"
         );
     }
+}
+
+/// Indices of a service's pool's backend in `snap`.
+pub(crate) fn locate(
+    snap: &Snapshot,
+    service: &str,
+    pool: &str,
+    backend: &str,
+) -> Option<(usize, usize, usize)> {
+    let (si, s) = snap.service(service)?;
+    let pi = s.pool_index(pool)?;
+    let bi = s.pools[pi]
+        .backends
+        .iter()
+        .position(|b| b.addr == backend)?;
+    Some((si, pi, bi))
 }
 
 /// The service `req` names in `current`, checked against the generation
@@ -584,6 +666,13 @@ impl ControlMetrics {
             ),
             &["service", "pool"],
         )?;
+        let effective_share = GaugeVec::new(
+            Opts::new(
+                names::EFFECTIVE_SHARE,
+                "Share of new traffic each pool gets now (lags the split during a slow start)",
+            ),
+            &["service", "pool"],
+        )?;
         let generation = IntGauge::new(
             names::GENERATION,
             "Generation of the routing snapshot in force",
@@ -596,10 +685,12 @@ impl ControlMetrics {
             &["action", "result"],
         )?;
         registry.register(Box::new(split_weight.clone()))?;
+        registry.register(Box::new(effective_share.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(changes.clone()))?;
         Ok(ControlMetrics {
             split_weight,
+            effective_share,
             generation,
             changes,
         })

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod error;
 pub mod health;
 pub mod outlier;
+pub mod slow_start;
 pub mod state;
 mod status;
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cutover_proxy::{Backend, Ejection, Health};
+use cutover_proxy::{Backend, Ejection, Health, Service};
 use serde_json::{json, Value};
 
 use crate::controller::Controller;
@@ -29,16 +29,25 @@ pub fn status_json(
                 .pools
                 .iter()
                 .zip(weights)
-                .map(|(p, w)| {
+                .enumerate()
+                .map(|(i, (p, w))| {
                     json!({
                         "name": p.name,
                         "weight": w,
                         "share": *w as f64 / total as f64,
+                        "effective_share": s.effective().share(i),
                         "in_flight": p.in_flight(),
                         "available": p.available(),
                         "ejections_waived": p.ejections_waived(),
-                        "backends": p.backends.iter().zip(p.health()).zip(p.ejections())
-                            .map(|((b, h), e)| backend_json(b, h, e.as_ref()))
+                        "backends": p.backends.iter().zip(p.health()).zip(p.ejections()).enumerate()
+                            .map(|(j, ((b, h), e))| {
+                                let mut v = backend_json(b, h, e.as_ref());
+                                v["effective_weight"] = json!(p.effective_weight(j));
+                                if p.warmup(j).is_some() {
+                                    v["warming"] = json!(true);
+                                }
+                                v
+                            })
                             .collect::<Vec<_>>(),
                     })
                 })
@@ -54,6 +63,8 @@ pub fn status_json(
                 "sticky": s.config.sticky.as_str(),
                 "drain_timeout": humantime::format_duration(s.config.drain_timeout).to_string(),
                 "failover": s.config.failover,
+                "slow_start": s.config.slow_start.map(|d| humantime::format_duration(d).to_string()),
+                "ramp": ramp_json(s),
                 "pools": pools,
                 "listeners": ls,
             })
@@ -96,6 +107,19 @@ fn backend_json(b: &Backend, h: &Health, e: Option<&Ejection>) -> Value {
         (Health::Up, None) => {}
     }
     v
+}
+
+/// A split ramp in progress: how far along its window (0 to 1), and
+/// whether it waits for a pool it raises to have a backend up; `null`
+/// when none runs.
+fn ramp_json(s: &Service) -> Value {
+    let (Some(r), Some(window)) = (s.ramp(), s.config.slow_start) else {
+        return Value::Null;
+    };
+    json!({
+        "progress": r.progress(window),
+        "paused": r.paused,
+    })
 }
 
 #[cfg(test)]

@@ -11,14 +11,18 @@ use crate::snapshot::{Backend, Service, Snapshot};
 use crate::Shared;
 
 /// What is left on one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolDrain {
     pub pool: String,
     pub weight: u32,
+    /// The share of tickets it gets now: during a slow start a pool whose
+    /// weight went to 0 still gets some until the ramp ends.
+    pub effective_share: f64,
     pub in_flight: i64,
     pub tunnels_open: u64,
     pub tunnels_draining: u64,
-    /// Weight 0, no requests in flight and no tunnels.
+    /// No share of tickets (weight 0, and no slow start still giving it
+    /// some), no requests in flight and no tunnels.
     pub drained: bool,
 }
 
@@ -27,6 +31,7 @@ impl PoolDrain {
         json!({
             "pool": self.pool,
             "weight": self.weight,
+            "effective_share": self.effective_share,
             "in_flight": self.in_flight,
             "tunnels_open": self.tunnels_open,
             "tunnels_draining": self.tunnels_draining,
@@ -43,34 +48,39 @@ pub fn status(shared: &Shared, service: &str) -> Option<Vec<PoolDrain>> {
         s.pools
             .iter()
             .zip(s.split.weights())
-            .map(|(p, w)| {
+            .enumerate()
+            .map(|(i, (p, w))| {
                 let t = shared.tunnels.counts(service, &p.name);
                 let in_flight = p.in_flight().max(0);
+                let idle = in_flight == 0 && t.open == 0 && t.draining == 0;
                 PoolDrain {
                     pool: p.name.clone(),
                     weight: *w,
+                    effective_share: s.effective().share(i),
                     in_flight,
                     tunnels_open: t.open,
                     tunnels_draining: t.draining,
-                    drained: *w == 0 && in_flight == 0 && t.open == 0 && t.draining == 0,
+                    drained: *w == 0 && !s.effective().has_share(i) && idle,
                 }
             })
             .collect(),
     )
 }
 
-/// After every routing change, until the sender goes: re-evaluates tunnels,
+/// After every routing change (an operator's change, or a slow start's
+/// step that moved tickets: the control plane's routing watch fires on
+/// both), until the sender goes: re-evaluates tunnels,
 /// and for backends the new snapshot retired (their pool lost all its
 /// traffic) cuts the upstream connections still open at the drain deadline.
 /// Every [`REAP_INTERVAL`] it also closes idle upstream connections past
 /// their idle timeout.
-pub async fn follow_changes(shared: Arc<Shared>, mut generation: watch::Receiver<u64>) {
+pub async fn follow_changes(shared: Arc<Shared>, mut routing: watch::Receiver<u64>) {
     let mut prev = shared.snapshot.load_full();
     let mut reap = tokio::time::interval(REAP_INTERVAL);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            changed = generation.changed() => if changed.is_err() { break },
+            changed = routing.changed() => if changed.is_err() { break },
             _ = reap.tick() => {
                 close_expired_idle(&shared.snapshot.load());
                 continue;

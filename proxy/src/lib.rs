@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outlier;
 pub mod proxy_protocol;
 pub mod server;
+pub mod slow_start;
 pub mod snapshot;
 mod tcp;
 pub mod ticket;

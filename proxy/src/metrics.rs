@@ -19,6 +19,7 @@ pub mod names {
     pub const DOWNSTREAM_REFUSED: &str = "cutover_downstream_refused_total";
     pub const DOWNSTREAM_CLIENT_GONE: &str = "cutover_downstream_client_gone_total";
     pub const SPLIT_WEIGHT: &str = "cutover_split_weight";
+    pub const EFFECTIVE_SHARE: &str = "cutover_effective_share";
     pub const GENERATION: &str = "cutover_generation";
     pub const TUNNELS: &str = "cutover_tunnels";
     pub const DRAIN_CLOSED: &str = "cutover_drain_closed_total";

@@ -13,10 +13,18 @@
 //! Passive ejections ([`Ejection`], decided by the control plane's
 //! ejector from the backends' failure counts, see [`crate::outlier`]) are
 //! held beside health the same way ([`Snapshot::with_ejection`]).
+//!
+//! With slow start ([`crate::slow_start`]) a service routes through
+//! effective bounds that may lag its configured split, and a pool draws
+//! its backends by effective weights that may lag their configured ones;
+//! the control plane moves both on in steps ([`Snapshot::step`]: same
+//! backends, same generation).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use cutover_config::{Protocol, ServiceConfig};
 use http::uri::Authority;
@@ -26,7 +34,8 @@ use prometheus::IntCounter;
 
 use crate::metrics::{PoolMetrics, ProxyMetrics, UpstreamMetrics};
 use crate::outlier::{Ejection, Passive, Signal};
-use crate::ticket::{Split, Ticket};
+use crate::slow_start::{self, SplitRamp, Warmup, WEIGHT_SCALE};
+use crate::ticket::{Bounds, Split, Ticket};
 use crate::upstream::{ConnRegistry, Upstream, UpstreamSettings};
 
 pub struct Snapshot {
@@ -38,7 +47,14 @@ pub struct Snapshot {
 pub struct Service {
     pub config: Arc<ServiceConfig>,
     pub pools: Vec<Arc<Pool>>,
+    /// The configured split: what the operator set (the state file and the
+    /// audit record it).
     pub split: Split,
+    /// Where tickets map now: the split's bounds, or during a slow start
+    /// part of the way there. Routing reads this.
+    effective: Bounds,
+    /// The slow start of the split in progress, if any.
+    ramp: Option<SplitRamp>,
     pub override_header: Option<HeaderName>,
     /// `; Max-Age=...; Path=/; HttpOnly; SameSite=Lax[; Secure]`, built once.
     pub cookie_attributes: String,
@@ -88,8 +104,16 @@ pub struct Pool {
     /// ejections: they are ignored, so ejections never empty a pool (the
     /// others went down by their checks after the ejections).
     ejections_waived: bool,
-    /// Cumulative weights of the available backends (an unavailable one
-    /// adds 0), for the weighted draw: the pick never lands on it.
+    /// Backends warming up after they came back up (slow start), aligned
+    /// with `backends`.
+    warmups: Vec<Option<Warmup>>,
+    /// Whether any backend is warming up (then the pick weighs load by
+    /// effective weights, else by configured ones: the same ratios).
+    warming: bool,
+    /// Cumulative effective weights, for the weighted draw: each
+    /// backend's weight in [`WEIGHT_SCALE`] units (its configured weight,
+    /// less while it warms up, 0 when unavailable, so the pick never lands
+    /// on it) is the step from the entry before.
     cum_weights: Vec<u64>,
     /// Backends with a positive weight that are available.
     available: usize,
@@ -148,42 +172,107 @@ impl Snapshot {
             .find(|(_, s)| s.config.name == name)
     }
 
-    /// A new snapshot with one service's split replaced and the generation
-    /// bumped; everything else is shared with `self`.
+    /// A new snapshot with one service's split replaced, in force at once,
+    /// and the generation bumped; everything else is shared with `self`.
+    /// A pool that loses all its traffic gets fresh backends: the old
+    /// clients (and their idle keep-alive connections) go away as soon as
+    /// no in-flight request holds them, and the drainer cuts what is left
+    /// at the drain deadline.
     pub fn with_split(&self, service: usize, split: Vec<u32>) -> Snapshot {
+        self.with_service(service, self.generation + 1, |s| {
+            let split = Split::new(split);
+            let mut s2 = s.with_effective(split.bounds().clone(), None);
+            s2.split = split;
+            s2
+        })
+    }
+
+    /// Like [`Snapshot::with_split`], but tickets keep mapping where they
+    /// map now: [`Snapshot::step`] moves them to the new split over the
+    /// service's `slow_start` window, from `now`.
+    pub fn with_ramped_split(&self, service: usize, split: Vec<u32>, now: Instant) -> Snapshot {
+        self.with_service(service, self.generation + 1, |s| {
+            let mut s2 = Service::clone(s);
+            s2.split = Split::new(split);
+            s2.ramp = Some(SplitRamp::start(s.effective.clone(), now));
+            s2
+        })
+    }
+
+    /// Every ramp moved on to `now` (split ramps and warming backends),
+    /// same generation, same backends (but a pool whose last tickets the
+    /// ramp took gets fresh ones, as in [`Snapshot::with_split`]). `None`
+    /// when nothing ramps.
+    pub fn step(&self, now: Instant) -> Option<Snapshot> {
+        let mut stepped = false;
         let services = self
             .services
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if i == service {
-                    let mut s2 = Service::clone(s);
-                    // A pool that loses all its traffic gets fresh backends:
-                    // the old clients (and their idle keep-alive connections)
-                    // go away as soon as no in-flight request holds them, and
-                    // the drainer cuts what is left at the drain deadline.
-                    s2.pools = s
-                        .pools
-                        .iter()
-                        .zip(s.split.weights())
-                        .zip(&split)
-                        .map(|((p, old), new)| {
-                            if *old > 0 && *new == 0 {
-                                Arc::new(p.refreshed())
-                            } else {
-                                p.clone()
-                            }
-                        })
-                        .collect();
-                    s2.split = Split::new(split.clone());
+            .map(|s| match s.stepped(now) {
+                Some(s2) => {
+                    stepped = true;
                     Arc::new(s2)
-                } else {
-                    s.clone()
                 }
+                None => s.clone(),
             })
             .collect();
+        stepped.then(|| Snapshot {
+            generation: self.generation,
+            services,
+        })
+    }
+
+    /// How soon the next [`Snapshot::step`] is due: the shortest step of
+    /// the services with a ramp in progress; `None` when none has.
+    pub fn step_interval(&self) -> Option<Duration> {
+        self.services
+            .iter()
+            .filter(|s| s.ramping())
+            .map(|s| slow_start::step_interval(s.config.slow_start.unwrap_or_default()))
+            .min()
+    }
+
+    /// A new snapshot in which one backend (indices) starts warming up
+    /// from `now`: its weight in its pool's draw ramps up over the
+    /// service's `slow_start` window. Same generation, same backends.
+    /// `None` without slow start, or when there is no such backend or it
+    /// is not available (down or ejected).
+    pub fn with_warmup(
+        &self,
+        service: usize,
+        pool: usize,
+        backend: usize,
+        now: Instant,
+    ) -> Option<Snapshot> {
+        let s = self.services.get(service)?;
+        s.config.slow_start?;
+        let p = s.pools.get(pool)?;
+        if backend >= p.backends.len() || !p.is_available(backend) {
+            return None;
+        }
+        let mut warmups = p.warmups.clone();
+        warmups[backend] = Some(Warmup::start(now));
+        let p2 = p.rebuilt(p.health.clone(), p.ejections.clone(), warmups);
+        Some(self.with_service(service, self.generation, |s| {
+            let mut s2 = Service::clone(s);
+            s2.pools[pool] = Arc::new(p2);
+            s2
+        }))
+    }
+
+    /// A new snapshot with service `i` replaced by `f` of it, at `generation`.
+    fn with_service(
+        &self,
+        i: usize,
+        generation: u64,
+        f: impl FnOnce(&Service) -> Service,
+    ) -> Snapshot {
+        let mut services = self.services.clone();
+        if let Some(s) = services.get_mut(i) {
+            *s = Arc::new(f(s));
+        }
         Snapshot {
-            generation: self.generation + 1,
+            generation,
             services,
         }
     }
@@ -318,7 +407,9 @@ impl Service {
                     pc.name.clone(),
                     pc.send_proxy_protocol,
                     backends,
-                    (health, ejections),
+                    health,
+                    ejections,
+                    Vec::new(),
                     pool_metrics,
                 ))
             })
@@ -344,6 +435,8 @@ impl Service {
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             config: Arc::new(sc.clone()),
             pools,
+            effective: Split::new(split.clone()).bounds().clone(),
+            ramp: None,
             split: Split::new(split),
             cookie_attributes,
             failovers,
@@ -355,8 +448,83 @@ impl Service {
         &self.config.name
     }
 
+    /// The pool a ticket maps to now (through the effective bounds).
     pub fn pool_for(&self, ticket: Ticket) -> usize {
-        self.split.pool_for(ticket)
+        self.effective.pool_for(ticket)
+    }
+
+    /// Where tickets map now: the configured split's bounds, or during a
+    /// slow start part of the way there.
+    pub fn effective(&self) -> &Bounds {
+        &self.effective
+    }
+
+    /// The slow start of the split in progress, if any.
+    pub fn ramp(&self) -> Option<&SplitRamp> {
+        self.ramp.as_ref()
+    }
+
+    /// Whether a slow start is in progress: of the split, or of a backend.
+    pub fn ramping(&self) -> bool {
+        self.ramp.is_some() || self.pools.iter().any(|p| p.warming())
+    }
+
+    /// This service with tickets mapping through `effective`: a pool that
+    /// loses its last ticket gets fresh backends (see
+    /// [`Snapshot::with_split`]).
+    fn with_effective(&self, effective: Bounds, ramp: Option<SplitRamp>) -> Service {
+        let mut s2 = Service::clone(self);
+        s2.pools = self
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if self.effective.has_share(i) && !effective.has_share(i) {
+                    Arc::new(p.refreshed())
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        s2.effective = effective;
+        s2.ramp = ramp;
+        s2
+    }
+
+    /// This service one step on at `now`: its split ramp (paused while a
+    /// pool it raises has no backend up) and its warming backends. `None`
+    /// when nothing ramps.
+    fn stepped(&self, now: Instant) -> Option<Service> {
+        if !self.ramping() {
+            return None;
+        }
+        // Without a window (none configured) a ramp ends at once.
+        let window = self.config.slow_start.unwrap_or_default();
+        let mut s2 = match &self.ramp {
+            Some(r) => {
+                let r = r.advanced(now, self.ramp_blocked(r));
+                if r.done(window) {
+                    self.with_effective(self.split.bounds().clone(), None)
+                } else {
+                    let bounds = r.bounds(self.split.bounds(), window);
+                    self.with_effective(bounds, Some(r))
+                }
+            }
+            None => Service::clone(self),
+        };
+        for p in s2.pools.iter_mut().filter(|p| p.warming()) {
+            *p = Arc::new(p.warmed(now, window));
+        }
+        Some(s2)
+    }
+
+    /// A pool the ramp `r` gives more tickets has no backend up.
+    fn ramp_blocked(&self, r: &SplitRamp) -> bool {
+        let to = self.split.bounds();
+        self.pools
+            .iter()
+            .enumerate()
+            .any(|(i, p)| to.width(i) > r.from.width(i) && p.all_down())
     }
 
     pub fn pool_index(&self, name: &str) -> Option<usize> {
@@ -376,9 +544,8 @@ impl Service {
             return None;
         }
         let n = self.pools.len();
-        let weights = self.split.weights();
         let others = || (1..n).map(|k| (from + k) % n);
-        let with_share = others().filter(|to| weights.get(*to).copied().unwrap_or(0) > 0);
+        let with_share = others().filter(|to| self.effective.has_share(*to));
         let (to, pool, backend) = with_share.chain(others()).find_map(|to| {
             let pool = self.pools.get(to)?;
             pool.pick().map(|b| (to, pool, b))
@@ -395,21 +562,33 @@ impl Pool {
     pub fn new(name: String, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Pool {
         let health = vec![Health::Up; backends.len()];
         let ejections = vec![None; backends.len()];
-        Pool::assemble(name, false, backends, (health, ejections), metrics)
+        Pool::assemble(
+            name,
+            false,
+            backends,
+            health,
+            ejections,
+            Vec::new(),
+            metrics,
+        )
     }
 
-    /// A pool with its backends' health and ejections (aligned with
-    /// `backends`): the weighted draw covers the available backends only,
-    /// and `cutover_backend_up` follows.
+    /// A pool with its backends' health, ejections and warm-ups (aligned
+    /// with `backends`; missing ones are up, not ejected and warm): the
+    /// weighted draw covers the available backends only, each by its
+    /// effective weight, and `cutover_backend_up` follows.
     fn assemble(
         name: String,
         send_proxy_protocol: bool,
         backends: Vec<Arc<Backend>>,
-        (mut health, mut ejections): (Vec<Health>, Vec<Option<Ejection>>),
+        mut health: Vec<Health>,
+        mut ejections: Vec<Option<Ejection>>,
+        mut warmups: Vec<Option<Warmup>>,
         metrics: PoolMetrics,
     ) -> Pool {
         health.resize(backends.len(), Health::Up);
         ejections.resize(backends.len(), None);
+        warmups.resize(backends.len(), None);
         // Ejections are waived when only ejected backends could serve.
         let could_serve = |ejected: bool| {
             backends
@@ -425,6 +604,8 @@ impl Pool {
             health,
             ejections,
             ejections_waived,
+            warming: warmups.iter().any(Option::is_some),
+            warmups,
             cum_weights: Vec::new(),
             available: 0,
             metrics,
@@ -433,13 +614,17 @@ impl Pool {
         let mut available = 0;
         let mut cum_weights = Vec::with_capacity(pool.backends.len());
         for (i, b) in pool.backends.iter().enumerate() {
-            let usable = pool.is_available(i);
-            if usable && b.weight > 0 {
-                cum += u64::from(b.weight);
+            let w = match (pool.is_available(i), pool.warmups[i]) {
+                (false, _) => 0,
+                (true, Some(warm)) => warm.weight(b.weight),
+                (true, None) => u64::from(b.weight) * WEIGHT_SCALE,
+            };
+            if w > 0 {
                 available += 1;
             }
+            cum += w;
             cum_weights.push(cum);
-            pool.metrics.set_backend_up(&b.addr, usable);
+            pool.metrics.set_backend_up(&b.addr, pool.is_available(i));
         }
         pool.cum_weights = cum_weights;
         pool.available = available;
@@ -447,26 +632,58 @@ impl Pool {
     }
 
     /// The same backends (connections, in-flight counts) with new health
-    /// and ejections.
+    /// and ejections; a backend no longer available stops warming up (it
+    /// starts again when it comes back).
     fn with_state(&self, health: Vec<Health>, ejections: Vec<Option<Ejection>>) -> Pool {
+        let warmups = self
+            .warmups
+            .iter()
+            .zip(health.iter().zip(&ejections))
+            .map(|(w, (h, e))| w.filter(|_| h.is_up() && e.is_none()))
+            .collect();
+        self.rebuilt(health, ejections, warmups)
+    }
+
+    /// The same backends (connections, in-flight counts) with new health,
+    /// ejections and warm-ups.
+    fn rebuilt(
+        &self,
+        health: Vec<Health>,
+        ejections: Vec<Option<Ejection>>,
+        warmups: Vec<Option<Warmup>>,
+    ) -> Pool {
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
             self.backends.clone(),
-            (health, ejections),
+            health,
+            ejections,
+            warmups,
             self.metrics.clone(),
         )
     }
 
+    /// The same backends with their warm-ups moved on to `now`.
+    fn warmed(&self, now: Instant, window: Duration) -> Pool {
+        let warmups = self
+            .warmups
+            .iter()
+            .map(|w| w.and_then(|w| w.at(now, window)))
+            .collect();
+        self.rebuilt(self.health.clone(), self.ejections.clone(), warmups)
+    }
+
     /// The same pool with fresh backends (same addresses, weights, health,
-    /// metrics).
+    /// warm-ups, metrics).
     fn refreshed(&self) -> Pool {
         let backends = self.backends.iter().map(|b| Arc::new(b.fresh())).collect();
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
             backends,
-            (self.health.clone(), self.ejections.clone()),
+            self.health.clone(),
+            self.ejections.clone(),
+            self.warmups.clone(),
             self.metrics.clone(),
         )
     }
@@ -495,6 +712,22 @@ impl Pool {
     /// positive weight would be available.
     pub fn ejections_waived(&self) -> bool {
         self.ejections_waived
+    }
+
+    /// Whether a backend of this pool is warming up.
+    pub fn warming(&self) -> bool {
+        self.warming
+    }
+
+    /// Backend `i`'s warm-up, while it lasts.
+    pub fn warmup(&self, i: usize) -> Option<&Warmup> {
+        self.warmups.get(i).and_then(Option::as_ref)
+    }
+
+    /// Backend `i`'s weight in the draw now: its configured weight, a part
+    /// of it while it warms up, 0 when it is not available.
+    pub fn effective_weight(&self, i: usize) -> f64 {
+        self.weight(i) as f64 / WEIGHT_SCALE as f64
     }
 
     /// How many backends with a positive weight are available.
@@ -532,6 +765,25 @@ impl Pool {
     /// Requests in flight on this pool (all snapshots' requests included).
     pub fn in_flight(&self) -> i64 {
         self.metrics.in_flight.get()
+    }
+
+    /// The effective weights of backends `a` and `b`, for a pick while a
+    /// backend warms up (rare: kept off the usual path).
+    #[cold]
+    #[inline(never)]
+    fn weights_of(&self, a: usize, b: usize) -> (u64, u64) {
+        (self.weight(a), self.weight(b))
+    }
+
+    /// Backend `i`'s effective weight in [`WEIGHT_SCALE`] units: its step
+    /// of `cum_weights`.
+    fn weight(&self, i: usize) -> u64 {
+        let upto = self.cum_weights.get(i).copied().unwrap_or(0);
+        let before = match i {
+            0 => 0,
+            _ => self.cum_weights.get(i - 1).copied().unwrap_or(0),
+        };
+        upto.saturating_sub(before)
     }
 
     fn draw(&self, total: u64) -> usize {
@@ -589,9 +841,15 @@ impl Pool {
             b = self.draw(total);
         }
         let (ba, bb) = (self.backends.get(a)?, self.backends.get(b)?);
+        // While a backend warms up its weight is less than configured.
+        let (wa, wb) = if self.warming {
+            self.weights_of(a, b)
+        } else {
+            (u64::from(ba.weight), u64::from(bb.weight))
+        };
         // load_a / w_a <= load_b / w_b, without division.
-        let la = ba.in_flight() as i128 * i128::from(bb.weight);
-        let lb = bb.in_flight() as i128 * i128::from(ba.weight);
+        let la = ba.in_flight() as i128 * i128::from(wb);
+        let lb = bb.in_flight() as i128 * i128::from(wa);
         Some(if la <= lb { ba } else { bb })
     }
 }

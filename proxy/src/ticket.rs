@@ -97,11 +97,11 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Cumulative upper bounds (exclusive, over 2^64) of each pool's ticket range.
+/// A configured split: each pool's weight, and where tickets map under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     weights: Vec<u32>,
-    bounds: Vec<u128>,
+    bounds: Bounds,
 }
 
 impl Split {
@@ -116,21 +116,105 @@ impl Split {
                 (cum << 64).checked_div(total).unwrap_or(0)
             })
             .collect();
-        Split { weights, bounds }
+        Split {
+            weights,
+            bounds: Bounds(bounds),
+        }
     }
 
     pub fn weights(&self) -> &[u32] {
         &self.weights
     }
 
+    /// Where tickets map under this split.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// The pool a ticket maps to.
+    pub fn pool_for(&self, t: Ticket) -> usize {
+        self.bounds.pool_for(t)
+    }
+}
+
+/// 2^64: the whole ticket range.
+const ALL: u128 = 1 << 64;
+
+/// Where tickets map: the cumulative upper bound (exclusive, over 2^64) of
+/// each pool's ticket range, in pool order. A configured [`Split`] has
+/// one; during a slow start the routing uses bounds part of the way from
+/// the previous ones to the split's ([`Bounds::between`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds(Vec<u128>);
+
+impl Bounds {
     /// The pool a ticket maps to. With a positive total the last bound is
     /// 2^64, above every ticket; the fallback only guards the impossible.
     pub fn pool_for(&self, t: Ticket) -> usize {
         let t = u128::from(t.0);
-        self.bounds
+        self.0
             .iter()
             .position(|b| t < *b)
-            .unwrap_or(self.bounds.len().saturating_sub(1))
+            .unwrap_or(self.0.len().saturating_sub(1))
+    }
+
+    /// How many tickets of 2^64 pool `i` gets.
+    pub(crate) fn width(&self, i: usize) -> u128 {
+        let lo = match i {
+            0 => 0,
+            _ => self.0.get(i - 1).copied().unwrap_or(ALL),
+        };
+        self.0.get(i).copied().unwrap_or(lo).saturating_sub(lo)
+    }
+
+    /// Pool `i`'s share of tickets, from 0 to 1.
+    pub fn share(&self, i: usize) -> f64 {
+        self.width(i) as f64 / ALL as f64
+    }
+
+    /// Whether pool `i` gets any ticket.
+    pub fn has_share(&self, i: usize) -> bool {
+        self.width(i) > 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bounds `num / den` of the way from `from` to `to` (`num` at most
+    /// `den`; more counts as `den`): each bound on a straight line between
+    /// its two ends, rounded down. So each pool's share moves linearly,
+    /// and as the fraction grows each bound moves one way only, so a
+    /// ticket crosses it at most once: over a whole ramp a ticket's pool
+    /// index only rises or only falls, it never comes back to a pool it
+    /// left. With pools that do not line up (a different count), `to`.
+    pub fn between(from: &Bounds, to: &Bounds, num: u128, den: u128) -> Bounds {
+        if from.0.len() != to.0.len() || num >= den {
+            return to.clone();
+        }
+        // A bound moves by less than 2^65; with `den` below 2^60 (a ramp
+        // counts nanoseconds of at most an hour, below 2^42) the product
+        // stays far below 2^127.
+        let (mut num, mut den) = (num, den);
+        while den >= 1 << 60 {
+            (num, den) = (num >> 1, den >> 1);
+        }
+        let (num, den) = (num as i128, den as i128);
+        let bounds = from
+            .0
+            .iter()
+            .zip(&to.0)
+            .map(|(a, b)| {
+                let (a, b) = (*a as i128, *b as i128);
+                let moved = ((b - a) * num).div_euclid(den);
+                (a + moved).clamp(0, ALL as i128) as u128
+            })
+            .collect();
+        Bounds(bounds)
     }
 }
 
@@ -229,5 +313,110 @@ mod tests {
             })
             .count();
         assert!((400..600).contains(&green), "{green}");
+    }
+
+    /// The pool of `tk` under bounds `k / n` of the way from `a` to `b`.
+    fn at(a: &Split, b: &Split, k: u128, n: u128, tk: Ticket) -> usize {
+        Bounds::between(a.bounds(), b.bounds(), k, n).pool_for(tk)
+    }
+
+    fn random_split(pools: usize) -> Split {
+        loop {
+            let w: Vec<u32> = (0..pools)
+                .map(|_| match fastrand::u8(..4) {
+                    0 => 0,
+                    _ => fastrand::u32(..=1000),
+                })
+                .collect();
+            if w.iter().any(|x| *x > 0) {
+                return Split::new(w);
+            }
+        }
+    }
+
+    #[test]
+    fn between_moves_every_share_linearly_from_one_split_to_the_other() {
+        let (a, b) = (Split::new(vec![100, 0]), Split::new(vec![1, 1]));
+        assert_eq!(Bounds::between(a.bounds(), b.bounds(), 0, 10), *a.bounds());
+        assert_eq!(Bounds::between(a.bounds(), b.bounds(), 10, 10), *b.bounds());
+        assert_eq!(Bounds::between(a.bounds(), b.bounds(), 99, 10), *b.bounds());
+        for k in 0..=10u32 {
+            let m = Bounds::between(a.bounds(), b.bounds(), u128::from(k), 10);
+            let green = 0.5 * f64::from(k) / 10.0;
+            assert!((m.share(1) - green).abs() < 1e-12, "{k}: {m:?}");
+            assert!((m.share(0) + m.share(1) - 1.0).abs() < 1e-12);
+            assert_eq!(m.has_share(1), k > 0);
+        }
+        // Any splits, any fraction: shares stay shares (none negative, the
+        // last bound covers every ticket).
+        for _ in 0..2000 {
+            let n = 2 + fastrand::usize(..3);
+            let (a, b) = (random_split(n), random_split(n));
+            let m = Bounds::between(a.bounds(), b.bounds(), fastrand::u128(..=1000), 1000);
+            assert!(m.0.windows(2).all(|w| w[0] <= w[1]), "{m:?}");
+            assert_eq!(m.0.last(), Some(&ALL));
+            assert_eq!(
+                m.pool_for(Ticket(u64::MAX)),
+                m.0.iter().position(|b| *b == ALL).unwrap()
+            );
+        }
+        // Pools that do not line up: the target at once.
+        let c = Split::new(vec![1, 1, 1]);
+        assert_eq!(Bounds::between(a.bounds(), c.bounds(), 1, 2), *c.bounds());
+    }
+
+    #[test]
+    fn during_a_ramp_a_ticket_never_comes_back_to_a_pool_it_left() {
+        // Any splits of two to four pools, many ramp steps: a ticket's pool
+        // index only rises or only falls, so it changes pool at most once
+        // between two pools and never returns to one it left.
+        for _ in 0..300 {
+            let n = 2 + fastrand::usize(..3);
+            let (a, b) = (random_split(n), random_split(n));
+            let steps = 1 + fastrand::u128(..60);
+            for _ in 0..50 {
+                let tk = Ticket::random();
+                let pools: Vec<usize> = (0..=steps).map(|k| at(&a, &b, k, steps, tk)).collect();
+                let up = pools.windows(2).all(|p| p[0] <= p[1]);
+                let down = pools.windows(2).all(|p| p[0] >= p[1]);
+                assert!(up || down, "{a:?} -> {b:?}: {pools:?}");
+                assert_eq!(pools.first(), Some(&a.pool_for(tk)));
+                assert_eq!(pools.last(), Some(&b.pool_for(tk)));
+            }
+        }
+    }
+
+    #[test]
+    fn while_green_only_rises_a_ticket_moves_from_blue_to_green_at_most_once() {
+        // A rollout of changes that only raise green, each arriving at a
+        // random point of the ramp before it (the new ramp starts from the
+        // bounds in force then), some applied at once: no ticket ever goes
+        // from green back to blue.
+        for _ in 0..300 {
+            let tickets: Vec<Ticket> = (0..200).map(|_| Ticket::random()).collect();
+            let mut seen: Vec<Vec<usize>> = vec![Vec::new(); tickets.len()];
+            let mut green = 0u32;
+            let mut effective = Split::new(vec![100, 0]).bounds().clone();
+            for _ in 0..6 {
+                green = (green + fastrand::u32(..=40)).min(100);
+                let target = Split::new(vec![100 - green, green]);
+                let from = effective.clone();
+                let steps = 20u128;
+                let (first, stop) = match fastrand::u8(..3) {
+                    0 => (steps, steps),                // at once
+                    1 => (0, steps),                    // a whole ramp
+                    _ => (0, fastrand::u128(..=steps)), // cut short by the next change
+                };
+                for k in first..=stop {
+                    effective = Bounds::between(&from, target.bounds(), k, steps);
+                    for (s, tk) in seen.iter_mut().zip(&tickets) {
+                        s.push(effective.pool_for(*tk));
+                    }
+                }
+            }
+            for (s, tk) in seen.iter().zip(&tickets) {
+                assert!(s.windows(2).all(|p| p[0] <= p[1]), "{tk:?}: {s:?}");
+            }
+        }
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn validate_service(
         .as_ref()
         .map(|raw| validate_outlier(raw, &key(path, "outlier"), errs))
         .unwrap_or_default();
+    let slow_start = validate_slow_start(rs, path, errs);
 
     ServiceConfig {
         name: name.to_string(),
@@ -57,6 +58,7 @@ pub(super) fn validate_service(
         failover: rs.failover.unwrap_or(false),
         retries: validate_retries(rs, path, errs),
         outlier,
+        slow_start,
         listeners,
     }
 }
@@ -243,6 +245,31 @@ fn validate_split(
         );
     }
     split
+}
+
+/// `slow_start`: a duration from 0s (off, as when absent) to
+/// [`MAX_SLOW_START`].
+fn validate_slow_start(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Option<Duration> {
+    let raw = rs.slow_start.as_ref()?;
+    let allowed = format!(
+        "allowed: \"0s\" (off) to \"{}\", like slow_start = \"30s\"",
+        humantime::format_duration(MAX_SLOW_START)
+    );
+    match crate::parse_duration(raw) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) if d > MAX_SLOW_START => {
+            errs.push(
+                &key(path, "slow_start"),
+                format!("`{raw}` is too long; {allowed}"),
+            );
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.push(&key(path, "slow_start"), format!("{e}; {allowed}"));
+            None
+        }
+    }
 }
 
 /// `sticky`.
