@@ -1197,7 +1197,7 @@ mod tests {
         };
         let build = |timeouts: &str, prev: Option<&Snapshot>| {
             let config = cutover_config::parse("t.toml", &text(timeouts)).unwrap();
-            Snapshot::build(&config.services, &[vec![1]], 1, prev, &m)
+            Snapshot::build(&config.services, &[vec![1]], 1, prev, &m, &Arc::default())
         };
         let backend = |s: &Snapshot| s.services[0].pools[0].backends[0].clone();
         let a = build("h2_ping_interval = \"10s\"", None);

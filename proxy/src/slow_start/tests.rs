@@ -118,7 +118,14 @@ fn web(extra: &str, split: &[u32]) -> Snapshot {
         &format!("[services.web]\nsplit = {{ blue = 1, green = 1 }}\n{extra}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:3\"]\n"),
     )
     .unwrap();
-    Snapshot::build(&config.services, &[split.to_vec()], 5, None, &m)
+    Snapshot::build(
+        &config.services,
+        &[split.to_vec()],
+        5,
+        None,
+        &m,
+        &std::sync::Arc::default(),
+    )
 }
 
 fn green_share(s: &Snapshot) -> f64 {
