@@ -357,7 +357,7 @@ impl Admin {
             Ok(r) => r,
             Err((status, message)) => return error(status, message),
         };
-        match self.controller.apply(request) {
+        match self.controller.apply(request).await {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
             Err(e) => error(e.status(), e.to_string()),
         }
