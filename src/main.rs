@@ -25,7 +25,7 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
     wait_signal().await;
-    tracing::info!("shutdown signal received; draining (send it again to exit at once)");
+    tracing::info!("shutdown signal received; shutting down (send it again to exit at once)");
     tokio::spawn(async {
         wait_signal().await;
         tracing::warn!("second signal: exiting now");
@@ -52,6 +52,26 @@ async fn wait_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP's default action ends the process; a `kill -HUP` meant as
+/// "reload" must not take the front door down. Until reload exists, it is
+/// logged and otherwise ignored. Must run inside the runtime.
+fn ignore_sighup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::warn!("SIGHUP received: reloading is not supported yet; nothing changed (restart to apply a new config)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will end the process"),
+        }
     }
 }
 
@@ -92,6 +112,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
             rt.block_on(async {
+                ignore_sighup();
                 let app = match App::start(cfg).await {
                     Ok(a) => a,
                     Err(e) => return fail(e),
