@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cutover::cli::{Cli, Command};
-use cutover::{ctl, demo, logging, App};
+use cutover::{ctl, demo, fds, logging, App};
 
 /// One worker: a current-thread runtime (no work-stealing queues, no
 /// cross-thread wake-ups; the load benchmark showed it matters). More: the
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errs) => return fail(format!("invalid config:\n{errs}")),
             };
+            fds::raise_and_check(&cfg);
             let rt = match runtime(workers.or(cfg.workers)) {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
