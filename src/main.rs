@@ -22,37 +22,71 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     b.enable_all().thread_name("cutover-worker").build()
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made: made before
+/// anything starts serving, so a SIGTERM that comes as soon as `/readyz`
+/// says ready is a graceful shutdown, never the default action's kill.
+/// Must be made inside the runtime.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let catch = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot handle {name} ({e}); it will end the process at once");
+                    None
+                }
+            };
+            Signals {
+                term: catch(SignalKind::terminate(), "SIGTERM"),
+                int: catch(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_signal().await;
+async fn shutdown_signal(mut signals: Signals) {
+    signals.next().await;
     tracing::info!("shutdown signal received; shutting down (send it again to exit at once)");
-    tokio::spawn(async {
-        wait_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
-}
-
-async fn wait_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// SIGHUP's default action ends the process; a `kill -HUP` meant as
@@ -113,12 +147,13 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
             rt.block_on(async {
+                let signals = Signals::install();
                 ignore_sighup();
                 let app = match App::start(cfg).await {
                     Ok(a) => a,
                     Err(e) => return fail(e),
                 };
-                shutdown_signal().await;
+                shutdown_signal(signals).await;
                 app.shutdown().await;
                 ExitCode::SUCCESS
             })
@@ -128,7 +163,11 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
-            match rt.block_on(demo::run(args, shutdown_signal())) {
+            let run = async {
+                let signals = Signals::install();
+                demo::run(args, shutdown_signal(signals)).await
+            };
+            match rt.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

@@ -95,7 +95,13 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_shutdown_delay_then_dra
         status(admin, "/readyz").await == Some(503)
     })
     .await;
-    assert!(not_ready, "/readyz is not 503 within 1s of SIGTERM");
+    assert!(
+        not_ready,
+        "/readyz is not 503 within 1s of SIGTERM ({:?}, exit {:?}); log:\n{}",
+        status(admin, "/readyz").await,
+        child.0.try_wait(),
+        bound.log_lines("").join("\n")
+    );
     // The balancer has not noticed yet: new connections are still served.
     let served = holds_for(Duration::from_secs(1), || serves(proxy)).await;
     assert!(
