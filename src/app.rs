@@ -77,8 +77,12 @@ pub struct App {
     pub admin: Arc<Admin>,
     pub shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
+    /// The admin API stops last, when the drain is over.
+    admin_shutdown_tx: watch::Sender<bool>,
+    admin_task: tokio::task::JoinHandle<()>,
     tasks: JoinSet<()>,
     shutdown_timeout: Duration,
+    shutdown_delay: Duration,
 }
 
 /// Connections the kernel completes and queues while the accept loop is
@@ -212,11 +216,15 @@ impl App {
             controller.clone(),
             shutdown_rx.clone(),
         ));
-        tasks.spawn(cutover_control::admin::serve(
+        // Its own stop signal: it answers (`/readyz` 503, `/metrics`, drain
+        // status) through the whole shutdown, until the process exits.
+        let (admin_shutdown_tx, admin_shutdown_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(cutover_control::admin::serve(
             admin_listener,
             admin.clone(),
-            shutdown_rx,
+            admin_shutdown_rx,
         ));
+        drop(shutdown_rx);
         // Tunnels are re-evaluated after every change and every slow start
         // step that moved tickets; ends when the controller goes.
         tokio::spawn(cutover_proxy::drain::follow_changes(
@@ -231,8 +239,11 @@ impl App {
             admin,
             shared,
             shutdown_tx,
+            admin_shutdown_tx,
+            admin_task,
             tasks,
             shutdown_timeout: config.shutdown_timeout,
+            shutdown_delay: config.shutdown_delay,
         })
     }
 
@@ -245,10 +256,21 @@ impl App {
             .map(|(_, a, _)| *a)
     }
 
-    /// Graceful shutdown: `/readyz` turns 503, listeners stop accepting,
-    /// in-flight work gets until `shutdown_timeout`, then the rest is cut.
+    /// Graceful shutdown, in the order a load balancer needs: `/readyz`
+    /// turns 503 at once while the listeners keep accepting for
+    /// `shutdown_delay` (so the balancer sees it and stops sending), then
+    /// the listeners stop accepting and in-flight work gets until
+    /// `shutdown_timeout`; the rest is cut. The admin API stops last.
     pub async fn shutdown(mut self) {
         self.admin.ready.store(false, Ordering::Relaxed);
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay = ?self.shutdown_delay,
+                "not ready (/readyz answers 503); listeners keep accepting until shutdown_delay is over"
+            );
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
+        tracing::info!("listeners stop accepting; draining");
         self.shutdown_tx.send_replace(true);
         // Tunnels (upgraded connections, tcp) get the same deadline as requests.
         let tunnel_deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -274,6 +296,14 @@ impl App {
         let left = self.shared.tunnels.len();
         if left > 0 {
             tracing::warn!(tunnels = left, "tunnels still open at exit; cut");
+        }
+        self.admin_shutdown_tx.send_replace(true);
+        // The admin server gives its open connections 5 s.
+        if tokio::time::timeout(Duration::from_secs(6), &mut self.admin_task)
+            .await
+            .is_err()
+        {
+            self.admin_task.abort();
         }
         tracing::info!("cutover stopped");
     }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cli;
 pub mod ctl;
 pub mod demo;
+pub mod fds;
 pub mod logging;
 
 pub use app::{App, StartError};

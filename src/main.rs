@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cutover::cli::{Cli, Command};
-use cutover::{ctl, demo, logging, App};
+use cutover::{ctl, demo, fds, logging, App};
 
 /// One worker: a current-thread runtime (no work-stealing queues, no
 /// cross-thread wake-ups; the load benchmark showed it matters). More: the
@@ -22,36 +22,90 @@ fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     b.enable_all().thread_name("cutover-worker").build()
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made: made before
+/// anything starts serving, so a SIGTERM that comes as soon as `/readyz`
+/// says ready is a graceful shutdown, never the default action's kill.
+/// Must be made inside the runtime.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let catch = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot handle {name} ({e}); it will end the process at once");
+                    None
+                }
+            };
+            Signals {
+                term: catch(SignalKind::terminate(), "SIGTERM"),
+                int: catch(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_signal().await;
-    tracing::info!("shutdown signal received; draining (send it again to exit at once)");
-    tokio::spawn(async {
-        wait_signal().await;
+async fn shutdown_signal(mut signals: Signals) {
+    signals.next().await;
+    tracing::info!("shutdown signal received; shutting down (send it again to exit at once)");
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
 }
 
-async fn wait_signal() {
+/// SIGHUP's default action ends the process; a `kill -HUP` meant as
+/// "reload" must not take the front door down. Until reload exists, it is
+/// logged and otherwise ignored. Must run inside the runtime.
+fn ignore_sighup() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::warn!("SIGHUP received: reloading is not supported yet; nothing changed (restart to apply a new config)");
+                    }
+                });
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will end the process"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -87,16 +141,19 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errs) => return fail(format!("invalid config:\n{errs}")),
             };
+            fds::raise_and_check(&cfg);
             let rt = match runtime(workers.or(cfg.workers)) {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
             rt.block_on(async {
+                let signals = Signals::install();
+                ignore_sighup();
                 let app = match App::start(cfg).await {
                     Ok(a) => a,
                     Err(e) => return fail(e),
                 };
-                shutdown_signal().await;
+                shutdown_signal(signals).await;
                 app.shutdown().await;
                 ExitCode::SUCCESS
             })
@@ -106,7 +163,11 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
-            match rt.block_on(demo::run(args, shutdown_signal())) {
+            let run = async {
+                let signals = Signals::install();
+                demo::run(args, shutdown_signal(signals)).await
+            };
+            match rt.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

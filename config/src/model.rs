@@ -19,6 +19,9 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How long a graceful shutdown waits for in-flight work.
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while the listeners
+    /// still accept, before they stop and the drain starts (zero: none).
+    pub shutdown_delay: Duration,
     pub services: Vec<ServiceConfig>,
     /// Route 53 records and Elastic IPs kept pointing at cutover (`[edge]`).
     pub edge: Option<crate::edge::EdgeConfig>,

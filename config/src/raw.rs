@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub workers: Option<i64>,
     pub state_file: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub shutdown_delay: Option<String>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub services: OrderedMap<RawService>,

@@ -197,6 +197,22 @@ fn durations_and_admin() {
     let errs = errors(&GOOD.replace("green = 10 }", "green = 10 }\ndrain_timeout = \"soon\""));
     has(&errs, 4, "services.web.drain_timeout", "is not a duration");
 
+    assert_eq!(
+        parse("t.toml", GOOD).unwrap().shutdown_delay,
+        std::time::Duration::ZERO
+    );
+    let delayed = parse("t.toml", &format!("shutdown_delay = \"15s\"\n{GOOD}")).unwrap();
+    assert_eq!(delayed.shutdown_delay, std::time::Duration::from_secs(15));
+    let errs = errors(&format!("shutdown_delay = \"11m\"\n{GOOD}"));
+    has(
+        &errs,
+        1,
+        "shutdown_delay",
+        "is too long; allowed: \"0s\" (no delay) to \"10m\"",
+    );
+    let errs = errors(&format!("shutdown_delay = \"later\"\n{GOOD}"));
+    has(&errs, 1, "shutdown_delay", "is not a duration");
+
     let errs = errors(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD}"));
     has(&errs, 2, "admin.listen", "set admin.token");
     let with_token = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"t\"\n{GOOD}");

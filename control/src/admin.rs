@@ -357,7 +357,7 @@ impl Admin {
             Ok(r) => r,
             Err((status, message)) => return error(status, message),
         };
-        match self.controller.apply(request) {
+        match self.controller.apply(request).await {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
             Err(e) => error(e.status(), e.to_string()),
         }
@@ -505,14 +505,20 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
         .header_read_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Out of descriptors, accept fails every time it is tried: logged at
+    // most once a second.
+    let mut last_logged: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::warn!("admin accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!("admin accept failed: {e}");
+                            last_logged = Some(tokio::time::Instant::now());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };

@@ -1,14 +1,16 @@
 //! The switch logic: validates a change, persists it, then swaps in a new
-//! routing snapshot with the next generation. One mutex serialises changes;
-//! the data plane never takes it (it only reads the `ArcSwap`).
+//! routing snapshot with the next generation. An async mutex serialises
+//! operator changes across the state-file write (which runs on a blocking
+//! thread, never on a runtime worker); a std mutex guards the short swaps.
+//! The data plane takes neither (it only reads the `ArcSwap`).
 //!
 //! With `slow_start` a change may ramp ([`cutover_proxy::slow_start`]):
 //! the controller swaps in the change with tickets still mapping where they
 //! did, and [`Controller::step_ramps`] (run by [`crate::slow_start::run`])
-//! moves them on in steps, under the same lock, keeping the generation.
+//! moves them on in steps, under the swap lock, keeping the generation.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -81,6 +83,23 @@ pub(crate) struct Inner {
     audit: VecDeque<AuditEntry>,
 }
 
+/// A change worked out, not yet written nor swapped in.
+struct Plan {
+    idx: usize,
+    new: Vec<u32>,
+    entry: AuditEntry,
+    previous: Vec<Option<Vec<u32>>>,
+    audit: VecDeque<AuditEntry>,
+    /// The state file's new content, when there is a state file.
+    persist: Option<PersistedState>,
+}
+
+enum Planned {
+    /// The split asked for is already in force.
+    Unchanged(ChangeOutcome),
+    Change(Plan),
+}
+
 struct ControlMetrics {
     split_weight: IntGaugeVec,
     effective_share: GaugeVec,
@@ -88,11 +107,22 @@ struct ControlMetrics {
     changes: IntCounterVec,
 }
 
+/// Writes the state file (blocking: it fsyncs); [`state::save`] but in tests.
+type StateWriter = Arc<dyn Fn(&Path, &PersistedState) -> Result<(), ControlError> + Send + Sync>;
+
 pub struct Controller {
     pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     proxy_metrics: Arc<ProxyMetrics>,
     metrics: ControlMetrics,
     state_path: Option<PathBuf>,
+    writer: StateWriter,
+    /// Held by an operator change from its validation to its swap, across
+    /// the state-file write: changes reach the disk, and the snapshot, in
+    /// the order they were accepted, and two changes in a row never leave
+    /// the older one on disk.
+    changes: tokio::sync::Mutex<()>,
+    /// Held only for short, non-blocking critical sections (never across
+    /// an await): the swaps of changes and of health and ejections.
     inner: Mutex<Inner>,
     generation_tx: watch::Sender<u64>,
     /// Backends' failure streaks wake the ejector through this.
@@ -184,6 +214,8 @@ impl Controller {
             proxy_metrics,
             metrics,
             state_path,
+            writer: Arc::new(state::save),
+            changes: tokio::sync::Mutex::new(()),
             inner: Mutex::new(Inner {
                 config,
                 previous,
@@ -258,8 +290,25 @@ impl Controller {
 
     /// Validates, persists and applies one change. A refused change changes
     /// nothing: not the snapshot, not the state file, not the generation.
-    pub fn apply(&self, req: ChangeRequest) -> Result<ChangeOutcome, ControlError> {
-        let result = self.apply_inner(&req);
+    /// Answers only once the state file is on disk (fsynced); the write runs
+    /// on a blocking thread, so a slow disk never stalls a runtime worker
+    /// (with `workers = 1`, the only one) and proxying goes on meanwhile.
+    ///
+    /// The change runs in its own task: a caller that goes away (an admin
+    /// client that hung up) cannot leave a change written to disk but not
+    /// swapped in.
+    pub async fn apply(
+        self: &Arc<Self>,
+        req: ChangeRequest,
+    ) -> Result<ChangeOutcome, ControlError> {
+        let action = req.action.name();
+        let this = self.clone();
+        let result = match tokio::spawn(async move { this.apply_inner(&req).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(self.persist_error(std::io::Error::other(format!(
+                "the change task failed: {e}"
+            )))),
+        };
         let label = match &result {
             Ok(o) if o.changed => "accepted",
             Ok(_) => "unchanged",
@@ -267,34 +316,88 @@ impl Controller {
         };
         self.metrics
             .changes
-            .with_label_values(&[req.action.name(), label])
+            .with_label_values(&[action, label])
             .inc();
         result
     }
 
-    fn apply_inner(&self, req: &ChangeRequest) -> Result<ChangeOutcome, ControlError> {
-        let mut inner = self.lock();
+    fn persist_error(&self, source: std::io::Error) -> ControlError {
+        ControlError::Persist {
+            path: self
+                .state_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source,
+        }
+    }
+
+    async fn apply_inner(&self, req: &ChangeRequest) -> Result<ChangeOutcome, ControlError> {
+        let _change = self.changes.lock().await;
+        let plan = match self.plan(req)? {
+            Planned::Unchanged(outcome) => return Ok(outcome),
+            Planned::Change(plan) => plan,
+        };
+        // Persist first: if the disk refuses, nothing changes.
+        if let (Some(path), Some(st)) = (&self.state_path, plan.persist) {
+            let (path, writer) = (path.clone(), self.writer.clone());
+            tokio::task::spawn_blocking(move || writer(&path, &st))
+                .await
+                .map_err(|e| {
+                    self.persist_error(std::io::Error::other(format!("the writer failed: {e}")))
+                })??;
+        }
+        let window;
+        {
+            let mut inner = self.lock();
+            // From the snapshot in force now: a health change or an
+            // ejection swapped in during the write is kept. Operator
+            // changes wait on `changes`, so the generation is the planned one.
+            // A ramp (slow start) is decided on that snapshot too.
+            let current = self.snapshot.load_full();
+            window = crate::slow_start::ramp_window(&current, plan.idx, req, &plan.new);
+            let next = match window {
+                Some(_) => current.with_ramped_split(plan.idx, plan.new, Instant::now()),
+                None => current.with_split(plan.idx, plan.new),
+            };
+            inner.previous = plan.previous;
+            inner.audit = plan.audit;
+            self.snapshot.store(Arc::new(next));
+        }
+        let slow_start = window.map(|w| humantime::format_duration(w).to_string());
+        self.announce(req, &plan.entry, slow_start.as_deref());
+        if window.is_some() {
+            self.ramp_wake.notify_one();
+        }
+        Ok(ChangeOutcome {
+            generation: plan.entry.generation,
+            service: req.service.clone(),
+            split: as_map(&plan.entry.split),
+            previous: as_map(&plan.entry.previous),
+            changed: true,
+            slow_start,
+        })
+    }
+
+    /// What `req` would change, checked against the snapshot in force.
+    fn plan(&self, req: &ChangeRequest) -> Result<Planned, ControlError> {
+        let inner = self.lock();
         let current = self.snapshot.load_full();
         let (idx, pools, old) = target_service(&current, req)?;
         let new = requested_split(req, &pools, &inner.previous[idx])?;
         if new == old {
-            return Ok(ChangeOutcome {
+            return Ok(Planned::Unchanged(ChangeOutcome {
                 generation: current.generation,
                 service: req.service.clone(),
                 split: as_map(&named(&pools, &new)),
                 previous: as_map(&named(&pools, &old)),
                 changed: false,
                 slow_start: None,
-            });
+            }));
         }
-
         let forced = check_available(&current, idx, req, &new, &old)?;
-        let window = crate::slow_start::ramp_window(&current, idx, req, &new);
-        let next = match window {
-            Some(_) => current.with_ramped_split(idx, new.clone(), Instant::now()),
-            None => current.with_split(idx, new.clone()),
-        };
-        let mut entry = audit_entry(req, next.generation, &pools, &new, &old);
+        let generation = current.generation + 1;
+        let mut entry = audit_entry(req, generation, &pools, &new, &old);
         entry.forced = forced;
         let mut previous = inner.previous.clone();
         previous[idx] = Some(old);
@@ -303,29 +406,24 @@ impl Controller {
         while audit.len() > AUDIT_KEEP {
             audit.pop_front();
         }
-        // Persist first: if the disk refuses, nothing changes.
-        if let Some(path) = &self.state_path {
-            let st = persisted_state(&inner.config, &next, &previous, &audit);
-            state::save(path, &st)?;
-        }
-        inner.previous = previous;
-        inner.audit = audit;
-        let generation = next.generation;
-        self.snapshot.store(Arc::new(next));
-        drop(inner);
-        let slow_start = window.map(|w| humantime::format_duration(w).to_string());
-        self.announce(req, &entry, slow_start.as_deref());
-        if window.is_some() {
-            self.ramp_wake.notify_one();
-        }
-        Ok(ChangeOutcome {
-            generation,
-            service: req.service.clone(),
-            split: as_map(&entry.split),
-            previous: as_map(&entry.previous),
-            changed: true,
-            slow_start,
-        })
+        let persist = self.state_path.as_ref().map(|_| {
+            persisted_state(
+                &inner.config,
+                &current,
+                (idx, &new),
+                generation,
+                &previous,
+                &audit,
+            )
+        });
+        Ok(Planned::Change(Plan {
+            idx,
+            new,
+            entry,
+            previous,
+            audit,
+            persist,
+        }))
     }
 
     /// Sets one backend's health (from the active checks): a new snapshot
@@ -629,25 +727,35 @@ fn audit_entry(
     }
 }
 
+/// The state file's content once service `changed.0` has split
+/// `changed.1` at `generation`, the others as in `snap`.
 fn persisted_state(
     config: &Config,
     snap: &Snapshot,
+    changed: (usize, &[u32]),
+    generation: u64,
     previous: &[Option<Vec<u32>>],
     audit: &VecDeque<AuditEntry>,
 ) -> PersistedState {
     PersistedState {
         version: STATE_VERSION,
-        generation: snap.generation,
+        generation,
         services: config
             .services
             .iter()
             .zip(&snap.services)
             .zip(previous)
-            .map(|((sc, s), prev)| {
+            .enumerate()
+            .map(|(i, ((sc, s), prev))| {
                 let pools: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
+                let split = if i == changed.0 {
+                    changed.1
+                } else {
+                    s.split.weights()
+                };
                 PersistedService {
                     name: sc.name.clone(),
-                    split: named(&pools, s.split.weights()),
+                    split: named(&pools, split),
                     previous: prev.as_ref().map(|p| named(&pools, p)),
                     file_split: named(&pools, &sc.split),
                 }
@@ -696,3 +804,7 @@ impl ControlMetrics {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

@@ -18,6 +18,7 @@ pub mod names {
     pub const DOWNSTREAM_CONNECTIONS: &str = "cutover_downstream_connections";
     pub const DOWNSTREAM_REFUSED: &str = "cutover_downstream_refused_total";
     pub const DOWNSTREAM_CLIENT_GONE: &str = "cutover_downstream_client_gone_total";
+    pub const ACCEPT_ERRORS: &str = "cutover_accept_errors_total";
     pub const SPLIT_WEIGHT: &str = "cutover_split_weight";
     pub const EFFECTIVE_SHARE: &str = "cutover_effective_share";
     pub const GENERATION: &str = "cutover_generation";
@@ -129,6 +130,10 @@ impl ProxyMetrics {
             refused_limit: d.refused.with_label_values(&[listener, "max_connections"]),
             refused_proxy_protocol: d.refused.with_label_values(&[listener, "proxy_protocol"]),
             client_gone: d.client_gone.with_label_values(&[listener]),
+            accept_emfile: d.accept_errors.with_label_values(&[listener, "emfile"]),
+            accept_enfile: d.accept_errors.with_label_values(&[listener, "enfile"]),
+            accept_other: d.accept_errors.with_label_values(&[listener, "other"]),
+            accept_no_dup: d.accept_errors.with_label_values(&[listener, "no_dup"]),
         }
     }
 }
@@ -192,11 +197,13 @@ impl RequestFamilies {
     }
 }
 
-/// Downstream connections: open, refused at accept, dropped mid-request.
+/// Downstream connections: open, refused at accept, dropped mid-request,
+/// failed accepts.
 struct DownstreamFamilies {
     connections: IntGaugeVec,
     refused: IntCounterVec,
     client_gone: IntCounterVec,
+    accept_errors: IntCounterVec,
 }
 
 impl DownstreamFamilies {
@@ -219,10 +226,18 @@ impl DownstreamFamilies {
             ),
             &["listener"],
         )?;
+        let accept_errors = IntCounterVec::new(
+            Opts::new(
+                names::ACCEPT_ERRORS,
+                "Failed accepts and accepted connections short of a descriptor, by reason",
+            ),
+            &["listener", "reason"],
+        )?;
         Ok(DownstreamFamilies {
             connections: downstream_connections,
             refused: downstream_refused,
             client_gone: downstream_client_gone,
+            accept_errors,
         })
     }
 
@@ -230,6 +245,7 @@ impl DownstreamFamilies {
         registry.register(Box::new(self.connections.clone()))?;
         registry.register(Box::new(self.refused.clone()))?;
         registry.register(Box::new(self.client_gone.clone()))?;
+        registry.register(Box::new(self.accept_errors.clone()))?;
         Ok(())
     }
 }
@@ -488,6 +504,14 @@ pub struct ListenerMetrics {
     pub refused_limit: IntCounter,
     pub refused_proxy_protocol: IntCounter,
     pub client_gone: IntCounter,
+    /// `accept` failed: no descriptor left in the process (EMFILE), in the
+    /// system (ENFILE), or another error.
+    pub accept_emfile: IntCounter,
+    pub accept_enfile: IntCounter,
+    pub accept_other: IntCounter,
+    /// An accepted connection's duplicate descriptor (the watchdog's, to
+    /// notice a client that left) could not be made.
+    pub accept_no_dup: IntCounter,
 }
 
 fn class_index(status: u16) -> usize {

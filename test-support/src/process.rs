@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,6 +17,19 @@ pub struct Bound {
     pub admin: SocketAddr,
     /// The proxy listeners, in the order they logged `listening`.
     pub listeners: Vec<SocketAddr>,
+    /// Every line of its log so far (it keeps growing).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Bound {
+    /// The log lines so far that contain `fragment`.
+    pub fn log_lines(&self, fragment: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|l| l.contains(fragment))
+            .cloned()
+            .collect()
+    }
 }
 
 /// A child killed (and reaped) on drop, if it has not exited by then.
@@ -45,9 +58,14 @@ pub fn spawn_cutover(mut cmd: Command, listeners: usize, within: Duration) -> (R
     );
     let stderr = child.0.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<String>();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            kept.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line.clone());
             if tx.send(line).is_err() {
                 // Nobody listens any more: keep draining.
                 continue;
@@ -82,6 +100,7 @@ pub fn spawn_cutover(mut cmd: Command, listeners: usize, within: Duration) -> (R
         Bound {
             admin,
             listeners: bound,
+            log,
         },
     )
 }

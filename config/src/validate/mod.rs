@@ -77,7 +77,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         })
         .collect();
     match shape.as_slice() {
-        [_] => "workers, state_file, shutdown_timeout, admin, services, edge",
+        [_] => "workers, state_file, shutdown_timeout, shutdown_delay, admin, services, edge",
         ["edge", _] => crate::edge::ALLOWED_EDGE_KEYS,
         ["edge", "records", "[]", _] => crate::edge::ALLOWED_RECORD_KEYS,
         ["edge", "records", "[]", "alias", _] => crate::edge::ALLOWED_ALIAS_KEYS,
@@ -263,6 +263,7 @@ fn validate(raw: &RawConfig, errs: &mut Errs<'_>) -> Config {
         &raw.shutdown_timeout,
         Duration::from_secs(30),
     );
+    let shutdown_delay = shutdown_delay(errs, &key(&root, "shutdown_delay"), &raw.shutdown_delay);
     let state_file = raw.state_file.as_ref().and_then(|s| {
         if s.trim().is_empty() {
             errs.push(&key(&root, "state_file"), "must be a file path, not empty");
@@ -308,7 +309,36 @@ fn validate(raw: &RawConfig, errs: &mut Errs<'_>) -> Config {
         admin,
         state_file,
         shutdown_timeout,
+        shutdown_delay,
         services,
+    }
+}
+
+/// The longest `shutdown_delay`: a load balancer's health-check interval
+/// times its threshold is well under this.
+pub(crate) const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
+
+/// `shutdown_delay`: zero (the default) up to [`MAX_SHUTDOWN_DELAY`].
+fn shutdown_delay(errs: &mut Errs<'_>, path: &[Seg], raw: &Option<String>) -> Duration {
+    let Some(s) = raw else {
+        return Duration::ZERO;
+    };
+    match crate::parse_duration(s) {
+        Ok(d) if d <= MAX_SHUTDOWN_DELAY => d,
+        Ok(_) => {
+            errs.push(
+                path,
+                format!(
+                    "`{s}` is too long; allowed: \"0s\" (no delay) to \"{}\"",
+                    humantime::format_duration(MAX_SHUTDOWN_DELAY)
+                ),
+            );
+            Duration::ZERO
+        }
+        Err(e) => {
+            errs.push(path, e);
+            Duration::ZERO
+        }
     }
 }
 

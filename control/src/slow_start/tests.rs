@@ -11,7 +11,7 @@ use crate::ControlError;
 
 /// web with blue (one backend) and green (two), 100/0, and `extra`; a
 /// state file in `dir`.
-fn controller(extra: &str, dir: &tempfile::TempDir) -> (Controller, Registry) {
+fn controller(extra: &str, dir: &tempfile::TempDir) -> (Arc<Controller>, Registry) {
     let state = dir.path().join("state.json");
     let text = format!(
         "state_file = {state:?}\n[services.web]\nsplit = {{ blue = 100, green = 0 }}\n{extra}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:2\", \"127.0.0.1:3\"]\n"
@@ -20,22 +20,28 @@ fn controller(extra: &str, dir: &tempfile::TempDir) -> (Controller, Registry) {
     let registry = Registry::new();
     let metrics = Arc::new(ProxyMetrics::new(&registry).unwrap());
     (
-        Controller::new(config, &registry, metrics).unwrap(),
+        Arc::new(Controller::new(config, &registry, metrics).unwrap()),
         registry,
     )
 }
 
 const TEN_S: &str = "slow_start = \"10s\"";
 
-fn change(c: &Controller, action: Action) -> Result<ChangeOutcome, ControlError> {
-    c.apply(ChangeRequest {
+/// An operator change (`apply` is async: its state-file write runs on a
+/// blocking thread), on a runtime of its own.
+fn change(c: &Arc<Controller>, action: Action) -> Result<ChangeOutcome, ControlError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(c.apply(ChangeRequest {
         service: "web".into(),
         action,
         reason: None,
         expect_generation: None,
         who: "test".into(),
         force: true,
-    })
+    }))
 }
 
 fn split(blue: i64, green: i64) -> Action {
@@ -44,6 +50,13 @@ fn split(blue: i64, green: i64) -> Action {
 
 fn green(c: &Controller) -> f64 {
     c.snapshot().load().services[0].effective().share(1)
+}
+
+/// When the ramp in force began (the change starts it after its state
+/// file write, on its own clock).
+fn ramp_start(c: &Controller) -> Instant {
+    let snap = c.snapshot().load_full();
+    snap.services[0].ramp().map_or_else(Instant::now, |r| r.at)
 }
 
 fn near(a: f64, b: f64) -> bool {
@@ -61,8 +74,8 @@ fn a_change_from_weight_zero_ramps_in_steps_that_keep_the_generation() {
     let mut generation = c.subscribe();
     let mut routing = c.subscribe_routing();
     assert_eq!(c.step_ramps(Instant::now()), None, "nothing ramps");
-    let t0 = Instant::now();
     let out = change(&c, split(50, 50)).unwrap();
+    let t0 = ramp_start(&c);
     assert_eq!(out.slow_start.as_deref(), Some("10s"));
     assert_eq!(out.generation, 2);
     assert_eq!(green(&c), 0.0, "no ticket moved at the change");
@@ -123,8 +136,8 @@ fn without_slow_start_every_change_is_in_force_at_once() {
 fn a_rollback_and_taking_traffic_away_are_in_force_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (c, _) = controller(TEN_S, &dir);
-    let t0 = Instant::now();
     change(&c, split(50, 50)).unwrap();
+    let t0 = ramp_start(&c);
     c.step_ramps(t0 + secs(5.0));
     assert!(near(green(&c), 0.25));
     let out = change(&c, Action::Rollback).unwrap();
@@ -162,14 +175,14 @@ fn a_rollback_and_taking_traffic_away_are_in_force_at_once() {
 fn a_change_mid_ramp_ramps_on_from_where_tickets_map_now() {
     let dir = tempfile::tempdir().unwrap();
     let (c, _) = controller(TEN_S, &dir);
-    let t0 = Instant::now();
     change(&c, split(50, 50)).unwrap();
+    let t0 = ramp_start(&c);
     c.step_ramps(t0 + secs(5.0));
     assert!(near(green(&c), 0.25));
     // More for green while it warms: a new ramp from 25%, not from 0
     // nor from 50.
-    let t1 = Instant::now();
     let out = change(&c, Action::Switch("green".into())).unwrap();
+    let t1 = ramp_start(&c);
     assert_eq!(out.slow_start.as_deref(), Some("10s"));
     assert!(near(green(&c), 0.25), "{}", green(&c));
     c.step_ramps(t1 + secs(5.0));
@@ -192,8 +205,8 @@ fn a_ramp_to_a_pool_with_no_backend_up_waits_for_it() {
     for b in ["127.0.0.1:2", "127.0.0.1:3"] {
         assert!(c.set_health("web", "green", b, down()));
     }
-    let t0 = Instant::now();
     change(&c, split(50, 50)).unwrap(); // forced
+    let t0 = ramp_start(&c);
     c.step_ramps(t0 + secs(5.0));
     assert_eq!(green(&c), 0.0, "no ticket goes to a dead pool");
     let ramp = |c: &Controller| c.snapshot().load().services[0].ramp().cloned();

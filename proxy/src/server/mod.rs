@@ -60,6 +60,82 @@ pub(crate) struct ListenerCtx {
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
     watched: Arc<Watched>,
+    /// Descriptor trouble (failed accepts, failed dups) is logged through
+    /// this: at most once per second per listener.
+    fd_log: LogEvery,
+}
+
+/// Lets a message through at most once per [`LogEvery::PERIOD`], and
+/// counts those it held back. Shared by a listener's tasks; touched only
+/// on errors, never on the request path.
+pub(crate) struct LogEvery {
+    start: std::time::Instant,
+    /// Milliseconds since `start` of the next message let through.
+    next_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl LogEvery {
+    const PERIOD: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> LogEvery {
+        LogEvery {
+            start: std::time::Instant::now(),
+            next_ms: Default::default(),
+            held: Default::default(),
+        }
+    }
+
+    /// `Some(held back since the last one)` when a message may go out now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.start.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Relaxed);
+        let period = Self::PERIOD.as_millis() as u64;
+        if now < next
+            || self
+                .next_ms
+                .compare_exchange(next, now + period, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.held.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Relaxed))
+    }
+}
+
+/// `EMFILE` and `ENFILE` (the same numbers on Linux, the BSDs and macOS).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// How long the accept loop rests after a failed accept. With no
+/// descriptor left the listener stays readable (the connection waits in
+/// the queue), so retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+const ACCEPT_BACKOFF_NO_FD: Duration = Duration::from_millis(50);
+
+/// Counts and (at most once a second) logs a failed accept; how long to
+/// rest before the next.
+fn accept_failed(ctx: &ListenerCtx, e: &std::io::Error) -> Duration {
+    let (counter, no_fd) = match e.raw_os_error() {
+        Some(EMFILE) => (&ctx.metrics.accept_emfile, true),
+        Some(ENFILE) => (&ctx.metrics.accept_enfile, true),
+        _ => (&ctx.metrics.accept_other, false),
+    };
+    counter.inc();
+    if let Some(held) = ctx.fd_log.allow() {
+        if no_fd {
+            tracing::error!(listener = %ctx.label, suppressed = held, "accept failed: {e}; out of file descriptors (raise LimitNOFILE / ulimit -n, or lower max_connections); new connections wait in the queue");
+        } else {
+            tracing::warn!(listener = %ctx.label, suppressed = held, "accept failed: {e}");
+        }
+    }
+    if no_fd {
+        ACCEPT_BACKOFF_NO_FD
+    } else {
+        ACCEPT_BACKOFF
+    }
 }
 
 struct ConnGauge(ListenerMetrics);
@@ -108,6 +184,7 @@ pub async fn serve(
         header_read: spec.timeouts.header_read,
         tickets: Tickets::new(),
         watched: Arc::default(),
+        fd_log: LogEvery::new(),
     });
     // Aborted when `serve` returns, however it returns.
     let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
@@ -178,11 +255,7 @@ async fn accept(
                         drop(stream);
                     }
                 },
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(listener = %label, "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Err(e) => tokio::time::sleep(accept_failed(ctx, &e)).await,
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             changed = shutdown.changed() => {
@@ -288,7 +361,17 @@ async fn serve_http(
         activity: activity.clone(),
     });
     let svc = service_fn(move |req| handle(req, conn_ctx.clone()));
-    let socket = socket2::SockRef::from(&stream).try_clone().ok();
+    let socket = match socket2::SockRef::from(&stream).try_clone() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Served all the same, but the watchdog cannot peek at it.
+            ctx.metrics.accept_no_dup.inc();
+            if let Some(held) = ctx.fd_log.allow() {
+                tracing::warn!(listener = %ctx.label, %client, suppressed = held, "cannot duplicate the connection's descriptor ({e}): a client that leaves mid-request will not be noticed on it");
+            }
+            None
+        }
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     // Registered before looking at `shutdown`: the watchdog either sees

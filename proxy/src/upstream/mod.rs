@@ -111,6 +111,8 @@ pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
     metrics: UpstreamMetrics,
+    /// A failed dup (out of descriptors) is logged through this.
+    dup_log: crate::server::LogEvery,
 }
 
 impl ConnRegistry {
@@ -119,6 +121,7 @@ impl ConnRegistry {
             socks: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             metrics,
+            dup_log: crate::server::LogEvery::new(),
         }
     }
 
@@ -144,9 +147,18 @@ impl ConnRegistry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.metrics.opened.inc();
         self.metrics.open.inc();
-        // A failed dup only means this connection cannot be cut early.
-        if let Ok(dup) = socket2::SockRef::from(&stream).try_clone() {
-            lock(&self.socks).insert(id, dup);
+        // A failed dup only means this connection cannot be cut early
+        // (nor counted by the drain status): said, at most once a second.
+        match socket2::SockRef::from(&stream).try_clone() {
+            Ok(dup) => {
+                lock(&self.socks).insert(id, dup);
+            }
+            Err(e) => {
+                if let Some(held) = self.dup_log.allow() {
+                    let peer = stream.peer_addr().ok();
+                    tracing::warn!(?peer, suppressed = held, "cannot duplicate an upstream connection's descriptor ({e}): it cannot be cut at a drain deadline and the drain status does not count it");
+                }
+            }
         }
         TrackedIo {
             io: TokioIo::new(stream),
