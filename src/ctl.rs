@@ -445,7 +445,7 @@ async fn drain_limit(
         .and_then(|s| s["drain_timeout"].as_str())
         .and_then(|d| cutover_config::parse_duration(d).ok())
         .unwrap_or(std::time::Duration::from_secs(30));
-    Ok(drain + std::time::Duration::from_secs(5))
+    Ok(drain.saturating_add(std::time::Duration::from_secs(5)))
 }
 
 /// `ctl switch --wait-drained`: after the switch, follow the pools that lost
@@ -462,7 +462,7 @@ async fn wait_drained(
         return Ok("no pool lost all its traffic: nothing to drain".into());
     }
     let limit = drain_limit(args, service, timeout).await?;
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = cutover_proxy::time::later_tokio(tokio::time::Instant::now(), limit);
     let bar = indicatif::ProgressBar::new_spinner();
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{spinner} draining {prefix} [{elapsed}]: {msg}")

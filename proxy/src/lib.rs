@@ -17,6 +17,7 @@ pub mod server;
 pub mod snapshot;
 mod tcp;
 pub mod ticket;
+pub mod time;
 pub mod tunnel;
 pub mod upstream;
 

@@ -124,7 +124,7 @@ impl Tunnels {
                     e.set_draining(false, None);
                 }
             } else if !e.draining {
-                e.set_draining(true, Some(now + drain_timeout));
+                e.set_draining(true, Some(crate::time::later_tokio(now, drain_timeout)));
             }
         }
     }

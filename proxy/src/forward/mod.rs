@@ -85,7 +85,10 @@ pub(crate) async fn handle(
     // 4. Send it; wait for the response head. A request that never reached
     // its backend goes to another one of the pool ([`retry`]); every
     // attempt shares the one `response_header` deadline.
-    let deadline = tokio::time::Instant::from_std(start) + service.config.timeouts.response_header;
+    let deadline = tokio::time::Instant::from_std(crate::time::later(
+        start,
+        service.config.timeouts.response_header,
+    ));
     let sent = tokio::time::timeout_at(
         deadline,
         backend.upstream.send(head, body, fwd, upgrade.is_some()),
