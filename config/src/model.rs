@@ -73,6 +73,29 @@ pub struct Timeouts {
     /// A PING unanswered for this long closes the connection; the next
     /// request opens a new one.
     pub h2_ping_timeout: Duration,
+    /// TCP keepalive on downstream and upstream sockets; `None`
+    /// (`tcp_keepalive = "0s"`): off.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive: after `idle` without a byte either way the kernel sends
+/// a probe every `interval`; `probes` unanswered ones reset the
+/// connection, so a peer that vanished without a FIN is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpKeepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+impl Default for TcpKeepalive {
+    fn default() -> Self {
+        TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            probes: 3,
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -84,6 +107,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             h2_ping_interval: Some(Duration::from_secs(10)),
             h2_ping_timeout: Duration::from_secs(5),
+            tcp_keepalive: Some(TcpKeepalive::default()),
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct RawTimeouts {
     pub idle: Option<String>,
     pub h2_ping_interval: Option<String>,
     pub h2_ping_timeout: Option<String>,
+    pub tcp_keepalive: Option<String>,
+    pub tcp_keepalive_interval: Option<String>,
+    pub tcp_keepalive_probes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -727,3 +727,64 @@ fn every_duration_key_is_bounded_and_the_error_says_the_bound() {
         (Duration::from_secs(3600), Duration::from_secs(3600))
     );
 }
+
+#[test]
+fn tcp_keepalive_is_on_by_default_and_can_be_tuned_or_turned_off() {
+    use std::time::Duration;
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(
+        c.services[0].timeouts.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            probes: 3
+        })
+    );
+    let tuned = format!("{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"2m\"\ntcp_keepalive_interval = \"5s\"\ntcp_keepalive_probes = 9\n");
+    let c = parse("t.toml", &tuned).unwrap();
+    assert_eq!(
+        c.services[0].timeouts.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: Duration::from_secs(120),
+            interval: Duration::from_secs(5),
+            probes: 9
+        })
+    );
+    let off = format!("{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"0s\"\n");
+    assert_eq!(
+        parse("t.toml", &off).unwrap().services[0]
+            .timeouts
+            .tcp_keepalive,
+        None
+    );
+}
+
+#[test]
+fn tcp_keepalive_errors_name_the_key_and_what_is_allowed() {
+    let t = "services.web.timeouts";
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"1500ms\"\ntcp_keepalive_interval = \"0s\"\ntcp_keepalive_probes = 128\n"
+    ));
+    has(
+        &errs,
+        19,
+        &format!("{t}.tcp_keepalive"),
+        "not a whole number of seconds",
+    );
+    has(
+        &errs,
+        20,
+        &format!("{t}.tcp_keepalive_interval"),
+        "set tcp_keepalive = \"0s\"",
+    );
+    has(
+        &errs,
+        21,
+        &format!("{t}.tcp_keepalive_probes"),
+        "allowed: 1 to 127",
+    );
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"2h\"\n"
+    ));
+    has(&errs, 19, &format!("{t}.tcp_keepalive"), "at most 1 hour");
+}

@@ -114,6 +114,7 @@ mod tests {
             cutover_proxy::upstream::UpstreamSettings {
                 connect_timeout: Duration::from_secs(1),
                 h2_ping: None,
+                tcp_keepalive: None,
             },
             m.pool("web", "blue").upstream,
         );

@@ -15,6 +15,7 @@ pub mod outlier;
 pub mod proxy_protocol;
 pub mod server;
 pub mod snapshot;
+mod sockopt;
 mod tcp;
 pub mod ticket;
 pub mod time;

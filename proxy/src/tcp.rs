@@ -92,6 +92,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     };
     let _ = upstream.set_nodelay(true);
+    crate::sockopt::set_keepalive(&upstream, service.config.timeouts.tcp_keepalive.as_ref());
     if pool.send_proxy_protocol {
         let local = stream.local_addr().unwrap_or(client);
         let header = crate::proxy_protocol::encode_v2(client, local);

@@ -344,7 +344,72 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Time
         ),
         h2_ping_interval,
         h2_ping_timeout,
+        tcp_keepalive: tcp_keepalive(rt, &tpath, errs),
     }
+}
+
+/// The most keepalive probes Linux allows (`TCP_KEEPCNT`).
+const MAX_KEEPALIVE_PROBES: i64 = 127;
+
+/// `timeouts.tcp_keepalive` (the idle time; `"0s"`: off),
+/// `tcp_keepalive_interval` and `tcp_keepalive_probes`. The kernel counts
+/// whole seconds: each time from 1s to 1 hour.
+fn tcp_keepalive(
+    rt: Option<&RawTimeouts>,
+    tpath: &[Seg],
+    errs: &mut Errs<'_>,
+) -> Option<TcpKeepalive> {
+    let d = TcpKeepalive::default();
+    let secs = |errs: &mut Errs<'_>, k: &str, raw: Option<&String>, default: Duration| {
+        let Some(s) = raw else {
+            return Some(default);
+        };
+        match parse_bounded(s, MAX_INTERVAL) {
+            Ok(v) if v.is_zero() => None,
+            Ok(v) if v.subsec_nanos() != 0 => {
+                errs.push(
+                    &key(tpath, k),
+                    format!("`{s}` is not a whole number of seconds; the kernel counts keepalive times in seconds, like \"10s\""),
+                );
+                Some(default)
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                errs.push(&key(tpath, k), e);
+                Some(default)
+            }
+        }
+    };
+    let idle = secs(
+        errs,
+        "tcp_keepalive",
+        rt.and_then(|t| t.tcp_keepalive.as_ref()),
+        d.idle,
+    );
+    let raw_interval = rt.and_then(|t| t.tcp_keepalive_interval.as_ref());
+    let interval = secs(errs, "tcp_keepalive_interval", raw_interval, d.interval);
+    if interval.is_none() {
+        errs.push(
+            &key(tpath, "tcp_keepalive_interval"),
+            "must be greater than zero; to turn keepalive off, set tcp_keepalive = \"0s\"",
+        );
+    }
+    let probes = match rt.and_then(|t| t.tcp_keepalive_probes) {
+        None => d.probes,
+        Some(n) if (1..=MAX_KEEPALIVE_PROBES).contains(&n) => n as u32,
+        Some(n) => {
+            errs.push(
+                &key(tpath, "tcp_keepalive_probes"),
+                format!("{n} is out of range; allowed: 1 to {MAX_KEEPALIVE_PROBES}"),
+            );
+            d.probes
+        }
+    };
+    Some(TcpKeepalive {
+        idle: idle?,
+        interval: interval.unwrap_or(d.interval),
+        probes,
+    })
 }
 
 /// The shortest `h2_ping_interval` other than `"0s"`: PINGs more often

@@ -57,6 +57,7 @@ pub(crate) struct ListenerCtx {
     pub mode: ListenerMode,
     pub proxy_protocol: bool,
     pub header_read: Duration,
+    pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
     watched: Arc<Watched>,
@@ -106,6 +107,7 @@ pub async fn serve(
         mode: spec.mode,
         proxy_protocol: spec.proxy_protocol,
         header_read: spec.timeouts.header_read,
+        tcp_keepalive: spec.timeouts.tcp_keepalive,
         tickets: Tickets::new(),
         watched: Arc::default(),
     });
@@ -227,6 +229,7 @@ async fn serve_conn(
     ctx.metrics.connections.inc();
     let _gauge = ConnGauge(ctx.metrics.clone());
     let _ = stream.set_nodelay(true);
+    crate::sockopt::set_keepalive(&stream, ctx.tcp_keepalive.as_ref());
     if ctx.proxy_protocol {
         match read_proxy_header(&mut stream, client, &ctx).await {
             Some(c) => client = c,

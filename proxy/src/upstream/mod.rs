@@ -395,6 +395,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// `None`: no PINGs (`h2_ping_interval = "0s"`).
     pub h2_ping: Option<H2Ping>,
+    /// `None`: no TCP keepalive (`tcp_keepalive = "0s"`).
+    pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
 }
 
 impl UpstreamSettings {
@@ -406,6 +408,7 @@ impl UpstreamSettings {
                 interval,
                 timeout: t.h2_ping_timeout,
             }),
+            tcp_keepalive: t.tcp_keepalive,
         }
     }
 }
@@ -600,6 +603,7 @@ impl Upstream {
             .map_err(UpstreamError::Connect)?;
         // Requests and responses are written whole; do not wait for ACKs.
         let _ = stream.set_nodelay(true);
+        crate::sockopt::set_keepalive(&stream, self.settings.tcp_keepalive.as_ref());
         Ok(self.registry.register(stream))
     }
 
@@ -747,9 +751,25 @@ mod tests {
             UpstreamSettings {
                 connect_timeout: Duration::from_secs(1),
                 h2_ping: None,
+                tcp_keepalive: Some(cutover_config::TcpKeepalive::default()),
             },
             Arc::new(ConnRegistry::new(m.pool("s", "p").upstream)),
         )
+    }
+
+    #[tokio::test]
+    async fn a_dialed_connection_has_tcp_keepalive_with_the_services_times() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up = upstream(&listener.local_addr().expect("addr").to_string());
+        let io = up.connect().await.expect("dial");
+        let s = socket2::SockRef::from(io.stream());
+        let want = cutover_config::TcpKeepalive::default();
+        assert!(s.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(s.tcp_keepalive_time().expect("idle"), want.idle);
+        assert_eq!(s.tcp_keepalive_interval().expect("interval"), want.interval);
+        assert_eq!(s.tcp_keepalive_retries().expect("probes"), want.probes);
     }
 
     #[tokio::test]
