@@ -73,6 +73,16 @@ pub struct Timeouts {
     /// A PING unanswered for this long closes the connection; the next
     /// request opens a new one.
     pub h2_ping_timeout: Duration,
+    /// A response the client stopped reading (data waiting to be written,
+    /// none accepted) or an HTTP/1.1 request body the client stopped
+    /// sending is cut after this long without progress.
+    pub client_idle: Duration,
+    /// A response body the backend stopped sending (after its head) is
+    /// cut after this long without a byte.
+    pub backend_idle: Duration,
+    /// A tunnel (upgraded or tcp listener connection) with no byte either
+    /// way for this long is closed; `None` (`"0s"`): never.
+    pub tunnel_idle: Option<Duration>,
     /// TCP keepalive on downstream and upstream sockets; `None`
     /// (`tcp_keepalive = "0s"`): off.
     pub tcp_keepalive: Option<TcpKeepalive>,
@@ -107,6 +117,9 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             h2_ping_interval: Some(Duration::from_secs(10)),
             h2_ping_timeout: Duration::from_secs(5),
+            client_idle: Duration::from_secs(60),
+            backend_idle: Duration::from_secs(60),
+            tunnel_idle: Some(Duration::from_secs(3600)),
             tcp_keepalive: Some(TcpKeepalive::default()),
         }
     }

@@ -788,3 +788,24 @@ fn tcp_keepalive_errors_name_the_key_and_what_is_allowed() {
     ));
     has(&errs, 19, &format!("{t}.tcp_keepalive"), "at most 1 hour");
 }
+
+#[test]
+fn idle_timeouts_after_the_head_default_and_are_bounded() {
+    use std::time::Duration;
+    let t = parse("t.toml", GOOD).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.client_idle, Duration::from_secs(60));
+    assert_eq!(t.backend_idle, Duration::from_secs(60));
+    assert_eq!(t.tunnel_idle, Some(Duration::from_secs(3600)));
+    let set = format!("{GOOD}\n[services.web.timeouts]\nclient_idle = \"5s\"\nbackend_idle = \"2m\"\ntunnel_idle = \"0s\"\n");
+    let t = parse("t.toml", &set).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.client_idle, Duration::from_secs(5));
+    assert_eq!(t.backend_idle, Duration::from_secs(120));
+    assert_eq!(t.tunnel_idle, None, "0s: tunnels never time out");
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\nclient_idle = \"0s\"\nbackend_idle = \"8d\"\ntunnel_idle = \"300000000000y\"\n"
+    ));
+    let t = "services.web.timeouts";
+    has(&errs, 19, &format!("{t}.client_idle"), "greater than zero");
+    has(&errs, 20, &format!("{t}.backend_idle"), "at most 7 days");
+    has(&errs, 21, &format!("{t}.tunnel_idle"), "at most 7 days");
+}

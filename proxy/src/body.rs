@@ -2,10 +2,11 @@
 //! streamed frame by frame with a guard that closes the request's books when
 //! it ends (or is dropped), or a short body cutover wrote itself.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
@@ -88,6 +89,9 @@ impl Drop for RequestGuard {
                 .metrics
                 .count_error(crate::error::ErrorKind::ClientAborted);
         }
+        if self.conn.client_idle_expired() {
+            self.pool.metrics.idle_timeouts.client.inc();
+        }
         self.pool.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some(b) = &self.backend {
             b.leave();
@@ -115,10 +119,55 @@ impl Drop for RequestGuard {
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { inner: UpstreamBody, guard: RequestGuard },
+        Upstream { inner: UpstreamBody, guard: RequestGuard, idle: BodyIdle },
         Full { data: Option<Bytes> },
     }
 }
+
+/// `backend_idle` on a response body: a timer armed only when the
+/// backend's body is pending (created on the first such poll, then moved
+/// forward with `reset`, which tokio does without a lock), so a body that
+/// never waits costs no timer.
+pub(crate) struct BodyIdle {
+    limit: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last armed.
+    moved: bool,
+}
+
+impl BodyIdle {
+    pub fn new(limit: Duration) -> BodyIdle {
+        BodyIdle {
+            limit,
+            sleep: None,
+            moved: true,
+        }
+    }
+
+    /// The backend's body is pending: ready once `limit` has passed
+    /// since it last gave a frame (or since the first wait).
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let sleep = match &mut self.sleep {
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(limit))),
+            Some(s) => {
+                if self.moved {
+                    let now = tokio::time::Instant::now();
+                    s.as_mut().reset(crate::time::later_tokio(now, limit));
+                }
+                s
+            }
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// Why a response body was cut: the backend sent nothing for
+/// `backend_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no byte of the response body for {0:?} (backend_idle)")]
+pub(crate) struct BackendIdle(Duration);
 
 impl ProxyBody {
     pub fn text(s: impl Into<Bytes>) -> ProxyBody {
@@ -127,6 +176,21 @@ impl ProxyBody {
             data: if data.is_empty() { None } else { Some(data) },
         }
     }
+}
+
+/// `backend_idle` passed: counted, the upstream connection dropped (and
+/// closed, never kept), the client's response cut.
+#[cold]
+fn backend_idle(
+    inner: &mut UpstreamBody,
+    guard: &mut RequestGuard,
+    limit: Duration,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    tracing::debug!(pool = %guard.pool.name, "response body cut: the backend sent nothing for {limit:?} (backend_idle)");
+    guard.pool.metrics.idle_timeouts.backend.inc();
+    guard.upstream = None;
+    inner.abandon();
+    Box::new(BackendIdle(limit))
 }
 
 impl Body for ProxyBody {
@@ -138,10 +202,11 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { inner, guard } => {
+            ProxyBodyProj::Upstream { inner, guard, idle } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
+                        idle.moved = true;
                         if let Some(d) = frame.data_ref() {
                             guard.bytes += d.len() as u64;
                         }
@@ -162,7 +227,11 @@ impl Body for ProxyBody {
                             .count_error(crate::error::ErrorKind::BadResponse);
                         guard.upstream = None;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        if idle.poll_stalled(cx).is_ready() {
+                            return Poll::Ready(Some(Err(backend_idle(inner, guard, idle.limit))));
+                        }
+                    }
                 }
                 polled
             }

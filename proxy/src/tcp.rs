@@ -103,10 +103,13 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     }
     backend.enter();
-    let guard = ctx
-        .shared
-        .tunnels
-        .open(service.name(), pool.clone(), &backend.addr, ticket);
+    let guard = ctx.shared.tunnels.open(
+        service.name(),
+        pool.clone(),
+        &backend.addr,
+        ticket,
+        service.config.timeouts.tunnel_idle,
+    );
     crate::tunnel::pump(&mut stream, upstream, guard, false, Default::default()).await;
     backend.leave();
 }

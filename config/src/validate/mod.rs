@@ -90,7 +90,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         }
         ["services", _, "outlier", _] => ALLOWED_OUTLIER_KEYS,
         ["services", _, "cookie", _] => "name, max_age, secure",
-        ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
+        ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, client_idle, backend_idle, tunnel_idle, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
         ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",

@@ -344,6 +344,31 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Time
         ),
         h2_ping_interval,
         h2_ping_timeout,
+        client_idle: bounded_duration(
+            errs,
+            &key(&tpath, "client_idle"),
+            &rt.and_then(|t| t.client_idle.clone()),
+            d.client_idle,
+            MAX_TIMEOUT,
+        ),
+        backend_idle: bounded_duration(
+            errs,
+            &key(&tpath, "backend_idle"),
+            &rt.and_then(|t| t.backend_idle.clone()),
+            d.backend_idle,
+            MAX_TIMEOUT,
+        ),
+        tunnel_idle: match rt.and_then(|t| t.tunnel_idle.as_ref()) {
+            None => d.tunnel_idle,
+            Some(s) => match parse_bounded(s, MAX_TIMEOUT) {
+                Ok(v) if v.is_zero() => None,
+                Ok(v) => Some(v),
+                Err(e) => {
+                    errs.push(&key(&tpath, "tunnel_idle"), e);
+                    d.tunnel_idle
+                }
+            },
+        },
         tcp_keepalive: tcp_keepalive(rt, &tpath, errs),
     }
 }

@@ -126,6 +126,7 @@ pub(crate) async fn handle(
                 guard.pool.clone(),
                 &backend.addr,
                 route.ticket,
+                service.config.timeouts.tunnel_idle,
             );
             u.tunnel(resp, tunnel, guard)
         }

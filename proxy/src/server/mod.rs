@@ -7,6 +7,7 @@
 //! requests of shutdown are the business of one watchdog task per listener
 //! (`watchdog.rs`, which says why).
 
+mod client_io;
 mod watchdog;
 
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ pub(crate) struct ListenerCtx {
     pub proxy_protocol: bool,
     pub header_read: Duration,
     pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
+    pub client_idle: Duration,
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
     watched: Arc<Watched>,
@@ -108,6 +110,7 @@ pub async fn serve(
         proxy_protocol: spec.proxy_protocol,
         header_read: spec.timeouts.header_read,
         tcp_keepalive: spec.timeouts.tcp_keepalive,
+        client_idle: spec.timeouts.client_idle,
         tickets: Tickets::new(),
         watched: Arc::default(),
     });
@@ -292,7 +295,8 @@ async fn serve_http(
     });
     let svc = service_fn(move |req| handle(req, conn_ctx.clone()));
     let socket = socket2::SockRef::from(&stream).try_clone().ok();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let io = client_io::ClientIo::new(stream, activity.clone(), ctx.client_idle);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     // Registered before looking at `shutdown`: the watchdog either sees
     // this connection when shutdown comes, or shutdown is seen here.

@@ -253,6 +253,16 @@ pub enum UpstreamBody {
     H1(h1::Body),
 }
 
+impl UpstreamBody {
+    /// The backend stalled mid-body: its connection is closed when the
+    /// body is dropped, never kept or reused.
+    pub fn abandon(&mut self) {
+        if let UpstreamBody::H1(b) = self {
+            b.abandon();
+        }
+    }
+}
+
 impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
