@@ -337,3 +337,101 @@ async fn tunnel_idle_zero_never_closes_a_tunnel() {
     assert_eq!(lines.echo("later").await.as_deref(), Some("later"));
     assert_eq!(idle_timeouts(run.admin, "tunnel").await, Some(0.0));
 }
+
+/// An HTTP/2 request to `/echo` whose body the test sends frame by frame
+/// through the returned sender; the answer (or the stream's failure)
+/// comes from the returned task.
+async fn h2_post(
+    proxy: SocketAddr,
+) -> (
+    tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    tokio::task::JoinHandle<Result<(u16, String), String>>,
+) {
+    use http_body_util::BodyExt;
+    let stream = raw::connect(proxy).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let frames = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
+    let req = http::Request::post(format!("http://{proxy}/echo"))
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let answer = tokio::spawn(async move {
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).to_string(),
+        ))
+    });
+    (tx, answer)
+}
+
+fn data(s: &'static str) -> Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible> {
+    Ok(http_body::Frame::data(bytes::Bytes::from_static(
+        s.as_bytes(),
+    )))
+}
+
+#[tokio::test]
+async fn an_http2_client_that_stops_sending_its_request_body_is_cut_after_client_idle() {
+    let run = Harness::new()
+        .service("timeouts = { client_idle = \"500ms\" }")
+        .start()
+        .await;
+    let (tx, answer) = h2_post(run.proxy).await;
+    tx.send(data("first ")).await.unwrap();
+    let started = Instant::now();
+    // Nothing more: the stream is answered 400 (or reset) after client_idle.
+    let got = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("the stalled stream ended in time")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "ended after {:?}: {got:?}",
+        started.elapsed()
+    );
+    if let Ok((status, body)) = &got {
+        assert_eq!(*status, 400, "{body}");
+    }
+    assert!(counted(run.admin, "client", 1.0).await, "not counted");
+    let freed = eventually(Duration::from_secs(5), || async {
+        upstream_open(run.admin).await == Some(0.0)
+    })
+    .await;
+    assert!(freed, "the upstream connection was not freed");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn an_http2_request_body_sent_slowly_but_steadily_is_not_cut() {
+    let run = Harness::new()
+        .service("timeouts = { client_idle = \"500ms\" }")
+        .start()
+        .await;
+    let (tx, answer) = h2_post(run.proxy).await;
+    for part in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        tx.send(data(part)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tx);
+    let got = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(got, Ok((200, "abcdefgh".to_string())));
+    assert_eq!(idle_timeouts(run.admin, "client").await, Some(0.0));
+}

@@ -255,3 +255,76 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// A request body on its way to the backend. For an HTTP/2 client it
+/// carries `client_idle`: a body the client stops sending fails after that
+/// long without a frame, which hyper's client reports as the request
+/// body's failure (a client error, never the backend's), and is counted.
+/// (An HTTP/1.1 client's body is timed on its socket: `server::client_io`.)
+/// The timer is armed only when the body is pending, as for [`BodyIdle`].
+pub struct RequestBody {
+    inner: hyper::body::Incoming,
+    /// `client_idle` and its counter; `None`: not timed here.
+    timed: Option<(BodyIdle, prometheus::IntCounter)>,
+}
+
+/// Why a request body was cut: the client sent nothing for `client_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no byte of its request body for {0:?} (client_idle)")]
+pub(crate) struct ClientIdle(Duration);
+
+impl RequestBody {
+    /// Not timed here.
+    pub fn plain(inner: hyper::body::Incoming) -> RequestBody {
+        RequestBody { inner, timed: None }
+    }
+
+    /// Timed by `limit`, each expiry counted on `counter`.
+    pub(crate) fn timed(
+        inner: hyper::body::Incoming,
+        limit: Duration,
+        counter: &prometheus::IntCounter,
+    ) -> RequestBody {
+        RequestBody {
+            inner,
+            timed: Some((BodyIdle::new(limit), counter.clone())),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if let Some((idle, counter)) = &mut this.timed {
+                    if idle.poll_stalled(cx).is_ready() {
+                        counter.inc();
+                        return Poll::Ready(Some(Err(Box::new(ClientIdle(idle.limit)))));
+                    }
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                if let Some((idle, _)) = &mut this.timed {
+                    idle.moved = true;
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
