@@ -12,8 +12,8 @@ use std::time::Duration;
 use cutover_test_support::raw::Lines;
 use cutover_test_support::*;
 
-/// One row of `/proc/net/tcp`: (local port, remote port, timer kind,
-/// seconds until the timer fires).
+/// The established sockets of `/proc/net/tcp`: (local port, remote port,
+/// timer kind, seconds until the timer fires).
 fn sockets() -> Vec<(u16, u16, u8, f64)> {
     let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
     let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
@@ -25,12 +25,15 @@ fn sockets() -> Vec<(u16, u16, u8, f64)> {
             let kind = u8::from_str_radix(kind, 16).ok()?;
             // In USER_HZ ticks: 100 per second on Linux.
             let when = u64::from_str_radix(when, 16).ok()? as f64 / 100.0;
-            Some((port(f[1]), port(f[2]), kind, when))
+            // Established only: sockets of earlier tests in TIME_WAIT may
+            // have the same ports.
+            (f[3] == ESTABLISHED).then(|| (port(f[1]), port(f[2]), kind, when))
         })
         .collect()
 }
 
 const KEEPALIVE_TIMER: u8 = 2;
+const ESTABLISHED: &str = "01";
 
 /// The timer of the socket from local port `local` to remote `remote`.
 fn timer(local: u16, remote: u16) -> Option<(u8, f64)> {
