@@ -273,9 +273,10 @@ impl App {
         tracing::info!("listeners stop accepting; draining");
         self.shutdown_tx.send_replace(true);
         // Tunnels (upgraded connections, tcp) get the same deadline as requests.
-        let tunnel_deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let tunnel_deadline =
+            cutover_proxy::time::later_tokio(tokio::time::Instant::now(), self.shutdown_timeout);
         self.shared.tunnels.drain_all(tunnel_deadline);
-        let deadline = self.shutdown_timeout + Duration::from_secs(2);
+        let deadline = self.shutdown_timeout.saturating_add(Duration::from_secs(2));
         if tokio::time::timeout(deadline, async {
             while self.tasks.join_next().await.is_some() {}
         })

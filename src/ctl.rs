@@ -477,7 +477,9 @@ async fn drain_limit(
     let drain_timeout = duration("drain_timeout").unwrap_or(std::time::Duration::from_secs(30));
     // A pool that a slow start empties gets traffic until the ramp ends.
     let ramp = duration("slow_start").unwrap_or_default();
-    Ok(ramp + drain_timeout + std::time::Duration::from_secs(5))
+    Ok(ramp
+        .saturating_add(drain_timeout)
+        .saturating_add(std::time::Duration::from_secs(5)))
 }
 
 /// `ctl switch --wait-drained`: after the switch, follow the pools that lost
@@ -494,7 +496,7 @@ async fn wait_drained(
         return Ok("no pool lost all its traffic: nothing to drain".into());
     }
     let limit = drain_limit(args, service, timeout).await?;
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = cutover_proxy::time::later_tokio(tokio::time::Instant::now(), limit);
     let bar = indicatif::ProgressBar::new_spinner();
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{spinner} draining {prefix} [{elapsed}]: {msg}")

@@ -78,6 +78,39 @@ pub struct Timeouts {
     /// A PING unanswered for this long closes the connection; the next
     /// request opens a new one.
     pub h2_ping_timeout: Duration,
+    /// A response the client stopped reading (data waiting to be written,
+    /// none accepted) or an HTTP/1.1 request body the client stopped
+    /// sending is cut after this long without progress.
+    pub client_idle: Duration,
+    /// A response body the backend stopped sending (after its head) is
+    /// cut after this long without a byte.
+    pub backend_idle: Duration,
+    /// A tunnel (upgraded or tcp listener connection) with no byte either
+    /// way for this long is closed; `None` (`"0s"`): never.
+    pub tunnel_idle: Option<Duration>,
+    /// TCP keepalive on downstream and upstream sockets; `None`
+    /// (`tcp_keepalive = "0s"`): off.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive: after `idle` without a byte either way the kernel sends
+/// a probe every `interval`; `probes` unanswered ones reset the
+/// connection, so a peer that vanished without a FIN is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpKeepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+impl Default for TcpKeepalive {
+    fn default() -> Self {
+        TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            probes: 3,
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -89,6 +122,10 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             h2_ping_interval: Some(Duration::from_secs(10)),
             h2_ping_timeout: Duration::from_secs(5),
+            client_idle: Duration::from_secs(60),
+            backend_idle: Duration::from_secs(60),
+            tunnel_idle: Some(Duration::from_secs(3600)),
+            tcp_keepalive: Some(TcpKeepalive::default()),
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct RawTimeouts {
     pub idle: Option<String>,
     pub h2_ping_interval: Option<String>,
     pub h2_ping_timeout: Option<String>,
+    pub client_idle: Option<String>,
+    pub backend_idle: Option<String>,
+    pub tunnel_idle: Option<String>,
+    pub tcp_keepalive: Option<String>,
+    pub tcp_keepalive_interval: Option<String>,
+    pub tcp_keepalive_probes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

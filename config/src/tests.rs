@@ -706,3 +706,166 @@ fn slow_start_is_off_by_default_and_bounded() {
     let b = parse("t.toml", &with("\"30s\"")).unwrap();
     assert_eq!(diff(&a, &b).settings_changed, ["web"]);
 }
+
+#[test]
+fn every_duration_key_is_bounded_and_the_error_says_the_bound() {
+    use std::time::Duration;
+    // The probe: a response_header of 300 billion years passed
+    // validation and then panicked a worker on every request.
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\nresponse_header = \"300000000000y\"\n"
+    ));
+    has(
+        &errs,
+        19,
+        "services.web.timeouts.response_header",
+        "`300000000000y` is too long; allowed: at most 7 days",
+    );
+    // Each key with its table, a value just over its bound, and the bound
+    // the error must name.
+    let week = "7 days (\"7d\")";
+    let hour = "1 hour (\"1h\")";
+    let cases: [(&str, &str, &str, &str); 16] = [
+        ("", "shutdown_timeout", "8d", week),
+        ("services.web", "drain_timeout", "8d", week),
+        ("services.web.cookie", "max_age", "401d", "400 days"),
+        ("services.web.timeouts", "connect", "8d", week),
+        ("services.web.timeouts", "response_header", "7d 1s", week),
+        ("services.web.timeouts", "header_read", "8d", week),
+        ("services.web.timeouts", "idle", "8d", week),
+        ("services.web.timeouts", "h2_ping_interval", "61m", hour),
+        ("services.web.timeouts", "h2_ping_timeout", "61m", hour),
+        ("services.web.health_check", "interval", "2h", hour),
+        ("services.web.health_check", "timeout", "2h", hour),
+        (
+            "services.web.pools.blue.health_check",
+            "interval",
+            "2h",
+            hour,
+        ),
+        ("services.web.outlier", "base_ejection", "2h", hour),
+        ("services.web.outlier", "max_ejection", "2h", hour),
+        ("services.web.timeouts", "idle", "500000000000y", week),
+        ("services.web.timeouts", "connect", "3601s 604800s", week),
+    ];
+    for (table, k, v, bound) in cases {
+        let text = if table.is_empty() {
+            format!("{k} = \"{v}\"\n{GOOD}")
+        } else if table == "services.web" {
+            GOOD.replace("green = 10 }", &format!("green = 10 }}\n{k} = \"{v}\""))
+        } else {
+            format!("{GOOD}\n[{table}]\n{k} = \"{v}\"\n")
+        };
+        let line = text.lines().position(|l| l.starts_with(k)).unwrap() + 1;
+        let full_key = if table.is_empty() {
+            k.to_string()
+        } else {
+            format!("{table}.{k}")
+        };
+        has(
+            &errors(&text),
+            line,
+            &full_key,
+            &format!("too long; allowed: at most {bound}"),
+        );
+    }
+    // The bounds themselves pass.
+    let text = format!(
+        "shutdown_timeout = \"7d\"\n{}\n[services.web.timeouts]\nresponse_header = \"7d\"\nh2_ping_interval = \"1h\"\n\n[services.web.cookie]\nmax_age = \"400d\"\n\n[services.web.health_check]\ninterval = \"1h\"\ntimeout = \"1h\"\n",
+        GOOD.replace("green = 10 }", "green = 10 }\ndrain_timeout = \"7d\"")
+    );
+    let c = parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let s = &c.services[0];
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(7 * 86400));
+    assert_eq!(s.drain_timeout, Duration::from_secs(7 * 86400));
+    assert_eq!(s.timeouts.response_header, Duration::from_secs(7 * 86400));
+    assert_eq!(s.timeouts.h2_ping_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(s.cookie.max_age, Duration::from_secs(400 * 86400));
+    let hc = s.pools[0].health_check.clone().unwrap();
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_secs(3600), Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn tcp_keepalive_is_on_by_default_and_can_be_tuned_or_turned_off() {
+    use std::time::Duration;
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(
+        c.services[0].timeouts.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            probes: 3
+        })
+    );
+    let tuned = format!("{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"2m\"\ntcp_keepalive_interval = \"5s\"\ntcp_keepalive_probes = 9\n");
+    let c = parse("t.toml", &tuned).unwrap();
+    assert_eq!(
+        c.services[0].timeouts.tcp_keepalive,
+        Some(TcpKeepalive {
+            idle: Duration::from_secs(120),
+            interval: Duration::from_secs(5),
+            probes: 9
+        })
+    );
+    let off = format!("{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"0s\"\n");
+    assert_eq!(
+        parse("t.toml", &off).unwrap().services[0]
+            .timeouts
+            .tcp_keepalive,
+        None
+    );
+}
+
+#[test]
+fn tcp_keepalive_errors_name_the_key_and_what_is_allowed() {
+    let t = "services.web.timeouts";
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"1500ms\"\ntcp_keepalive_interval = \"0s\"\ntcp_keepalive_probes = 128\n"
+    ));
+    has(
+        &errs,
+        19,
+        &format!("{t}.tcp_keepalive"),
+        "not a whole number of seconds",
+    );
+    has(
+        &errs,
+        20,
+        &format!("{t}.tcp_keepalive_interval"),
+        "set tcp_keepalive = \"0s\"",
+    );
+    has(
+        &errs,
+        21,
+        &format!("{t}.tcp_keepalive_probes"),
+        "allowed: 1 to 127",
+    );
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\ntcp_keepalive = \"2h\"\n"
+    ));
+    has(&errs, 19, &format!("{t}.tcp_keepalive"), "at most 1 hour");
+}
+
+#[test]
+fn idle_timeouts_after_the_head_default_and_are_bounded() {
+    use std::time::Duration;
+    let t = parse("t.toml", GOOD).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.client_idle, Duration::from_secs(60));
+    assert_eq!(t.backend_idle, Duration::from_secs(60));
+    assert_eq!(t.tunnel_idle, Some(Duration::from_secs(3600)));
+    let set = format!("{GOOD}\n[services.web.timeouts]\nclient_idle = \"5s\"\nbackend_idle = \"2m\"\ntunnel_idle = \"0s\"\n");
+    let t = parse("t.toml", &set).unwrap().services[0].timeouts.clone();
+    assert_eq!(t.client_idle, Duration::from_secs(5));
+    assert_eq!(t.backend_idle, Duration::from_secs(120));
+    assert_eq!(t.tunnel_idle, None, "0s: tunnels never time out");
+    let errs = errors(&format!(
+        "{GOOD}\n[services.web.timeouts]\nclient_idle = \"0s\"\nbackend_idle = \"8d\"\ntunnel_idle = \"300000000000y\"\n"
+    ));
+    let t = "services.web.timeouts";
+    has(&errs, 19, &format!("{t}.client_idle"), "greater than zero");
+    has(&errs, 20, &format!("{t}.backend_idle"), "at most 7 days");
+    has(&errs, 21, &format!("{t}.tunnel_idle"), "at most 7 days");
+}

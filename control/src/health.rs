@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cutover_config::{HealthCheck, Protocol};
+use cutover_proxy::time::later_tokio;
 use cutover_proxy::Health;
 use http::{header, Request, Uri};
 use http_body_util::Empty;
@@ -77,8 +78,9 @@ pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
 }
 
 /// `d` scaled by a random factor in [lo, hi).
+/// (`mul_f64` would panic on an overflow: `d` itself then.)
 fn jittered(d: Duration, lo: f64, hi: f64) -> Duration {
-    d.mul_f64(lo + (hi - lo) * fastrand::f64())
+    Duration::try_from_secs_f64(d.as_secs_f64() * (lo + (hi - lo) * fastrand::f64())).unwrap_or(d)
 }
 
 async fn watch_backend(
@@ -88,14 +90,14 @@ async fn watch_backend(
 ) {
     let hc = &target.check;
     let mut state = Thresholds::new(hc.healthy_threshold, hc.unhealthy_threshold);
-    let mut next = Instant::now() + jittered(hc.interval, 0.0, 1.0);
+    let mut next = later_tokio(Instant::now(), jittered(hc.interval, 0.0, 1.0));
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         // Start to start: a slow check does not stretch the cadence.
-        next = Instant::now() + jittered(hc.interval, 0.9, 1.1);
+        next = later_tokio(Instant::now(), jittered(hc.interval, 0.9, 1.1));
         let result = tokio::select! {
             r = check(&target.addr, target.protocol, hc) => r,
             _ = shutdown.wait_for(|stop| *stop) => return,

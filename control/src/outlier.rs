@@ -203,13 +203,14 @@ impl Ejector {
         let ejection = Ejection {
             reason: reason.clone(),
             since,
-            until: since + length,
+            // Bounded by validation (1 hour); never a panic all the same.
+            until: since.checked_add(length).unwrap_or(since),
         };
         if controller.set_ejection(&key.0, &key.1, &key.2, Some(ejection)) {
             p.metrics.ejections.inc();
             *rec = Record {
                 doublings: d,
-                until: Some(now + length),
+                until: Some(cutover_proxy::time::later_tokio(now, length)),
                 back: rec.back,
                 refusal_logged: false,
             };

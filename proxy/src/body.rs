@@ -2,10 +2,11 @@
 //! streamed frame by frame with a guard that closes the request's books when
 //! it ends (or is dropped), or a short body cutover wrote itself.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
@@ -88,6 +89,9 @@ impl Drop for RequestGuard {
                 .metrics
                 .count_error(crate::error::ErrorKind::ClientAborted);
         }
+        if self.conn.client_idle_expired() {
+            self.pool.metrics.idle_timeouts.client.inc();
+        }
         self.pool.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some(b) = &self.backend {
             b.leave();
@@ -115,10 +119,55 @@ impl Drop for RequestGuard {
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        Upstream { inner: UpstreamBody, guard: RequestGuard },
+        Upstream { inner: UpstreamBody, guard: RequestGuard, idle: BodyIdle },
         Full { data: Option<Bytes> },
     }
 }
+
+/// `backend_idle` on a response body: a timer armed only when the
+/// backend's body is pending (created on the first such poll, then moved
+/// forward with `reset`, which tokio does without a lock), so a body that
+/// never waits costs no timer.
+pub(crate) struct BodyIdle {
+    limit: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last armed.
+    moved: bool,
+}
+
+impl BodyIdle {
+    pub fn new(limit: Duration) -> BodyIdle {
+        BodyIdle {
+            limit,
+            sleep: None,
+            moved: true,
+        }
+    }
+
+    /// The backend's body is pending: ready once `limit` has passed
+    /// since it last gave a frame (or since the first wait).
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let sleep = match &mut self.sleep {
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(limit))),
+            Some(s) => {
+                if self.moved {
+                    let now = tokio::time::Instant::now();
+                    s.as_mut().reset(crate::time::later_tokio(now, limit));
+                }
+                s
+            }
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// Why a response body was cut: the backend sent nothing for
+/// `backend_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no byte of the response body for {0:?} (backend_idle)")]
+pub(crate) struct BackendIdle(Duration);
 
 impl ProxyBody {
     pub fn text(s: impl Into<Bytes>) -> ProxyBody {
@@ -127,6 +176,21 @@ impl ProxyBody {
             data: if data.is_empty() { None } else { Some(data) },
         }
     }
+}
+
+/// `backend_idle` passed: counted, the upstream connection dropped (and
+/// closed, never kept), the client's response cut.
+#[cold]
+fn backend_idle(
+    inner: &mut UpstreamBody,
+    guard: &mut RequestGuard,
+    limit: Duration,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    tracing::debug!(pool = %guard.pool.name, "response body cut: the backend sent nothing for {limit:?} (backend_idle)");
+    guard.pool.metrics.idle_timeouts.backend.inc();
+    guard.upstream = None;
+    inner.abandon();
+    Box::new(BackendIdle(limit))
 }
 
 impl Body for ProxyBody {
@@ -138,10 +202,11 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { inner, guard } => {
+            ProxyBodyProj::Upstream { inner, guard, idle } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
+                        idle.moved = true;
                         if let Some(d) = frame.data_ref() {
                             guard.bytes += d.len() as u64;
                         }
@@ -162,7 +227,11 @@ impl Body for ProxyBody {
                             .count_error(crate::error::ErrorKind::BadResponse);
                         guard.upstream = None;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        if idle.poll_stalled(cx).is_ready() {
+                            return Poll::Ready(Some(Err(backend_idle(inner, guard, idle.limit))));
+                        }
+                    }
                 }
                 polled
             }
@@ -184,5 +253,78 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
+    }
+}
+
+/// A request body on its way to the backend. For an HTTP/2 client it
+/// carries `client_idle`: a body the client stops sending fails after that
+/// long without a frame, which hyper's client reports as the request
+/// body's failure (a client error, never the backend's), and is counted.
+/// (An HTTP/1.1 client's body is timed on its socket: `server::client_io`.)
+/// The timer is armed only when the body is pending, as for [`BodyIdle`].
+pub struct RequestBody {
+    inner: hyper::body::Incoming,
+    /// `client_idle` and its counter; `None`: not timed here.
+    timed: Option<(BodyIdle, prometheus::IntCounter)>,
+}
+
+/// Why a request body was cut: the client sent nothing for `client_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no byte of its request body for {0:?} (client_idle)")]
+pub(crate) struct ClientIdle(Duration);
+
+impl RequestBody {
+    /// Not timed here.
+    pub fn plain(inner: hyper::body::Incoming) -> RequestBody {
+        RequestBody { inner, timed: None }
+    }
+
+    /// Timed by `limit`, each expiry counted on `counter`.
+    pub(crate) fn timed(
+        inner: hyper::body::Incoming,
+        limit: Duration,
+        counter: &prometheus::IntCounter,
+    ) -> RequestBody {
+        RequestBody {
+            inner,
+            timed: Some((BodyIdle::new(limit), counter.clone())),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if let Some((idle, counter)) = &mut this.timed {
+                    if idle.poll_stalled(cx).is_ready() {
+                        counter.inc();
+                        return Poll::Ready(Some(Err(Box::new(ClientIdle(idle.limit)))));
+                    }
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                if let Some((idle, _)) = &mut this.timed {
+                    idle.moved = true;
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -16,8 +16,10 @@ pub mod proxy_protocol;
 pub mod server;
 pub mod slow_start;
 pub mod snapshot;
+mod sockopt;
 mod tcp;
 pub mod ticket;
+pub mod time;
 pub mod tunnel;
 pub mod upstream;
 

@@ -36,6 +36,7 @@ pub mod names {
     pub const FAILOVERS: &str = "cutover_failovers_total";
     pub const RETRIES: &str = "cutover_retries_total";
     pub const EJECTIONS: &str = "cutover_ejections_total";
+    pub const IDLE_TIMEOUTS: &str = "cutover_idle_timeouts_total";
 }
 
 /// Status classes used as the `code` label.
@@ -76,6 +77,17 @@ impl ProxyMetrics {
             requests: CLASSES.map(|c| r.requests.with_label_values(&[service, pool, c])),
             duration: r.duration.with_label_values(&[service, pool]),
             in_flight: r.in_flight.with_label_values(&[service, pool]),
+            idle_timeouts: IdleTimeouts {
+                client: r
+                    .idle_timeouts
+                    .with_label_values(&[service, pool, "client"]),
+                backend: r
+                    .idle_timeouts
+                    .with_label_values(&[service, pool, "backend"]),
+                tunnel: r
+                    .idle_timeouts
+                    .with_label_values(&[service, pool, "tunnel"]),
+            },
             tunnels_open: t.tunnels.with_label_values(&[service, pool, "open"]),
             tunnels_draining: t.tunnels.with_label_values(&[service, pool, "draining"]),
             drain_finished: t
@@ -138,12 +150,14 @@ impl ProxyMetrics {
     }
 }
 
-/// Requests answered, their duration, those in flight, and failures.
+/// Requests answered, their duration, those in flight, failures, and
+/// exchanges cut for want of progress after the response head.
 struct RequestFamilies {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
     upstream_errors: IntCounterVec,
+    idle_timeouts: IntCounterVec,
 }
 
 impl RequestFamilies {
@@ -180,11 +194,19 @@ impl RequestFamilies {
             ),
             &["service", "pool", "source", "cause"],
         )?;
+        let idle_timeouts = IntCounterVec::new(
+            Opts::new(
+                names::IDLE_TIMEOUTS,
+                "Exchanges cut for want of progress, by reason: client (client_idle: a client that stopped reading a response or sending a request body), backend (backend_idle: a response body that stalled), tunnel (tunnel_idle: no byte either way)",
+            ),
+            &["service", "pool", "reason"],
+        )?;
         Ok(RequestFamilies {
             requests,
             duration,
             in_flight,
             upstream_errors,
+            idle_timeouts,
         })
     }
 
@@ -193,6 +215,7 @@ impl RequestFamilies {
         registry.register(Box::new(self.duration.clone()))?;
         registry.register(Box::new(self.in_flight.clone()))?;
         registry.register(Box::new(self.upstream_errors.clone()))?;
+        registry.register(Box::new(self.idle_timeouts.clone()))?;
         Ok(())
     }
 }
@@ -435,6 +458,7 @@ pub struct PoolMetrics {
     requests: [IntCounter; 6],
     pub duration: Histogram,
     pub in_flight: IntGauge,
+    pub idle_timeouts: IdleTimeouts,
     pub tunnels_open: IntGauge,
     pub tunnels_draining: IntGauge,
     pub drain_finished: IntCounter,
@@ -450,6 +474,14 @@ pub struct PoolMetrics {
     /// ejector counts them).
     pub ejections: IntCounter,
     backend_up: BackendUp,
+}
+
+/// `cutover_idle_timeouts_total` for one pool, by reason.
+#[derive(Clone)]
+pub struct IdleTimeouts {
+    pub client: IntCounter,
+    pub backend: IntCounter,
+    pub tunnel: IntCounter,
 }
 
 /// `cutover_backend_up` for one pool's backends (set when a snapshot's

@@ -927,6 +927,7 @@ mod tests {
                     UpstreamSettings {
                         connect_timeout: std::time::Duration::from_secs(1),
                         h2_ping: None,
+                        tcp_keepalive: None,
                     },
                     pm.upstream.clone(),
                 ))

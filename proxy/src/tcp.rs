@@ -92,6 +92,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     };
     let _ = upstream.set_nodelay(true);
+    crate::sockopt::set_keepalive(&upstream, service.config.timeouts.tcp_keepalive.as_ref());
     if pool.send_proxy_protocol {
         let local = stream.local_addr().unwrap_or(client);
         let header = crate::proxy_protocol::encode_v2(client, local);
@@ -102,10 +103,13 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     }
     backend.enter();
-    let guard = ctx
-        .shared
-        .tunnels
-        .open(service.name(), pool.clone(), &backend.addr, ticket);
+    let guard = ctx.shared.tunnels.open(
+        service.name(),
+        pool.clone(),
+        &backend.addr,
+        ticket,
+        service.config.timeouts.tunnel_idle,
+    );
     crate::tunnel::pump(&mut stream, upstream, guard, false, Default::default()).await;
     backend.leave();
 }

@@ -58,6 +58,10 @@ pub struct TunnelGuard {
     tunnels: Arc<Tunnels>,
     deadline: watch::Receiver<Option<Instant>>,
     closed_at_deadline: bool,
+    /// The service's `tunnel_idle`: closed after this long without a byte
+    /// either way; `None`: never.
+    idle: Option<Duration>,
+    pool: Arc<Pool>,
 }
 
 /// Per pool: tunnels open and draining right now.
@@ -73,12 +77,14 @@ impl Tunnels {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers a tunnel; `idle` is its service's `tunnel_idle`.
     pub fn open(
         self: &Arc<Self>,
         service: &str,
         pool: Arc<Pool>,
         backend: &str,
         ticket: Option<Ticket>,
+        idle: Option<Duration>,
     ) -> TunnelGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
@@ -87,7 +93,7 @@ impl Tunnels {
             id,
             Entry {
                 service: service.to_string(),
-                pool,
+                pool: pool.clone(),
                 backend: backend.to_string(),
                 ticket,
                 draining: false,
@@ -99,6 +105,8 @@ impl Tunnels {
             tunnels: self.clone(),
             deadline: rx,
             closed_at_deadline: false,
+            idle,
+            pool,
         }
     }
 
@@ -124,7 +132,7 @@ impl Tunnels {
                     e.set_draining(false, None);
                 }
             } else if !e.draining {
-                e.set_draining(true, Some(now + drain_timeout));
+                e.set_draining(true, Some(crate::time::later_tokio(now, drain_timeout)));
             }
         }
     }
@@ -202,6 +210,78 @@ impl Drop for TunnelGuard {
     }
 }
 
+/// How a tunnel's pump ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Both directions ended by themselves.
+    Finished,
+    /// Its drain deadline passed.
+    Deadline,
+    /// `tunnel_idle` passed without a byte either way.
+    Idle,
+}
+
+/// When a tunnel last read a byte, either way: milliseconds since `base`
+/// (one relaxed store per read; the idle timer re-arms from it).
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn watch<R>(&self, inner: R) -> Watched<'_, R> {
+        Watched {
+            inner,
+            activity: self,
+        }
+    }
+
+    /// Resolves once nothing was read for `limit` (never for `None`).
+    async fn idle_for(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            let since = self.base + Duration::from_millis(last);
+            tokio::time::sleep_until(crate::time::later_tokio(since, limit)).await;
+            if self.last_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+/// A reader that notes in its [`Activity`] each read that brought bytes.
+struct Watched<'a, R> {
+    inner: R,
+    activity: &'a Activity,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<'_, R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let a = self.activity;
+            let ms = a.base.elapsed().as_millis() as u64;
+            a.last_ms.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
 /// Tracks WebSocket frame boundaries in the server-to-client byte stream, so
 /// that a close frame is only ever injected between frames.
 #[derive(Debug, Default)]
@@ -257,8 +337,9 @@ impl WsFrames {
 /// WebSocket close frame, status 1001 (going away), server to client (unmasked).
 pub const WS_CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xe9];
 
-/// Pumps bytes both ways until both directions end or the drain deadline
-/// passes. Half-closes are passed on. With `websocket`, a close frame 1001
+/// Pumps bytes both ways until both directions end, the drain deadline
+/// passes, or nothing was read either way for the tunnel's `tunnel_idle`
+/// (counted in `cutover_idle_timeouts_total{reason="tunnel"}`). Half-closes are passed on. With `websocket`, a close frame 1001
 /// goes to the client at the deadline when the stream is between frames.
 /// `prefix` holds bytes the backend already sent that were read before the
 /// tunnel began (hyper's read buffer at the upgrade); they go to the client first.
@@ -272,11 +353,13 @@ pub async fn pump<C, B>(
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut br, mut bw) = tokio::io::split(backend);
+    let (cr, mut cw) = tokio::io::split(client);
+    let (br, mut bw) = tokio::io::split(backend);
+    let activity = Activity::new();
+    let (mut cr, mut br) = (activity.watch(cr), activity.watch(br));
     let mut frames = WsFrames::default();
     let mut writing = false;
-    let finished = {
+    let ended = {
         let up = async {
             let _ = tokio::io::copy(&mut cr, &mut bw).await;
             let _ = bw.shutdown().await;
@@ -310,14 +393,20 @@ pub async fn pump<C, B>(
             }
             let _ = cw.shutdown().await;
         };
+        let idle = guard.idle;
         tokio::select! {
-            _ = async { tokio::join!(up, down) } => true,
-            _ = guard.deadline() => false,
+            _ = async { tokio::join!(up, down) } => Ended::Finished,
+            _ = guard.deadline() => Ended::Deadline,
+            _ = activity.idle_for(idle) => Ended::Idle,
         }
     };
-    tracing::debug!(finished, websocket, "tunnel ended");
-    if !finished {
-        guard.closed_at_deadline = true;
+    tracing::debug!(?ended, websocket, "tunnel ended");
+    if ended != Ended::Finished {
+        if ended == Ended::Deadline {
+            guard.closed_at_deadline = true;
+        } else {
+            guard.pool.metrics.idle_timeouts.tunnel.inc();
+        }
         if websocket && !writing && frames.at_boundary() {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), cw.write_all(&WS_CLOSE_GOING_AWAY))

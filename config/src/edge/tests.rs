@@ -425,3 +425,33 @@ fn url_templates() {
     let t = parse_url_template("http://127.0.0.1:{tag:HealthPort}/readyz").unwrap();
     assert_eq!(t.parts[1], UrlPart::Tag("HealthPort".into()));
 }
+
+#[test]
+fn edge_durations_are_bounded_to_an_hour() {
+    let (full, errs) = errors(
+        r#"
+[edge]
+interval = "300000000000y"
+
+[[edge.elastic_ips]]
+allocation_id = "eipalloc-2"
+candidates = { instances = ["i-1"] }
+health_url = "http://{private_ip}:9901/readyz"
+health_timeout = "2h"
+"#,
+    );
+    has(
+        &full,
+        &errs,
+        "interval = \"300000000000y\"",
+        "edge.interval",
+        "too long; allowed: at most 1 hour",
+    );
+    has(
+        &full,
+        &errs,
+        "health_timeout = \"2h\"",
+        "edge.elastic_ips[0].health_timeout",
+        "too long; allowed: at most 1 hour",
+    );
+}

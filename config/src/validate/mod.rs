@@ -90,7 +90,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         }
         ["services", _, "outlier", _] => ALLOWED_OUTLIER_KEYS,
         ["services", _, "cookie", _] => "name, max_age, secure",
-        ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout",
+        ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, client_idle, backend_idle, tunnel_idle, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
         ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
@@ -131,15 +131,57 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
     }
 }
 
-pub(crate) fn duration(
+/// The longest a duration key may be: its bound and how the error says it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Max {
+    pub limit: Duration,
+    pub says: &'static str,
+}
+
+/// Timeouts and deadlines (`connect`, `response_header`, `idle`,
+/// `drain_timeout`, `shutdown_timeout`, ...): at most 7 days.
+pub(crate) const MAX_TIMEOUT: Max = Max {
+    limit: Duration::from_secs(7 * 24 * 3600),
+    says: "7 days (\"7d\")",
+};
+
+/// Cadences of checks and what they decide (health check intervals and
+/// timeouts, h2 PINGs, outlier ejections, the edge's intervals): at most
+/// 1 hour.
+pub(crate) const MAX_INTERVAL: Max = Max {
+    limit: Duration::from_secs(3600),
+    says: "1 hour (\"1h\")",
+};
+
+/// A cookie's `Max-Age`: browsers cap it at 400 days (RFC 6265bis).
+pub(crate) const MAX_COOKIE_AGE: Max = Max {
+    limit: Duration::from_secs(400 * 24 * 3600),
+    says: "400 days (\"400d\"), the most browsers keep a cookie",
+};
+
+/// Parses a duration key, refusing one longer than `max` (a huge value
+/// would overflow the clock arithmetic it feeds). Zero passes: callers
+/// decide what it means.
+pub(crate) fn parse_bounded(s: &str, max: Max) -> Result<Duration, String> {
+    let d = crate::parse_duration(s)?;
+    if d > max.limit {
+        return Err(format!("`{s}` is too long; allowed: at most {}", max.says));
+    }
+    Ok(d)
+}
+
+/// A duration key greater than zero and at most `max`; `default` when
+/// unset (or wrong, with the error pushed).
+pub(crate) fn bounded_duration(
     errs: &mut Errs<'_>,
     path: &[Seg],
     raw: &Option<String>,
     default: Duration,
+    max: Max,
 ) -> Duration {
     match raw {
         None => default,
-        Some(s) => match crate::parse_duration(s) {
+        Some(s) => match parse_bounded(s, max) {
             Ok(d) if d.is_zero() => {
                 errs.push(path, "must be greater than zero");
                 default
@@ -257,11 +299,12 @@ fn validate(raw: &RawConfig, errs: &mut Errs<'_>) -> Config {
     let workers = raw
         .workers
         .map(|_| positive(errs, &key(&root, "workers"), raw.workers, 1, 1024));
-    let shutdown_timeout = duration(
+    let shutdown_timeout = bounded_duration(
         errs,
         &key(&root, "shutdown_timeout"),
         &raw.shutdown_timeout,
         Duration::from_secs(30),
+        MAX_TIMEOUT,
     );
     let shutdown_delay = shutdown_delay(errs, &key(&root, "shutdown_delay"), &raw.shutdown_delay);
     let state_file = raw.state_file.as_ref().and_then(|s| {

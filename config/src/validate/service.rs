@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    check_backend_addr, duration, header_name_ok, idx, key, name_ok, positive, protocol,
-    socket_addr, Errs, MAX_WEIGHT,
+    bounded_duration, check_backend_addr, header_name_ok, idx, key, name_ok, parse_bounded,
+    positive, protocol, socket_addr, Errs, MAX_COOKIE_AGE, MAX_INTERVAL, MAX_TIMEOUT, MAX_WEIGHT,
 };
 use crate::locate::Seg;
 use crate::model::*;
@@ -25,11 +25,12 @@ pub(super) fn validate_service(
     let split = validate_split(rs, path, &pools, errs);
     let sticky = validate_sticky(rs, path, errs);
     let cookie = validate_cookie(rs, path, errs);
-    let drain_timeout = duration(
+    let drain_timeout = bounded_duration(
         errs,
         &key(path, "drain_timeout"),
         &rs.drain_timeout,
         Duration::from_secs(30),
+        MAX_TIMEOUT,
     );
     let override_header = validate_override(rs, path, errs);
     let timeouts = validate_timeouts(rs, path, errs);
@@ -300,11 +301,12 @@ fn validate_cookie(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Cookie
     }
     CookieConfig {
         name: cookie_name,
-        max_age: duration(
+        max_age: bounded_duration(
             errs,
             &key(&cpath, "max_age"),
             &rc.and_then(|c| c.max_age.clone()),
             Duration::from_secs(24 * 3600),
+            MAX_COOKIE_AGE,
         ),
         secure: rc.and_then(|c| c.secure).unwrap_or(false),
     }
@@ -339,33 +341,127 @@ fn validate_timeouts(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Time
     let rt = rs.timeouts.as_ref();
     let (h2_ping_interval, h2_ping_timeout) = h2_ping(rt, &tpath, errs);
     Timeouts {
-        connect: duration(
+        connect: bounded_duration(
             errs,
             &key(&tpath, "connect"),
             &rt.and_then(|t| t.connect.clone()),
             d.connect,
+            MAX_TIMEOUT,
         ),
-        response_header: duration(
+        response_header: bounded_duration(
             errs,
             &key(&tpath, "response_header"),
             &rt.and_then(|t| t.response_header.clone()),
             d.response_header,
+            MAX_TIMEOUT,
         ),
-        header_read: duration(
+        header_read: bounded_duration(
             errs,
             &key(&tpath, "header_read"),
             &rt.and_then(|t| t.header_read.clone()),
             d.header_read,
+            MAX_TIMEOUT,
         ),
-        idle: duration(
+        idle: bounded_duration(
             errs,
             &key(&tpath, "idle"),
             &rt.and_then(|t| t.idle.clone()),
             d.idle,
+            MAX_TIMEOUT,
         ),
         h2_ping_interval,
         h2_ping_timeout,
+        client_idle: bounded_duration(
+            errs,
+            &key(&tpath, "client_idle"),
+            &rt.and_then(|t| t.client_idle.clone()),
+            d.client_idle,
+            MAX_TIMEOUT,
+        ),
+        backend_idle: bounded_duration(
+            errs,
+            &key(&tpath, "backend_idle"),
+            &rt.and_then(|t| t.backend_idle.clone()),
+            d.backend_idle,
+            MAX_TIMEOUT,
+        ),
+        tunnel_idle: match rt.and_then(|t| t.tunnel_idle.as_ref()) {
+            None => d.tunnel_idle,
+            Some(s) => match parse_bounded(s, MAX_TIMEOUT) {
+                Ok(v) if v.is_zero() => None,
+                Ok(v) => Some(v),
+                Err(e) => {
+                    errs.push(&key(&tpath, "tunnel_idle"), e);
+                    d.tunnel_idle
+                }
+            },
+        },
+        tcp_keepalive: tcp_keepalive(rt, &tpath, errs),
     }
+}
+
+/// The most keepalive probes Linux allows (`TCP_KEEPCNT`).
+const MAX_KEEPALIVE_PROBES: i64 = 127;
+
+/// `timeouts.tcp_keepalive` (the idle time; `"0s"`: off),
+/// `tcp_keepalive_interval` and `tcp_keepalive_probes`. The kernel counts
+/// whole seconds: each time from 1s to 1 hour.
+fn tcp_keepalive(
+    rt: Option<&RawTimeouts>,
+    tpath: &[Seg],
+    errs: &mut Errs<'_>,
+) -> Option<TcpKeepalive> {
+    let d = TcpKeepalive::default();
+    let secs = |errs: &mut Errs<'_>, k: &str, raw: Option<&String>, default: Duration| {
+        let Some(s) = raw else {
+            return Some(default);
+        };
+        match parse_bounded(s, MAX_INTERVAL) {
+            Ok(v) if v.is_zero() => None,
+            Ok(v) if v.subsec_nanos() != 0 => {
+                errs.push(
+                    &key(tpath, k),
+                    format!("`{s}` is not a whole number of seconds; the kernel counts keepalive times in seconds, like \"10s\""),
+                );
+                Some(default)
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                errs.push(&key(tpath, k), e);
+                Some(default)
+            }
+        }
+    };
+    let idle = secs(
+        errs,
+        "tcp_keepalive",
+        rt.and_then(|t| t.tcp_keepalive.as_ref()),
+        d.idle,
+    );
+    let raw_interval = rt.and_then(|t| t.tcp_keepalive_interval.as_ref());
+    let interval = secs(errs, "tcp_keepalive_interval", raw_interval, d.interval);
+    if interval.is_none() {
+        errs.push(
+            &key(tpath, "tcp_keepalive_interval"),
+            "must be greater than zero; to turn keepalive off, set tcp_keepalive = \"0s\"",
+        );
+    }
+    let probes = match rt.and_then(|t| t.tcp_keepalive_probes) {
+        None => d.probes,
+        Some(n) if (1..=MAX_KEEPALIVE_PROBES).contains(&n) => n as u32,
+        Some(n) => {
+            errs.push(
+                &key(tpath, "tcp_keepalive_probes"),
+                format!("{n} is out of range; allowed: 1 to {MAX_KEEPALIVE_PROBES}"),
+            );
+            d.probes
+        }
+    };
+    Some(TcpKeepalive {
+        idle: idle?,
+        interval: interval.unwrap_or(d.interval),
+        probes,
+    })
 }
 
 /// The shortest `h2_ping_interval` other than `"0s"`: PINGs more often
@@ -381,7 +477,7 @@ fn h2_ping(
 ) -> (Option<Duration>, Duration) {
     let d = Timeouts::default();
     let parse = |errs: &mut Errs<'_>, k: &str, raw: Option<&String>| {
-        raw.and_then(|s| match crate::parse_duration(s) {
+        raw.and_then(|s| match parse_bounded(s, MAX_INTERVAL) {
             Ok(v) => Some(v),
             Err(e) => {
                 errs.push(&key(tpath, k), e);
@@ -641,8 +737,20 @@ fn health_check(
             Err(msg) => errs.push(&key(hpath, "expect"), msg),
         }
     }
-    hc.interval = duration(errs, &key(hpath, "interval"), &raw.interval, base.interval);
-    hc.timeout = duration(errs, &key(hpath, "timeout"), &raw.timeout, base.timeout);
+    hc.interval = bounded_duration(
+        errs,
+        &key(hpath, "interval"),
+        &raw.interval,
+        base.interval,
+        MAX_INTERVAL,
+    );
+    hc.timeout = bounded_duration(
+        errs,
+        &key(hpath, "timeout"),
+        &raw.timeout,
+        base.timeout,
+        MAX_INTERVAL,
+    );
     let threshold = |errs: &mut Errs<'_>, k: &str, raw: Option<i64>, default: u32| {
         positive(errs, &key(hpath, k), raw, default as usize, 1000) as u32
     };
@@ -706,17 +814,19 @@ fn validate_outlier(raw: &RawOutlier, opath: &[Seg], errs: &mut Errs<'_>) -> Out
         }
     };
     let before = errs.len();
-    let base_ejection = duration(
+    let base_ejection = bounded_duration(
         errs,
         &key(opath, "base_ejection"),
         &raw.base_ejection,
         d.base_ejection,
+        MAX_INTERVAL,
     );
-    let max_ejection = duration(
+    let max_ejection = bounded_duration(
         errs,
         &key(opath, "max_ejection"),
         &raw.max_ejection,
         d.max_ejection,
+        MAX_INTERVAL,
     );
     if errs.len() == before && base_ejection > max_ejection {
         let at = if raw.base_ejection.is_some() {

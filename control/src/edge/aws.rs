@@ -347,7 +347,7 @@ impl EdgeClients {
     /// `timeout`. Returns one line per call made, for the operator.
     pub async fn apply(&self, plan: &Plan, timeout: Duration) -> Result<Vec<String>, EdgeError> {
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = cutover_proxy::time::later(started, timeout);
         let mut report = Vec::new();
         let mut zones: BTreeMap<&str, Vec<(&RecordKey, &RecordValue)>> = BTreeMap::new();
         for change in plan.changes() {

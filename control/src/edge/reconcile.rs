@@ -307,7 +307,7 @@ impl Reconciler {
                 if result == PassResult::Applied {
                     status.last_changes = items;
                 }
-                Instant::now() + cfg.interval
+                cutover_proxy::time::later_tokio(Instant::now(), cfg.interval)
             }
             Err((e, items, drift)) => {
                 metrics.total.with_label_values(&["error"]).inc();
@@ -325,7 +325,7 @@ impl Reconciler {
                 tracing::warn!(error = %e, retry_in = ?backoff, "edge: reconcile pass failed");
                 status.last_result = Some(PassResult::Error);
                 status.last_error = Some(e.to_string());
-                Instant::now() + backoff
+                cutover_proxy::time::later_tokio(Instant::now(), backoff)
             }
         }
     }

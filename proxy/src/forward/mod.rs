@@ -77,6 +77,7 @@ pub(crate) async fn handle(
         Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
     };
     let (mut head, body) = req.into_parts();
+    let body = request_body(body, head.version, &service, &guard.pool);
     guard.access = request::access_info(&head, &ctx, &service);
     let fwd = match request::prepare(&mut head, scanned, &ctx, &backend, upgrade.as_ref()) {
         Ok(fwd) => fwd,
@@ -85,7 +86,10 @@ pub(crate) async fn handle(
     // 4. Send it; wait for the response head. A request that never reached
     // its backend goes to another one of the pool ([`retry`]); every
     // attempt shares the one `response_header` deadline.
-    let deadline = tokio::time::Instant::from_std(start) + service.config.timeouts.response_header;
+    let deadline = tokio::time::Instant::from_std(crate::time::later(
+        start,
+        service.config.timeouts.response_header,
+    ));
     let sent = tokio::time::timeout_at(
         deadline,
         backend.upstream.send(head, body, fwd, upgrade.is_some()),
@@ -123,11 +127,31 @@ pub(crate) async fn handle(
                 guard.pool.clone(),
                 &backend.addr,
                 route.ticket,
+                service.config.timeouts.tunnel_idle,
             );
             u.tunnel(resp, tunnel, guard)
         }
         _ => response::forward(resp, conn, &service, &route, &ctx, guard),
     })
+}
+
+/// The request body as it goes upstream: an HTTP/2 client's, when there
+/// is one, timed by `client_idle` (an HTTP/1.1 client's is timed on its
+/// socket).
+#[inline]
+fn request_body(
+    body: Incoming,
+    version: Version,
+    service: &Service,
+    pool: &Pool,
+) -> crate::body::RequestBody {
+    use http_body::Body;
+    if version == Version::HTTP_2 && !body.is_end_stream() {
+        let counter = &pool.metrics.idle_timeouts.client;
+        crate::body::RequestBody::timed(body, service.config.timeouts.client_idle, counter)
+    } else {
+        crate::body::RequestBody::plain(body)
+    }
 }
 
 /// A request that failed, and what its failure is charged to.

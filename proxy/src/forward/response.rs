@@ -8,7 +8,7 @@ use super::route::Route;
 use super::ConnCtx;
 use tokio::time::error::Elapsed;
 
-use crate::body::{ProxyBody, RequestGuard};
+use crate::body::{BodyIdle, ProxyBody, RequestGuard};
 use crate::error::{error_chain, ErrorKind, ProxyError};
 use crate::headers;
 use crate::outlier::{self, Failure};
@@ -94,7 +94,15 @@ pub(super) fn forward(
     if http_body::Body::is_end_stream(&body) {
         guard.response_complete();
     }
-    Response::from_parts(parts, ProxyBody::Upstream { inner: body, guard })
+    let idle = BodyIdle::new(service.config.timeouts.backend_idle);
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            inner: body,
+            guard,
+            idle,
+        },
+    )
 }
 
 /// cutover's own answer to a failed request: the status its kind picks and

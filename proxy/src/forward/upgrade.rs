@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ProxyBody, RequestGuard};
+use crate::body::{BodyIdle, ProxyBody, RequestGuard};
 use crate::error::{ErrorKind, ProxyError};
 use crate::headers;
 use crate::snapshot::{Backend, Pool};
@@ -115,7 +115,16 @@ impl Upgrade {
                 parts.headers.remove(h);
             }
         }
-        Response::from_parts(parts, ProxyBody::Upstream { inner: body, guard })
+        // A 101 has no body: its timer is never armed.
+        let idle = BodyIdle::new(std::time::Duration::MAX);
+        Response::from_parts(
+            parts,
+            ProxyBody::Upstream {
+                inner: body,
+                guard,
+                idle,
+            },
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 //! requests of shutdown are the business of one watchdog task per listener
 //! (`watchdog.rs`, which says why).
 
+mod client_io;
 mod watchdog;
 
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub(crate) struct ListenerCtx {
     pub mode: ListenerMode,
     pub proxy_protocol: bool,
     pub header_read: Duration,
+    pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
+    pub client_idle: Duration,
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
     watched: Arc<Watched>,
@@ -182,6 +185,8 @@ pub async fn serve(
         mode: spec.mode,
         proxy_protocol: spec.proxy_protocol,
         header_read: spec.timeouts.header_read,
+        tcp_keepalive: spec.timeouts.tcp_keepalive,
+        client_idle: spec.timeouts.client_idle,
         tickets: Tickets::new(),
         watched: Arc::default(),
         fd_log: LogEvery::new(),
@@ -300,6 +305,7 @@ async fn serve_conn(
     ctx.metrics.connections.inc();
     let _gauge = ConnGauge(ctx.metrics.clone());
     let _ = stream.set_nodelay(true);
+    crate::sockopt::set_keepalive(&stream, ctx.tcp_keepalive.as_ref());
     if ctx.proxy_protocol {
         match read_proxy_header(&mut stream, client, &ctx).await {
             Some(c) => client = c,
@@ -372,7 +378,8 @@ async fn serve_http(
             None
         }
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let io = client_io::ClientIo::new(stream, activity.clone(), ctx.client_idle);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     // Registered before looking at `shutdown`: the watchdog either sees
     // this connection when shutdown comes, or shutdown is seen here.

@@ -37,6 +37,8 @@ pub(crate) struct ConnActivity {
     close_requests: AtomicU32,
     /// The client left with a request in progress: drop the connection.
     gone: AtomicBool,
+    /// `client_idle` passed: the connection is being dropped.
+    client_idle: AtomicBool,
     waker: atomic_waker::AtomicWaker,
 }
 
@@ -58,6 +60,7 @@ impl ConnActivity {
             h2: AtomicBool::new(false),
             close_requests: AtomicU32::new(0),
             gone: AtomicBool::new(false),
+            client_idle: AtomicBool::new(false),
             waker: atomic_waker::AtomicWaker::new(),
         }
     }
@@ -98,6 +101,21 @@ impl ConnActivity {
     /// counted as `client_aborted` when it is dropped).
     pub fn client_gone(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
+    }
+
+    /// `client_idle` passed on this connection: its requests, dropped with
+    /// it, count the timeout.
+    pub(super) fn mark_client_idle(&self) {
+        self.client_idle.store(true, Ordering::Relaxed);
+    }
+
+    pub fn client_idle_expired(&self) -> bool {
+        self.client_idle.load(Ordering::Relaxed)
+    }
+
+    /// An HTTP/1 request is in progress: a read now is for its body.
+    pub(super) fn reading_body(&self) -> bool {
+        self.active.load(Ordering::Relaxed) > 0 && !self.h2.load(Ordering::Relaxed)
     }
 
     fn request_close(&self) {

@@ -39,6 +39,9 @@ use crate::headers::Forwarded;
 use crate::metrics::UpstreamMetrics;
 use http::{Request, Response};
 use hyper::body::Incoming;
+
+/// A request body as it goes to a backend.
+pub type ReqBody = crate::body::RequestBody;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -265,6 +268,16 @@ pub enum UpstreamBody {
     H1(h1::Body),
 }
 
+impl UpstreamBody {
+    /// The backend stalled mid-body: its connection is closed when the
+    /// body is dropped, never kept or reused.
+    pub fn abandon(&mut self) {
+        if let UpstreamBody::H1(b) = self {
+            b.abandon();
+        }
+    }
+}
+
 impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -298,7 +311,7 @@ impl http_body::Body for UpstreamBody {
 /// connection closed before any of it was written (the backend's keep-alive
 /// timeout, just as the request was handed over), to be sent on a fresh
 /// connection instead; otherwise the error.
-fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, UpstreamError> {
+fn unsent(mut e: TrySendError<Request<ReqBody>>) -> Result<Request<ReqBody>, UpstreamError> {
     e.take_message()
         .ok_or_else(|| UpstreamError::Request(e.into_error()))
 }
@@ -354,7 +367,7 @@ pub struct SendError {
 pub struct Again {
     pub reason: RetryReason,
     pub head: http::request::Parts,
-    pub body: Incoming,
+    pub body: ReqBody,
     pub fwd: Forwarded,
 }
 
@@ -367,7 +380,7 @@ impl SendError {
     /// (refused, timed out) or the HTTP/2 handshake. `fwd`, applied to the
     /// request's headers, is taken out again.
     #[cold]
-    fn unsent(error: UpstreamError, req: Request<Incoming>, fwd: Forwarded) -> SendError {
+    fn unsent(error: UpstreamError, req: Request<ReqBody>, fwd: Forwarded) -> SendError {
         let reason = match &error {
             UpstreamError::Connect(_) => RetryReason::ConnectFailed,
             UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
@@ -390,7 +403,7 @@ impl SendError {
 
 /// An HTTP/1.1 connection out of the idle list, for one request; it goes
 /// back with [`Upstream::give_back`] once its response has been read whole.
-pub type H1Conn = http1::SendRequest<Incoming>;
+pub type H1Conn = http1::SendRequest<ReqBody>;
 
 /// Liveness PINGs on a shared HTTP/2 connection: sent once nothing was read
 /// for `interval` (idle or not); one unanswered for `timeout` closes it.
@@ -407,6 +420,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// `None`: no PINGs (`h2_ping_interval = "0s"`).
     pub h2_ping: Option<H2Ping>,
+    /// `None`: no TCP keepalive (`tcp_keepalive = "0s"`).
+    pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
 }
 
 impl UpstreamSettings {
@@ -418,6 +433,7 @@ impl UpstreamSettings {
                 interval,
                 timeout: t.h2_ping_timeout,
             }),
+            tcp_keepalive: t.tcp_keepalive,
         }
     }
 }
@@ -434,7 +450,7 @@ pub struct Upstream {
     idle: IdleList<H1Conn>,
     /// Idle connections of cutover's own HTTP/1.1 client ([`h1`]).
     direct: Arc<h1::IdleConns>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
 impl Upstream {
@@ -475,7 +491,7 @@ impl Upstream {
     pub async fn send(
         &self,
         mut head: http::request::Parts,
-        body: Incoming,
+        body: ReqBody,
         fwd: Forwarded,
         upgrade: bool,
     ) -> Result<(Response<UpstreamBody>, Option<H1Conn>), SendError> {
@@ -535,7 +551,7 @@ impl Upstream {
 
     async fn send_h1(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, Option<H1Conn>), Failure> {
         let mut req = req;
         if let Some(mut conn) = self.take_idle() {
@@ -612,6 +628,7 @@ impl Upstream {
             .map_err(UpstreamError::Connect)?;
         // Requests and responses are written whole; do not wait for ACKs.
         let _ = stream.set_nodelay(true);
+        crate::sockopt::set_keepalive(&stream, self.settings.tcp_keepalive.as_ref());
         Ok(self.registry.register(stream))
     }
 
@@ -619,7 +636,7 @@ impl Upstream {
         let io = self.connect().await?;
         // The HTTP/1 handshake does no I/O; it only sets up the connection.
         let (conn, task) = http1::Builder::new()
-            .handshake::<_, Incoming>(io)
+            .handshake::<_, ReqBody>(io)
             .await
             .map_err(UpstreamError::Handshake)?;
         tokio::spawn(async move {
@@ -630,7 +647,7 @@ impl Upstream {
         Ok(conn)
     }
 
-    async fn send_h2(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
+    async fn send_h2(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, Failure> {
         let shared = lock(&self.h2).as_ref().filter(|c| !c.is_closed()).cloned();
         let mut req = req;
         if let Some(mut conn) = shared {
@@ -655,7 +672,7 @@ impl Upstream {
     /// that follow. The task ends when the connection does; a PING that
     /// went unanswered is logged and counted there, and the handle reports
     /// `is_closed` from then on.
-    async fn dial_h2(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    async fn dial_h2(&self) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
         let io = self.connect().await?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new());
@@ -666,7 +683,7 @@ impl Upstream {
                 .keep_alive_while_idle(true);
         }
         let (conn, task) = builder
-            .handshake::<_, Incoming>(io)
+            .handshake::<_, ReqBody>(io)
             .await
             .map_err(UpstreamError::Handshake)?;
         let (addr, timeouts) = (
@@ -697,7 +714,7 @@ impl Upstream {
 /// Why hyper's client sent no request: with the request when none of it
 /// was written (the connect or the handshake failed).
 enum Failure {
-    Unsent(UpstreamError, Box<Request<Incoming>>),
+    Unsent(UpstreamError, Box<Request<ReqBody>>),
     Sent(UpstreamError),
 }
 
@@ -725,7 +742,7 @@ impl SendError {
     fn direct(
         e: DirectError,
         head: http::request::Parts,
-        body: Incoming,
+        body: ReqBody,
         fwd: Forwarded,
     ) -> SendError {
         let reason = match &e.error {
@@ -759,9 +776,25 @@ mod tests {
             UpstreamSettings {
                 connect_timeout: Duration::from_secs(1),
                 h2_ping: None,
+                tcp_keepalive: Some(cutover_config::TcpKeepalive::default()),
             },
             Arc::new(ConnRegistry::new(m.pool("s", "p").upstream)),
         )
+    }
+
+    #[tokio::test]
+    async fn a_dialed_connection_has_tcp_keepalive_with_the_services_times() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up = upstream(&listener.local_addr().expect("addr").to_string());
+        let io = up.connect().await.expect("dial");
+        let s = socket2::SockRef::from(io.stream());
+        let want = cutover_config::TcpKeepalive::default();
+        assert!(s.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(s.tcp_keepalive_time().expect("idle"), want.idle);
+        assert_eq!(s.tcp_keepalive_interval().expect("interval"), want.interval);
+        assert_eq!(s.tcp_keepalive_retries().expect("probes"), want.probes);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use super::model::*;
 use super::raw::*;
 use crate::locate::Seg;
 use crate::model::ServiceConfig;
-use crate::validate::{duration, idx, key, Errs};
+use crate::validate::{bounded_duration, idx, key, Errs, MAX_INTERVAL};
 
 mod record;
 use record::validate_record;
@@ -152,11 +152,12 @@ pub(crate) fn validate_edge(
     errs: &mut Errs<'_>,
 ) -> EdgeConfig {
     let region = edge_region(raw, path, errs);
-    let interval = duration(
+    let interval = bounded_duration(
         errs,
         &key(path, "interval"),
         &raw.interval,
         DEFAULT_EDGE_INTERVAL,
+        MAX_INTERVAL,
     );
     let endpoint_url = edge_endpoint_url(raw, path, errs);
     if raw.records.is_empty() && raw.elastic_ips.is_empty() {
@@ -320,11 +321,12 @@ fn validate_elastic_ip(
         "how a candidate proves it is healthy, like \"http://{private_ip}:9901/readyz\"",
         |u| parse_url_template(&u),
     );
-    let health_timeout = duration(
+    let health_timeout = bounded_duration(
         errs,
         &key(p, "health_timeout"),
         &re.health_timeout,
         DEFAULT_HEALTH_TIMEOUT,
+        MAX_INTERVAL,
     );
     if errs_len(errs) != n {
         return None;

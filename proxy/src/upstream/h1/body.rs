@@ -113,6 +113,12 @@ impl Drop for Body {
 }
 
 impl Body {
+    /// The backend stalled: when dropped, close the connection rather
+    /// than read the rest in the background.
+    pub fn abandon(&mut self) {
+        self.finish_on_drop = false;
+    }
+
     /// The body of a response framed as `framing`, read from `conn`, which
     /// goes back to `home` at its end when `keep_alive`.
     #[inline]
