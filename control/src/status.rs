@@ -111,7 +111,9 @@ mod tests {
             "10.0.1.12:8080",
             cutover_config::Protocol::Http1,
             1,
-            Duration::from_secs(1),
+            cutover_proxy::upstream::UpstreamSettings::from_timeouts(
+                &cutover_config::Timeouts::default(),
+            ),
             m.pool("web", "blue").upstream,
         );
         let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
