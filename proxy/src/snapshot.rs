@@ -842,7 +842,7 @@ mod tests {
         Some(Ejection {
             reason: reason.into(),
             since: now,
-            until: now + Duration::from_secs(10),
+            until: now + std::time::Duration::from_secs(10),
         })
     }
 
@@ -937,9 +937,10 @@ mod tests {
         let text = |timeouts: &str| {
             format!("[services.web]\nsplit = {{ blue = 1 }}\ntimeouts = {{ {timeouts} }}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[services.web.pools.blue]\nprotocol = \"h2c\"\nbackends = [\"127.0.0.1:1\"]\n")
         };
+        let signal = Arc::default();
         let build = |timeouts: &str, prev: Option<&Snapshot>| {
             let config = cutover_config::parse("t.toml", &text(timeouts)).unwrap();
-            Snapshot::build(&config.services, &[vec![1]], 1, prev, &m)
+            Snapshot::build(&config.services, &[vec![1]], 1, prev, &m, &signal)
         };
         let backend = |s: &Snapshot| s.services[0].pools[0].backends[0].clone();
         let a = build("h2_ping_interval = \"10s\"", None);
