@@ -152,6 +152,11 @@ pub struct ListenerConfig {
     pub mode: ListenerMode,
     /// Read a PROXY protocol v1/v2 header before anything else.
     pub proxy_protocol: bool,
+    /// Keep the `X-Forwarded-For` list a client sends and append to it
+    /// (behind a load balancer that sets it); else cutover replaces it
+    /// with the client's address. `X-Forwarded-Proto` and `-Host` are
+    /// always cutover's own.
+    pub trust_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

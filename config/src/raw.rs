@@ -100,6 +100,7 @@ pub struct RawListener {
     pub pool: Option<String>,
     pub mode: Option<String>,
     pub proxy_protocol: Option<bool>,
+    pub trust_forwarded: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

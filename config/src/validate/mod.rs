@@ -92,7 +92,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
-        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",

@@ -473,11 +473,19 @@ fn validate_listeners(
         }
         let pool = listener_pool(rl, &lp, pools, errs);
         let mode = listener_mode(rl, &lp, sticky, errs);
+        let trust_forwarded = rl.trust_forwarded.unwrap_or(false);
+        if trust_forwarded && mode == ListenerMode::Tcp {
+            errs.push(
+                &key(&lp, "trust_forwarded"),
+                "trust_forwarded applies to http listeners only: a tcp listener forwards no headers (remove it, or set mode = \"http\")",
+            );
+        }
         listeners.push(ListenerConfig {
             listen,
             pool,
             mode,
             proxy_protocol: rl.proxy_protocol.unwrap_or(false),
+            trust_forwarded,
         });
     }
     listeners

@@ -78,6 +78,7 @@ pub(crate) async fn handle(
     };
     let (mut head, body) = req.into_parts();
     guard.access = request::access_info(&head, &ctx, &service);
+    request::strip_override(&mut head, &service);
     let fwd = match request::prepare(&mut head, scanned, &ctx, &backend, upgrade.as_ref()) {
         Ok(fwd) => fwd,
         Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),

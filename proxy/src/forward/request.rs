@@ -32,6 +32,7 @@ pub(super) fn prepare(
         &mut parts.headers,
         scanned,
         &ctx.client_value,
+        ctx.listener.trust_forwarded,
         "http",
         parts.uri.authority().unwrap_or(&backend.authority).as_str(),
     );
@@ -44,6 +45,19 @@ pub(super) fn prepare(
     };
     target(parts, backend, authority)?;
     Ok(fwd)
+}
+
+/// A service whose override header is guarded by a token keeps both to
+/// itself: the header goes (the token itself went with the hop-by-hop
+/// ones in [`headers::prepare_request`]). One lookup, only for such
+/// services.
+#[inline]
+pub(super) fn strip_override(parts: &mut http::request::Parts, service: &Service) {
+    if service.config.override_token.is_some() {
+        if let Some(h) = &service.override_header {
+            parts.headers.remove(h);
+        }
+    }
 }
 
 /// `parts` (prepared for `from`) for another backend of the same pool and

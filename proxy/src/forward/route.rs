@@ -117,7 +117,7 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
         Some(t) => req
             .headers()
             .get(&X_CUTOVER_TOKEN)
-            .is_some_and(|v| v.as_bytes() == t.as_bytes()),
+            .is_some_and(|v| headers::constant_time_eq(v.as_bytes(), t.as_bytes())),
     };
     if !token_ok {
         return Ok(None);

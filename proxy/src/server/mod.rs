@@ -46,6 +46,8 @@ pub struct ListenerSpec {
     pub mode: ListenerMode,
     /// Read a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// Append to a client's `X-Forwarded-For` rather than replace it.
+    pub trust_forwarded: bool,
 }
 
 pub(crate) struct ListenerCtx {
@@ -56,6 +58,8 @@ pub(crate) struct ListenerCtx {
     pub metrics: ListenerMetrics,
     pub mode: ListenerMode,
     pub proxy_protocol: bool,
+    /// Append to a client's `X-Forwarded-For` rather than replace it.
+    pub trust_forwarded: bool,
     pub header_read: Duration,
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
@@ -105,6 +109,7 @@ pub async fn serve(
         label: label.clone(),
         mode: spec.mode,
         proxy_protocol: spec.proxy_protocol,
+        trust_forwarded: spec.trust_forwarded,
         header_read: spec.timeouts.header_read,
         tickets: Tickets::new(),
         watched: Arc::default(),

@@ -1,0 +1,157 @@
+//! End-to-end: what a client may not learn or do through cutover (issue
+//! 16, items 8 to 13): secrets kept from backends, the admin API closed to
+//! cross-site requests, short error bodies, upgrades limited, request
+//! heads checked, forwarded headers cutover's own. Real sockets, the
+//! in-process app, bounded waits.
+
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use cutover_test_support::backend::scripted::{keep_open, raw_response, Canned, Scripted};
+use cutover_test_support::*;
+use http::StatusCode;
+
+/// The longest any single network step of these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ok_answer() -> Canned {
+    keep_open(raw_response(
+        "HTTP/1.1 200 OK",
+        &["Content-Length: 3", "Content-Type: text/plain"],
+        b"ok\n",
+    ))
+}
+
+/// A scripted backend answering `/` with 200 `ok`, and cutover in front of
+/// it (both pools) with `service` added to the service's table.
+async fn scripted(service: &str) -> (Scripted, Running) {
+    let backend = Scripted::start(vec![("/", ok_answer())]).await;
+    let list = backend.toml_list();
+    let run = tokio::time::timeout(
+        WAIT,
+        Harness::new()
+            .blue(0)
+            .green(0)
+            .backends(&list, &list)
+            .service(service)
+            .start(),
+    )
+    .await
+    .expect("cutover starts");
+    (backend, run)
+}
+
+// ---------------------------------------------------------------------------
+// 8. The override token
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_override_token_and_its_header_never_reach_a_backend() {
+    let (backend, h) =
+        scripted("override_header = \"x-cutover-pool\"\noverride_token = \"s3cret\"").await;
+    for headers in [
+        // The right token: routed by the header.
+        &[("x-cutover-pool", "green"), ("x-cutover-token", "s3cret")][..],
+        // A wrong one: the header is ignored, and neither goes on.
+        &[("x-cutover-pool", "green"), ("x-cutover-token", "guess")][..],
+        // A token alone.
+        &[("x-cutover-token", "s3cret")][..],
+    ] {
+        let a = get_once(h.proxy, "/", headers).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{headers:?}: {}", a.body);
+        let seen = backend.last();
+        assert_eq!(seen.header("x-cutover-token"), None, "{seen:?}");
+        assert_eq!(seen.header("x-cutover-pool"), None, "{seen:?}");
+    }
+    // Over HTTP/2 too.
+    let mut c = Conn::h2(h.proxy).await;
+    let a = c
+        .get("/", &[("x-cutover-pool", "blue"), ("x-cutover-token", "s3cret")])
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = backend.last();
+    assert_eq!(seen.header("x-cutover-token"), None, "{seen:?}");
+    assert_eq!(seen.header("x-cutover-pool"), None, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_override_header_still_goes_on_but_a_stray_token_does_not() {
+    let (backend, h) = scripted("override_header = \"x-cutover-pool\"").await;
+    let a = get_once(
+        h.proxy,
+        "/",
+        &[("x-cutover-pool", "blue"), ("x-cutover-token", "anything")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = backend.last();
+    assert_eq!(seen.header("x-cutover-pool"), Some("blue"), "{seen:?}");
+    assert_eq!(seen.header("x-cutover-token"), None, "{seen:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 13. Forwarded headers
+// ---------------------------------------------------------------------------
+
+/// What the backend saw of the forwarded headers for one request with
+/// `headers`.
+async fn forwarded_seen(h: &Running, backend: &Scripted, headers: &[(&str, &str)]) -> [String; 3] {
+    let a = get_once(h.proxy, "/", headers).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let seen = backend.last();
+    let all = |name: &str| {
+        let v: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        v.join(" | ")
+    };
+    [
+        all("x-forwarded-for"),
+        all("x-forwarded-proto"),
+        all("x-forwarded-host"),
+    ]
+}
+
+const SPOOFED: &[(&str, &str)] = &[
+    ("x-forwarded-for", "10.9.8.7"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "evil.example"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_the_address_a_backend_sees_by_default() {
+    let (backend, h) = scripted("").await;
+    let [xff, xfp, xfh] = forwarded_seen(&h, &backend, SPOOFED).await;
+    assert_eq!(xff, "127.0.0.1");
+    assert_eq!(xfp, "http");
+    assert_eq!(xfh, "www.example.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusting_listener_appends_to_the_list_but_keeps_proto_and_host_its_own() {
+    let backend = Scripted::start(vec![("/", ok_answer())]).await;
+    let list = backend.toml_list();
+    let h = Harness::new()
+        .blue(0)
+        .green(0)
+        .backends(&list, &list)
+        .listener("trust_forwarded = true")
+        .start()
+        .await;
+    let [xff, xfp, xfh] = forwarded_seen(&h, &backend, SPOOFED).await;
+    assert_eq!(xff, "10.9.8.7, 127.0.0.1");
+    assert_eq!(xfp, "http");
+    assert_eq!(xfh, "www.example.test");
+    // The preview listener does not trust it.
+    let a = get_once(h.preview, "/", SPOOFED).await.unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(backend.last().header("x-forwarded-for"), Some("127.0.0.1"));
+}
