@@ -155,3 +155,137 @@ async fn a_trusting_listener_appends_to_the_list_but_keeps_proto_and_host_its_ow
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(backend.last().header("x-forwarded-for"), Some("127.0.0.1"));
 }
+
+// ---------------------------------------------------------------------------
+// 9. The admin API without a token
+// ---------------------------------------------------------------------------
+
+/// An admin call with exactly these headers (no others added but what
+/// hyper's client adds: none for HTTP/1.1 but `content-length`).
+async fn admin_raw(
+    h: &Running,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, String) {
+    let mut b = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let a = Conn::h1(h.admin).await.send(req).await.unwrap();
+    (a.status, a.body)
+}
+
+const SWITCH: &str = "/v1/services/web/switch";
+const TO_GREEN: &str = r#"{"to":"green"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_switch_traffic_through_a_token_less_admin_api() {
+    let h = Harness::new().start().await;
+    let own = h.admin.to_string();
+    let localhost = format!("localhost:{}", h.admin.port());
+    // What `fetch(url, {method: "POST", body})` sends: a simple request,
+    // text/plain, no preflight.
+    let (s, body) = admin_raw(
+        &h,
+        "POST",
+        SWITCH,
+        &[
+            ("host", &own),
+            ("origin", "http://evil.example"),
+            ("content-type", "text/plain;charset=UTF-8"),
+        ],
+        TO_GREEN,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("evil.example"), "{body}");
+    // The same page's own origin, from its own host, text/plain: 415.
+    let (s, body) = admin_raw(
+        &h,
+        "POST",
+        SWITCH,
+        &[("host", &own), ("content-type", "text/plain")],
+        TO_GREEN,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert!(body.contains("application/json"), "{body}");
+    // No Content-Type at all, a rollback without a body.
+    let (s, _) = admin_raw(&h, "POST", "/v1/services/web/rollback", &[("host", &own)], "").await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // DNS rebinding: the page's own name, now resolving to 127.0.0.1.
+    let rebound = format!("evil.example:{}", h.admin.port());
+    for (method, path, ct) in [
+        ("POST", SWITCH, "application/json"),
+        ("GET", "/v1/status", ""),
+        ("GET", "/metrics", ""),
+    ] {
+        let mut headers = vec![("host", rebound.as_str())];
+        if !ct.is_empty() {
+            headers.push(("content-type", ct));
+        }
+        let (s, body) = admin_raw(&h, method, path, &headers, TO_GREEN).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        assert!(!body.contains("generation"), "{body}");
+    }
+    assert_eq!(generation(h.admin).await, 1, "nothing changed");
+    // Health probes answer whatever the Host.
+    let (s, _) = admin_raw(&h, "GET", "/healthz", &[("host", &rebound)], "").await;
+    assert_eq!(s, StatusCode::OK);
+    // Refusals are counted.
+    let m = Metrics::scrape(h.admin).await.unwrap();
+    let forbidden = m.value(
+        "cutover_admin_requests_total",
+        &[("route", "forbidden"), ("code", "403")],
+    );
+    assert_eq!(forbidden, Some(4.0), "{}", m.text());
+    let unsupported = m.value(
+        "cutover_admin_requests_total",
+        &[("route", "switch"), ("code", "415")],
+    );
+    assert_eq!(unsupported, Some(1.0));
+
+    // A JSON change for a loopback name, from a same-origin page or curl.
+    for (host, origin) in [
+        (own.as_str(), Some(format!("http://{own}"))),
+        (localhost.as_str(), None),
+    ] {
+        let mut headers = vec![
+            ("host", host),
+            ("content-type", "application/json; charset=utf-8"),
+        ];
+        if let Some(o) = &origin {
+            headers.push(("origin", o));
+        }
+        let (s, body) = admin_raw(&h, "POST", SWITCH, &headers, TO_GREEN).await;
+        assert_eq!(s, StatusCode::OK, "{host} {origin:?}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_any_host_may_call_but_changes_still_need_json() {
+    let h = Harness::new().admin_token("t0k3n").start().await;
+    let (s, body) = admin_raw(
+        &h,
+        "GET",
+        "/v1/status",
+        &[("host", "cutover.internal:9901"), ("authorization", "Bearer t0k3n")],
+        "",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _) = admin_raw(
+        &h,
+        "POST",
+        SWITCH,
+        &[("host", "cutover.internal:9901"), ("authorization", "Bearer t0k3n")],
+        TO_GREEN,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
