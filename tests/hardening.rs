@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use cutover_test_support::backend::scripted::{keep_open, raw_response, Canned, Scripted};
+use cutover_test_support::ws::{Echo, Ws};
 use cutover_test_support::*;
 use http::StatusCode;
 
@@ -288,4 +289,83 @@ async fn with_a_token_any_host_may_call_but_changes_still_need_json() {
     )
     .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+// ---------------------------------------------------------------------------
+// 11. Upgrades
+// ---------------------------------------------------------------------------
+
+/// What comes back for `head` (a whole request head) sent on a raw socket,
+/// read until the first response is whole or the socket closes.
+async fn raw_request(h: &Running, head: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = raw::connect(h.proxy).await;
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let got = raw::read_some(&mut s, Duration::from_millis(500)).await;
+        if got.is_empty() && !out.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&got);
+        if out.ends_with(b"\r\n\r\nok\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_answered_as_a_plain_request() {
+    let (backend, h) = scripted("").await;
+    let resp = raw_request(
+        &h,
+        "GET / HTTP/1.1\r\nHost: www.example.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = backend.last();
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert_eq!(seen.header(h), None, "{h} went upstream: {seen:?}");
+    }
+    // The client's connection stays HTTP/1.1 and usable.
+    assert!(!resp.contains("101"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_protocols_are_upgraded_to() {
+    let (backend, h) = scripted("").await;
+    let head = "GET / HTTP/1.1\r\nHost: www.example.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n";
+    let resp = raw_request(&h, head).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(backend.last().header("upgrade"), None);
+    // Allowed: the backend is asked to switch (and may decline).
+    let (backend, h) = scripted("allowed_upgrades = [\"websocket\", \"foo\"]").await;
+    let resp = raw_request(&h, head).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(backend.last().header("upgrade"), Some("foo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_tunnelled_by_default_and_refused_when_not_allowed() {
+    let h = Harness::new().start().await;
+    let mut ws = Ws::connect(h.proxy).await;
+    assert!(matches!(ws.echo("hi").await, Echo::Text(t) if t.contains("hi")));
+    ws.close().await;
+    let h = Harness::new().service("allowed_upgrades = []").start().await;
+    let a = get_once(
+        h.proxy,
+        "/",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::OK, "answered as a plain GET");
 }

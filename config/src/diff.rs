@@ -70,6 +70,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.failover,
                 s.retries,
                 s.outlier.clone(),
+                s.allowed_upgrades.clone(),
             )
         };
         if settings(o) != settings(n) {

@@ -135,6 +135,10 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// Passive ejection of backends that fail requests.
     pub outlier: Outlier,
+    /// The protocols an HTTP/1.1 `Upgrade` may switch to (lower case),
+    /// tunnelled to the backend; a request asking for another one is
+    /// forwarded as a plain request, without its `Upgrade`. Never `h2c`.
+    pub allowed_upgrades: Vec<String>,
     pub listeners: Vec<ListenerConfig>,
 }
 

@@ -41,6 +41,7 @@ pub struct RawService {
     pub failover: Option<bool>,
     pub retries: Option<i64>,
     pub outlier: Option<RawOutlier>,
+    pub allowed_upgrades: Option<Vec<String>>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]

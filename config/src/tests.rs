@@ -302,6 +302,30 @@ fn trust_forwarded_is_off_by_default_and_only_for_http_listeners() {
 }
 
 #[test]
+fn allowed_upgrades_default_to_websocket_and_never_allow_h2c() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(c.services[0].allowed_upgrades, ["websocket"]);
+    let with = |list: &str| GOOD.replace("green = 10 }", &format!("green = 10 }}\nallowed_upgrades = {list}"));
+    let c = parse("t.toml", &with("[\"WebSocket\", \"foo/2\", \"websocket\"]")).unwrap();
+    assert_eq!(c.services[0].allowed_upgrades, ["websocket", "foo/2"]);
+    let c = parse("t.toml", &with("[]")).unwrap();
+    assert!(c.services[0].allowed_upgrades.is_empty());
+    let errs = errors(&with("[\"websocket\", \"H2C\", \"a b\"]"));
+    has(
+        &errs,
+        4,
+        "services.web.allowed_upgrades[1]",
+        "h2c cannot be allowed",
+    );
+    has(
+        &errs,
+        4,
+        "services.web.allowed_upgrades[2]",
+        "is not a protocol name",
+    );
+}
+
+#[test]
 fn listener_modes_and_proxy_protocol() {
     let tcp = GOOD.replace(
         "listen = \"127.0.0.1:8080\"",

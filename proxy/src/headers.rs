@@ -34,6 +34,7 @@ fn header_bit(name: &HeaderName) -> u16 {
         "x-forwarded-host" => XFH_BIT,
         "host" => HOST_BIT,
         "x-cutover-token" => TOKEN_BIT,
+        "http2-settings" => H2_SETTINGS_BIT,
         _ => 0,
     }
 }
@@ -54,6 +55,10 @@ const HOST_BIT: u16 = 1 << 11;
 /// `x-cutover-token`: the override header's secret, never forwarded.
 const TOKEN_BIT: u16 = 1 << 12;
 static X_CUTOVER_TOKEN: HeaderName = HeaderName::from_static("x-cutover-token");
+/// `HTTP2-Settings`: belongs to an `Upgrade: h2c` (RFC 7540 3.2.1), which
+/// cutover never forwards: a connection-specific header in any case.
+const H2_SETTINGS_BIT: u16 = 1 << 13;
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Whether `a` and `b` are equal, in a time that depends only on their
 /// lengths (not on where they differ): for secrets a client sends. A
@@ -183,7 +188,8 @@ pub struct Forwarded {
 
 /// Prepares a request's headers to go upstream: removes hop-by-hop headers
 /// (see [`remove_hop_by_hop`]), any `X-Forwarded-*` the client sent and
-/// `x-cutover-token` (a secret meant for cutover alone), and
+/// `x-cutover-token` (a secret meant for cutover alone) and
+/// `HTTP2-Settings` (an h2c upgrade's, never forwarded), and
 /// returns what to add in their place (see [`Forwarded`]). `scanned` is
 /// [`Scan::of`] these headers, unchanged since.
 ///
@@ -224,6 +230,9 @@ pub fn prepare_request(
     }
     if present & TOKEN_BIT != 0 {
         headers.remove(&X_CUTOVER_TOKEN);
+    }
+    if present & H2_SETTINGS_BIT != 0 {
+        headers.remove(&HTTP2_SETTINGS);
     }
     let (host, forwarded_host) = match present & HOST_BIT != 0 {
         true => (None, headers.get(header::HOST).cloned()),

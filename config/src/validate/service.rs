@@ -57,8 +57,38 @@ pub(super) fn validate_service(
         failover: rs.failover.unwrap_or(false),
         retries: validate_retries(rs, path, errs),
         outlier,
+        allowed_upgrades: validate_upgrades(rs, path, errs),
         listeners,
     }
+}
+
+/// `allowed_upgrades`: protocol names (tokens), default `["websocket"]`;
+/// never `h2c` (a tunnel past cutover's header rewriting).
+fn validate_upgrades(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<String> {
+    let Some(list) = &rs.allowed_upgrades else {
+        return vec!["websocket".to_string()];
+    };
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let at = idx(&key(path, "allowed_upgrades"), i);
+        let name = p.to_ascii_lowercase();
+        // RFC 9110 7.8: protocol-name ["/" protocol-version], both tokens.
+        let (proto, version) = name.split_once('/').unwrap_or((&name, "websocket"));
+        if !header_name_ok(proto) || !header_name_ok(version) {
+            errs.push(
+                &at,
+                format!("`{p}` is not a protocol name; write a name with an optional version, like \"websocket\" or \"foo/2\""),
+            );
+        } else if name == "h2c" || name.starts_with("h2c/") {
+            errs.push(
+                &at,
+                "h2c cannot be allowed: an HTTP/2 connection upgraded through cutover would bypass its header rewriting; an `Upgrade: h2c` request is answered as a plain HTTP/1.1 request",
+            );
+        } else if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// At most this many retries per request.
