@@ -295,6 +295,18 @@ async fn with_a_token_any_host_may_call_but_changes_still_need_json() {
 // 11. Upgrades
 // ---------------------------------------------------------------------------
 
+/// Whether `out` holds a whole response head and its `content-length`
+/// bytes of body.
+fn whole(out: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(out);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    raw::header_value(head, "content-length")
+        .and_then(|n| n.parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
+}
+
 /// What comes back for `head` (a whole request head) sent on a raw socket,
 /// read until the first response is whole or the socket closes.
 async fn raw_request(h: &Running, head: &str) -> String {
@@ -309,7 +321,7 @@ async fn raw_request(h: &Running, head: &str) -> String {
             break;
         }
         out.extend_from_slice(&got);
-        if out.ends_with(b"\r\n\r\nok\n") {
+        if whole(&out) {
             break;
         }
     }
@@ -368,4 +380,91 @@ async fn websockets_are_tunnelled_by_default_and_refused_when_not_allowed() {
     .await
     .unwrap();
     assert_eq!(a.status, StatusCode::OK, "answered as a plain GET");
+}
+
+// ---------------------------------------------------------------------------
+// 12. Request heads
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_both_lengths_is_answered_and_its_connection_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (backend, h) = scripted("").await;
+    // A smuggling attempt: a front tier that read the Content-Length would
+    // take the rest as the body; one that read the chunks would see a
+    // second request. hyper's server reads the chunks, drops the length,
+    // and closes the connection after the answer (RFC 9112 6.1).
+    let mut s = raw::connect(h.proxy).await;
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 40\r\n\
+          Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: www.example.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (out, closed) = raw::read_to_close(&mut s, WAIT).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(closed, "the connection stays open: {out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, b"abc");
+    assert_eq!(seen[0].header("content-length"), None, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_needs_exactly_one_host() {
+    let (backend, h) = scripted("").await;
+    for head in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    ] {
+        let resp = raw_request(&h, head).await;
+        assert!(resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 400"), "{head:?}: {resp}");
+        assert!(resp.contains("Host"), "{resp}");
+    }
+    assert!(backend.seen().is_empty());
+    // HTTP/1.0 may leave it out: the backend gets its own address.
+    let resp = raw_request(&h, "GET / HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 200"), "{resp}");
+    assert_eq!(
+        backend.last().header("host"),
+        Some(backend.addr.to_string().as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_names_the_host() {
+    let (backend, h) = scripted("").await;
+    let resp = raw_request(
+        &h,
+        "GET http://real.example:8080/ HTTP/1.1\r\nHost: other.example\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = backend.last();
+    assert_eq!(seen.line, "GET / HTTP/1.1");
+    assert_eq!(seen.header("host"), Some("real.example:8080"), "{seen:?}");
+    assert_eq!(seen.header("x-forwarded-host"), Some("real.example:8080"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookies_reach_an_http11_backend_as_one_field() {
+    let (backend, h) = scripted("").await;
+    let mut c = Conn::h2(h.proxy).await;
+    let a = c
+        .get("/", &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")])
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = backend.last();
+    let cookies: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"]);
 }

@@ -96,6 +96,11 @@ impl Scan {
     pub fn has_connection(self) -> bool {
         self.0 & 1 != 0
     }
+
+    /// Has a `Host` header.
+    pub fn has_host(self) -> bool {
+        self.0 & HOST_BIT != 0
+    }
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named in

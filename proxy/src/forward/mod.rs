@@ -72,6 +72,9 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::new(pool, backend.clone(), start, ctx.activity.clone());
     // 2-3. The request as the backend gets it; an upgrade, if asked for.
     let scanned = headers::Scan::of(req.headers());
+    if let Err(err) = request::check_head(&mut req, scanned) {
+        return Ok(Failed::request(err, guard).respond(&ctx));
+    }
     let allowed = &service.config.allowed_upgrades;
     let upgrade = match Upgrade::of(&mut req, scanned, &backend, &guard.pool, allowed) {
         Ok(upgrade) => upgrade,
