@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use cutover_test_support::backend::scripted::{keep_open, raw_response, Canned, Scripted};
+use cutover_test_support::backend::DownPort;
 use cutover_test_support::ws::{Echo, Ws};
 use cutover_test_support::*;
 use http::StatusCode;
@@ -467,4 +468,81 @@ async fn http2_cookies_reach_an_http11_backend_as_one_field() {
         .map(|(_, v)| v.as_str())
         .collect();
     assert_eq!(cookies, ["a=1; b=2; c=3"]);
+}
+
+// ---------------------------------------------------------------------------
+// 10. Error bodies
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_name_no_backend_by_default_and_everything_when_full() {
+    let down = DownPort::new();
+    let dead = down.addr.to_string();
+    let list = format!("[\"{dead}\"]");
+    let start = |extra: &'static str| {
+        Harness::new()
+            .blue(0)
+            .green(0)
+            .backends(&list, &list)
+            .service(extra)
+            .start()
+    };
+    let h = start("").await;
+    let a = get_once(h.proxy, "/", &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        a.body,
+        "502 Bad Gateway: the backend refused or failed the connection\n"
+    );
+    assert!(!a.body.contains(&dead) && !a.body.contains("127.0.0.1"));
+    let h = start("error_detail = \"full\"").await;
+    let a = get_once(h.proxy, "/", &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert!(a.body.contains(&dead) && a.body.contains("pool blue"), "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_and_a_down_pool_say_so_without_addresses() {
+    let h = Harness::new()
+        .service("timeouts = { response_header = \"300ms\" }")
+        .start()
+        .await;
+    let a = get_once(h.proxy, "/slow?ms=5000", &[]).await.unwrap();
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.body, "504 Gateway Timeout: the backend did not answer in time\n");
+    // Every green backend down: the 503 names the pool, not its backends.
+    let h = Harness::new()
+        .service(r#"health_check = { path = "/health", interval = "100ms", timeout = "50ms", healthy_threshold = 1, unhealthy_threshold = 1 }"#)
+        .start()
+        .await;
+    let green = h.backends.iter().find(|b| b.pool == "green").unwrap();
+    green.set_health(500);
+    assert!(
+        eventually(WAIT, || async {
+            get_once(h.preview, "/", &[])
+                .await
+                .is_ok_and(|a| a.status == StatusCode::SERVICE_UNAVAILABLE)
+        })
+        .await,
+        "green never went down"
+    );
+    let a = get_once(h.preview, "/", &[]).await.unwrap();
+    assert_eq!(
+        a.body,
+        "503 Service Unavailable: every backend of pool green is down\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_override_pool_is_not_told_the_pools() {
+    let h = Harness::new()
+        .service("override_header = \"x-cutover-pool\"")
+        .start()
+        .await;
+    let a = get_once(h.proxy, "/", &[("x-cutover-pool", "purple")])
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("purple"), "{}", a.body);
+    assert!(!a.body.contains("blue") && !a.body.contains("green"), "{}", a.body);
 }

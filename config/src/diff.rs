@@ -70,7 +70,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.failover,
                 s.retries,
                 s.outlier.clone(),
-                s.allowed_upgrades.clone(),
+                (s.allowed_upgrades.clone(), s.error_detail),
             )
         };
         if settings(o) != settings(n) {

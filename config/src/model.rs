@@ -49,6 +49,17 @@ impl Sticky {
     }
 }
 
+/// What cutover's own error answers (502, 503, 504, 400) tell a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// The status and a short cause, without backend addresses or error
+    /// chains (the pool's name may appear).
+    Short,
+    /// The whole error with its causes, backend addresses included: for
+    /// internal services whose clients are their operators.
+    Full,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CookieConfig {
     pub name: String,
@@ -139,6 +150,8 @@ pub struct ServiceConfig {
     /// tunnelled to the backend; a request asking for another one is
     /// forwarded as a plain request, without its `Upgrade`. Never `h2c`.
     pub allowed_upgrades: Vec<String>,
+    /// What cutover's own error answers tell a client.
+    pub error_detail: ErrorDetail,
     pub listeners: Vec<ListenerConfig>,
 }
 

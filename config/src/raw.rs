@@ -42,6 +42,7 @@ pub struct RawService {
     pub retries: Option<i64>,
     pub outlier: Option<RawOutlier>,
     pub allowed_upgrades: Option<Vec<String>>,
+    pub error_detail: Option<String>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]

@@ -326,6 +326,22 @@ fn allowed_upgrades_default_to_websocket_and_never_allow_h2c() {
 }
 
 #[test]
+fn error_detail_is_short_by_default_or_full() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(c.services[0].error_detail, ErrorDetail::Short);
+    let with = |v: &str| GOOD.replace("green = 10 }", &format!("green = 10 }}\nerror_detail = {v}"));
+    let c = parse("t.toml", &with("\"full\"")).unwrap();
+    assert_eq!(c.services[0].error_detail, ErrorDetail::Full);
+    let errs = errors(&with("\"verbose\""));
+    has(
+        &errs,
+        4,
+        "services.web.error_detail",
+        "allowed: \"short\"",
+    );
+}
+
+#[test]
 fn listener_modes_and_proxy_protocol() {
     let tcp = GOOD.replace(
         "listen = \"127.0.0.1:8080\"",

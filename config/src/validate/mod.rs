@@ -84,7 +84,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
         ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
         ["admin", _] => "listen, token",
-        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, allowed_upgrades, listeners, pools",
+        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, allowed_upgrades, error_detail, listeners, pools",
         ["services", _, "health_check", _] | ["services", _, "pools", _, "health_check", _] => {
             ALLOWED_HEALTH_CHECK_KEYS
         }

@@ -58,7 +58,23 @@ pub(super) fn validate_service(
         retries: validate_retries(rs, path, errs),
         outlier,
         allowed_upgrades: validate_upgrades(rs, path, errs),
+        error_detail: validate_error_detail(rs, path, errs),
         listeners,
+    }
+}
+
+/// `error_detail`: `"short"` (default) or `"full"`.
+fn validate_error_detail(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> ErrorDetail {
+    match rs.error_detail.as_deref() {
+        None | Some("short") => ErrorDetail::Short,
+        Some("full") => ErrorDetail::Full,
+        Some(other) => {
+            errs.push(
+                &key(path, "error_detail"),
+                format!("`{other}` is not an error detail; allowed: \"short\" (status and cause, no backend addresses), \"full\" (the whole error)"),
+            );
+            ErrorDetail::Short
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub(super) fn check_head<B>(
     }
     if !scanned.has_host() {
         if req.version() == Version::HTTP_11 {
-            return Err(ProxyError::new(
+            return Err(ProxyError::plain(
                 ErrorKind::BadRequest,
                 "an HTTP/1.1 request needs a Host header",
             ));
@@ -39,14 +39,14 @@ pub(super) fn check_head<B>(
         return Ok(());
     }
     if repeated(req.headers()) && req.headers().get_all(HOST).iter().nth(1).is_some() {
-        return Err(ProxyError::new(
+        return Err(ProxyError::plain(
             ErrorKind::BadRequest,
             "a request may carry only one Host header",
         ));
     }
     if let Some(authority) = req.uri().authority() {
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| {
-            ProxyError::new(ErrorKind::BadRequest, "invalid request target").caused_by(e)
+            ProxyError::plain(ErrorKind::BadRequest, "invalid request target").caused_by(e)
         })?;
         req.headers_mut().insert(HOST, host);
     }
@@ -198,7 +198,7 @@ fn target(
             uri.authority = Some(authority);
         }
         parts.uri = Uri::from_parts(uri).map_err(|e| {
-            ProxyError::new(ErrorKind::BadRequest, "cannot build the upstream URI").caused_by(e)
+            ProxyError::plain(ErrorKind::BadRequest, "cannot build the upstream URI").caused_by(e)
         })?;
     }
     parts.version = match backend.protocol {
@@ -230,6 +230,7 @@ pub(super) fn access_info(
             .to_string(),
         status: 0,
         retried: Vec::new(),
+        error: None,
     }))
 }
 

@@ -44,13 +44,13 @@ impl Upgrade {
         let h2_websocket = h2_websocket(req);
         let protocol = if h2_websocket {
             if !allowed.iter().any(|a| a == "websocket") {
-                return Err(ProxyError::new(
+                return Err(ProxyError::plain(
                     ErrorKind::BadRequest,
                     "WebSocket is not allowed here (allowed_upgrades)",
                 ));
             }
             if backend.protocol != cutover_config::Protocol::Http1 {
-                return Err(ProxyError::new(
+                return Err(ProxyError::plain(
                     ErrorKind::NoBackend,
                     format!(
                         "WebSocket over HTTP/2 needs an http1 backend; pool `{}` is h2c",
