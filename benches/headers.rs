@@ -66,7 +66,8 @@ fn headers(c: &mut Criterion) {
                 || (head.clone(), BytesMut::with_capacity(1024)),
                 |(h, out)| {
                     let scanned = Scan::of(h);
-                    prepare_request(h, scanned, &client, true, "http", "www.example.com").encode(out)
+                    prepare_request(h, scanned, &client, true, "http", "www.example.com")
+                        .encode(out)
                 },
                 BatchSize::SmallInput,
             )

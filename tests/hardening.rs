@@ -71,7 +71,10 @@ async fn the_override_token_and_its_header_never_reach_a_backend() {
     // Over HTTP/2 too.
     let mut c = Conn::h2(h.proxy).await;
     let a = c
-        .get("/", &[("x-cutover-pool", "blue"), ("x-cutover-token", "s3cret")])
+        .get(
+            "/",
+            &[("x-cutover-pool", "blue"), ("x-cutover-token", "s3cret")],
+        )
         .await
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
@@ -176,7 +179,9 @@ async fn admin_raw(
         b = b.header(*k, *v);
     }
     let req = b
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
         .unwrap();
     let a = Conn::h1(h.admin).await.send(req).await.unwrap();
     (a.status, a.body)
@@ -218,7 +223,14 @@ async fn a_web_page_cannot_switch_traffic_through_a_token_less_admin_api() {
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
     assert!(body.contains("application/json"), "{body}");
     // No Content-Type at all, a rollback without a body.
-    let (s, _) = admin_raw(&h, "POST", "/v1/services/web/rollback", &[("host", &own)], "").await;
+    let (s, _) = admin_raw(
+        &h,
+        "POST",
+        "/v1/services/web/rollback",
+        &[("host", &own)],
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // DNS rebinding: the page's own name, now resolving to 127.0.0.1.
     let rebound = format!("evil.example:{}", h.admin.port());
@@ -276,7 +288,10 @@ async fn with_a_token_any_host_may_call_but_changes_still_need_json() {
         &h,
         "GET",
         "/v1/status",
-        &[("host", "cutover.internal:9901"), ("authorization", "Bearer t0k3n")],
+        &[
+            ("host", "cutover.internal:9901"),
+            ("authorization", "Bearer t0k3n"),
+        ],
         "",
     )
     .await;
@@ -285,7 +300,10 @@ async fn with_a_token_any_host_may_call_but_changes_still_need_json() {
         &h,
         "POST",
         SWITCH,
-        &[("host", "cutover.internal:9901"), ("authorization", "Bearer t0k3n")],
+        &[
+            ("host", "cutover.internal:9901"),
+            ("authorization", "Bearer t0k3n"),
+        ],
         TO_GREEN,
     )
     .await;
@@ -350,7 +368,8 @@ async fn an_h2c_upgrade_is_answered_as_a_plain_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_protocols_are_upgraded_to() {
     let (backend, h) = scripted("").await;
-    let head = "GET / HTTP/1.1\r\nHost: www.example.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n";
+    let head =
+        "GET / HTTP/1.1\r\nHost: www.example.test\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n";
     let resp = raw_request(&h, head).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(backend.last().header("upgrade"), None);
@@ -367,7 +386,10 @@ async fn websockets_are_tunnelled_by_default_and_refused_when_not_allowed() {
     let mut ws = Ws::connect(h.proxy).await;
     assert!(matches!(ws.echo("hi").await, Echo::Text(t) if t.contains("hi")));
     ws.close().await;
-    let h = Harness::new().service("allowed_upgrades = []").start().await;
+    let h = Harness::new()
+        .service("allowed_upgrades = []")
+        .start()
+        .await;
     let a = get_once(
         h.proxy,
         "/",
@@ -423,13 +445,19 @@ async fn http11_needs_exactly_one_host() {
         "GET / HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
     ] {
         let resp = raw_request(&h, head).await;
-        assert!(resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 400"), "{head:?}: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 400"),
+            "{head:?}: {resp}"
+        );
         assert!(resp.contains("Host"), "{resp}");
     }
     assert!(backend.seen().is_empty());
     // HTTP/1.0 may leave it out: the backend gets its own address.
     let resp = raw_request(&h, "GET / HTTP/1.0\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 200"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.") && resp[8..].starts_with(" 200"),
+        "{resp}"
+    );
     assert_eq!(
         backend.last().header("host"),
         Some(backend.addr.to_string().as_str())
@@ -456,7 +484,10 @@ async fn http2_cookies_reach_an_http11_backend_as_one_field() {
     let (backend, h) = scripted("").await;
     let mut c = Conn::h2(h.proxy).await;
     let a = c
-        .get("/", &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")])
+        .get(
+            "/",
+            &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")],
+        )
         .await
         .unwrap();
     assert_eq!(a.status, StatusCode::OK);
@@ -498,7 +529,11 @@ async fn error_bodies_name_no_backend_by_default_and_everything_when_full() {
     let h = start("error_detail = \"full\"").await;
     let a = get_once(h.proxy, "/", &[]).await.unwrap();
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
-    assert!(a.body.contains(&dead) && a.body.contains("pool blue"), "{}", a.body);
+    assert!(
+        a.body.contains(&dead) && a.body.contains("pool blue"),
+        "{}",
+        a.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,7 +544,10 @@ async fn a_timeout_and_a_down_pool_say_so_without_addresses() {
         .await;
     let a = get_once(h.proxy, "/slow?ms=5000", &[]).await.unwrap();
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(a.body, "504 Gateway Timeout: the backend did not answer in time\n");
+    assert_eq!(
+        a.body,
+        "504 Gateway Timeout: the backend did not answer in time\n"
+    );
     // Every green backend down: the 503 names the pool, not its backends.
     let h = Harness::new()
         .service(r#"health_check = { path = "/health", interval = "100ms", timeout = "50ms", healthy_threshold = 1, unhealthy_threshold = 1 }"#)
@@ -544,5 +582,9 @@ async fn an_unknown_override_pool_is_not_told_the_pools() {
         .unwrap();
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.body.contains("purple"), "{}", a.body);
-    assert!(!a.body.contains("blue") && !a.body.contains("green"), "{}", a.body);
+    assert!(
+        !a.body.contains("blue") && !a.body.contains("green"),
+        "{}",
+        a.body
+    );
 }

@@ -305,7 +305,12 @@ fn trust_forwarded_is_off_by_default_and_only_for_http_listeners() {
 fn allowed_upgrades_default_to_websocket_and_never_allow_h2c() {
     let c = parse("t.toml", GOOD).unwrap();
     assert_eq!(c.services[0].allowed_upgrades, ["websocket"]);
-    let with = |list: &str| GOOD.replace("green = 10 }", &format!("green = 10 }}\nallowed_upgrades = {list}"));
+    let with = |list: &str| {
+        GOOD.replace(
+            "green = 10 }",
+            &format!("green = 10 }}\nallowed_upgrades = {list}"),
+        )
+    };
     let c = parse("t.toml", &with("[\"WebSocket\", \"foo/2\", \"websocket\"]")).unwrap();
     assert_eq!(c.services[0].allowed_upgrades, ["websocket", "foo/2"]);
     let c = parse("t.toml", &with("[]")).unwrap();
@@ -329,16 +334,16 @@ fn allowed_upgrades_default_to_websocket_and_never_allow_h2c() {
 fn error_detail_is_short_by_default_or_full() {
     let c = parse("t.toml", GOOD).unwrap();
     assert_eq!(c.services[0].error_detail, ErrorDetail::Short);
-    let with = |v: &str| GOOD.replace("green = 10 }", &format!("green = 10 }}\nerror_detail = {v}"));
+    let with = |v: &str| {
+        GOOD.replace(
+            "green = 10 }",
+            &format!("green = 10 }}\nerror_detail = {v}"),
+        )
+    };
     let c = parse("t.toml", &with("\"full\"")).unwrap();
     assert_eq!(c.services[0].error_detail, ErrorDetail::Full);
     let errs = errors(&with("\"verbose\""));
-    has(
-        &errs,
-        4,
-        "services.web.error_detail",
-        "allowed: \"short\"",
-    );
+    has(&errs, 4, "services.web.error_detail", "allowed: \"short\"");
 }
 
 #[test]

@@ -139,7 +139,9 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| cutover_proxy::headers::constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+            .is_some_and(|t| {
+                cutover_proxy::headers::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+            })
     }
 
     async fn handle(

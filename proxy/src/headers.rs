@@ -468,7 +468,8 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("1"));
         let wire = encoded(h, "127.0.0.1", "ignored");
         assert!(
-            wire.iter().all(|(k, v)| k != "x-cutover-token" && v != "s3cret"),
+            wire.iter()
+                .all(|(k, v)| k != "x-cutover-token" && v != "s3cret"),
             "{wire:?}"
         );
         assert!(wire.contains(&("x-keep".into(), "1".into())), "{wire:?}");

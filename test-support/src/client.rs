@@ -179,7 +179,7 @@ impl Conn {
     }
 
     /// A GET of `path` for [`HOST`] (unless `headers` name another `host`)
-/// with these extra headers.
+    /// with these extra headers.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
         let mut b = Request::builder().uri(path);
         if self.is_http2() {

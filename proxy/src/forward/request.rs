@@ -263,7 +263,11 @@ mod tests {
         // Other repeated headers are fine.
         let cookies = &[("host", "a"), ("cookie", "x=1"), ("cookie", "y=2")];
         assert!(check(&mut req(Version::HTTP_11, "/", cookies)).is_ok());
-        let mut abs = req(Version::HTTP_11, "http://real.example:8080/x", &[("host", "b")]);
+        let mut abs = req(
+            Version::HTTP_11,
+            "http://real.example:8080/x",
+            &[("host", "b")],
+        );
         check(&mut abs).unwrap();
         assert_eq!(abs.headers()[HOST], "real.example:8080");
         // HTTP/2 carries `:authority`: not checked here.
