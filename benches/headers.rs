@@ -56,7 +56,7 @@ fn headers(c: &mut Criterion) {
                 || head.clone(),
                 |h| {
                     let scanned = Scan::of(h);
-                    prepare_request(h, scanned, &client, "http", "www.example.com").apply(h)
+                    prepare_request(h, scanned, &client, true, "http", "www.example.com").apply(h)
                 },
                 BatchSize::SmallInput,
             )
@@ -66,7 +66,8 @@ fn headers(c: &mut Criterion) {
                 || (head.clone(), BytesMut::with_capacity(1024)),
                 |(h, out)| {
                     let scanned = Scan::of(h);
-                    prepare_request(h, scanned, &client, "http", "www.example.com").encode(out)
+                    prepare_request(h, scanned, &client, true, "http", "www.example.com")
+                        .encode(out)
                 },
                 BatchSize::SmallInput,
             )

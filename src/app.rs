@@ -127,6 +127,7 @@ async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpe
                 drain_timeout: config.shutdown_timeout,
                 mode: lc.mode,
                 proxy_protocol: lc.proxy_protocol,
+                trust_forwarded: lc.trust_forwarded,
             };
             bound.push((tcp, spec));
         }

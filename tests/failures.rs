@@ -25,9 +25,11 @@ async fn a_down_backend_is_a_prompt_502_naming_it() {
     // A port held bound but not listening: connections to it are refused.
     let down = DownPort::new();
     let dead = down.addr;
+    // Named only with error_detail = "full" (tests/hardening.rs has the default).
     let h = Harness::new()
         .blue(0)
         .backends(&format!("[\"{dead}\"]"), "[\"127.0.0.1:9\"]")
+        .service("error_detail = \"full\"")
         .start()
         .await;
     let t = Instant::now();
@@ -55,7 +57,7 @@ async fn a_down_backend_is_a_prompt_502_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_a_504_after_the_response_header_timeout() {
     let h = Harness::new()
-        .service("[services.web.timeouts]\nresponse_header = \"300ms\"")
+        .service("error_detail = \"full\"\n[services.web.timeouts]\nresponse_header = \"300ms\"")
         .start()
         .await;
     let t = Instant::now();

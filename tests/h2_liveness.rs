@@ -108,7 +108,8 @@ async fn a_backend_that_stops_answering_loses_its_connection_at_the_ping_timeout
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waiting_on_a_silent_backend_ends_at_the_ping_timeout() {
-    let s = setup(TIMEOUTS).await;
+    // The body names the cause in full only with error_detail = "full".
+    let s = setup(&format!("{TIMEOUTS}\nerror_detail = \"full\"")).await;
     get_blue(&s).await;
     s.relay.freeze_open();
 

@@ -308,7 +308,13 @@ async fn a_switch_to_a_pool_with_no_backend_up_is_refused_unless_forced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_green_backend_down_answers_503_naming_green_and_its_backends() {
-    let h = Harness::new().green(2).service(CHECKS).start().await;
+    // The backends are named only with error_detail = "full".
+    let h = Harness::new()
+        .green(2)
+        .service(CHECKS)
+        .service("error_detail = \"full\"")
+        .start()
+        .await;
     green_all_down(&h).await;
     let a = get_once(h.proxy, "/", &[]).await.unwrap();
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);

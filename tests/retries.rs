@@ -120,6 +120,7 @@ async fn a_pool_is_never_left_for_a_retry() {
         .blue(0)
         .green(0)
         .backends(&format!("[\"{}\"]", down.addr), &green.toml_list())
+        .service("error_detail = \"full\"")
         .start()
         .await;
     for _ in 0..5 {

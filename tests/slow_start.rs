@@ -228,6 +228,15 @@ async fn tunnels_start_draining_as_the_ramp_passes_them_not_at_the_change() {
     );
     // Draining tunnels still work until the drain deadline (30 s).
     assert_eq!(sessions[0].echo("still").await.as_deref(), Some("still"));
+    // Every old ticket has passed before the ramp's very last step: a new
+    // connection may draw a ticket that has not, until the ramp is over.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            service(&h).await["ramp"].is_null()
+        })
+        .await,
+        "the ramp never ended"
+    );
     let (_, greeting) = Lines::connect(h.proxy).await;
     assert_eq!(greeting, "green");
 }

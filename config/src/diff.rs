@@ -70,7 +70,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 s.failover,
                 s.retries,
                 s.outlier.clone(),
-                s.slow_start,
+                (s.allowed_upgrades.clone(), s.error_detail, s.slow_start),
             )
         };
         if settings(o) != settings(n) {

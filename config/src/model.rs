@@ -54,6 +54,17 @@ impl Sticky {
     }
 }
 
+/// What cutover's own error answers (502, 503, 504, 400) tell a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// The status and a short cause, without backend addresses or error
+    /// chains (the pool's name may appear).
+    Short,
+    /// The whole error with its causes, backend addresses included: for
+    /// internal services whose clients are their operators.
+    Full,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CookieConfig {
     pub name: String,
@@ -182,6 +193,12 @@ pub struct ServiceConfig {
     /// share ramped linearly over this window. `None`: off, every change
     /// applies at once.
     pub slow_start: Option<Duration>,
+    /// The protocols an HTTP/1.1 `Upgrade` may switch to (lower case),
+    /// tunnelled to the backend; a request asking for another one is
+    /// forwarded as a plain request, without its `Upgrade`. Never `h2c`.
+    pub allowed_upgrades: Vec<String>,
+    /// What cutover's own error answers tell a client.
+    pub error_detail: ErrorDetail,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -199,6 +216,11 @@ pub struct ListenerConfig {
     pub mode: ListenerMode,
     /// Read a PROXY protocol v1/v2 header before anything else.
     pub proxy_protocol: bool,
+    /// Keep the `X-Forwarded-For` list a client sends and append to it
+    /// (behind a load balancer that sets it); else cutover replaces it
+    /// with the client's address. `X-Forwarded-Proto` and `-Host` are
+    /// always cutover's own.
+    pub trust_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

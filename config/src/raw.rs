@@ -43,6 +43,8 @@ pub struct RawService {
     pub retries: Option<i64>,
     pub outlier: Option<RawOutlier>,
     pub slow_start: Option<String>,
+    pub allowed_upgrades: Option<Vec<String>>,
+    pub error_detail: Option<String>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -108,6 +110,7 @@ pub struct RawListener {
     pub pool: Option<String>,
     pub mode: Option<String>,
     pub proxy_protocol: Option<bool>,
+    pub trust_forwarded: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

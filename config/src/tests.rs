@@ -83,7 +83,7 @@ fn every_unknown_key_is_reported_with_its_line() {
         &errs,
         12,
         "services.web.listeners[1].speed",
-        "allowed here: listen, pool, mode, proxy_protocol",
+        "allowed here: listen, pool, mode, proxy_protocol, trust_forwarded",
     );
 }
 
@@ -287,6 +287,79 @@ fn diff_sees_split_but_not_reordering_of_split_keys() {
     assert!(d.pools_changed.is_empty());
     let e = parse("t.toml", &GOOD.replace("10.0.2.10", "10.0.2.11")).unwrap();
     assert_eq!(diff(&a, &e).pools_changed, ["web"]);
+}
+
+#[test]
+fn trust_forwarded_is_off_by_default_and_only_for_http_listeners() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert!(!c.services[0].listeners[0].trust_forwarded);
+    let trusted = GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntrust_forwarded = true",
+    );
+    let c = parse("t.toml", &trusted).unwrap();
+    assert!(c.services[0].listeners[0].trust_forwarded);
+    assert!(!c.services[0].listeners[1].trust_forwarded);
+    let errs = errors(&GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nmode = \"tcp\"\ntrust_forwarded = true",
+    ));
+    has(
+        &errs,
+        8,
+        "services.web.listeners[0].trust_forwarded",
+        "applies to http listeners only",
+    );
+    let errs = errors(&GOOD.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntrust_forwarded = \"yes\"",
+    ));
+    assert!(!errs.is_empty());
+}
+
+#[test]
+fn allowed_upgrades_default_to_websocket_and_never_allow_h2c() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(c.services[0].allowed_upgrades, ["websocket"]);
+    let with = |list: &str| {
+        GOOD.replace(
+            "green = 10 }",
+            &format!("green = 10 }}\nallowed_upgrades = {list}"),
+        )
+    };
+    let c = parse("t.toml", &with("[\"WebSocket\", \"foo/2\", \"websocket\"]")).unwrap();
+    assert_eq!(c.services[0].allowed_upgrades, ["websocket", "foo/2"]);
+    let c = parse("t.toml", &with("[]")).unwrap();
+    assert!(c.services[0].allowed_upgrades.is_empty());
+    let errs = errors(&with("[\"websocket\", \"H2C\", \"a b\"]"));
+    has(
+        &errs,
+        4,
+        "services.web.allowed_upgrades[1]",
+        "h2c cannot be allowed",
+    );
+    has(
+        &errs,
+        4,
+        "services.web.allowed_upgrades[2]",
+        "is not a protocol name",
+    );
+}
+
+#[test]
+fn error_detail_is_short_by_default_or_full() {
+    let c = parse("t.toml", GOOD).unwrap();
+    assert_eq!(c.services[0].error_detail, ErrorDetail::Short);
+    let with = |v: &str| {
+        GOOD.replace(
+            "green = 10 }",
+            &format!("green = 10 }}\nerror_detail = {v}"),
+        )
+    };
+    let c = parse("t.toml", &with("\"full\"")).unwrap();
+    assert_eq!(c.services[0].error_detail, ErrorDetail::Full);
+    let errs = errors(&with("\"verbose\""));
+    has(&errs, 4, "services.web.error_detail", "allowed: \"short\"");
 }
 
 #[test]

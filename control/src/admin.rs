@@ -103,13 +103,6 @@ struct RollbackBody {
     who: Option<String>,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Admin {
     pub fn new(
         controller: Arc<Controller>,
@@ -146,20 +139,76 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+            .is_some_and(|t| {
+                cutover_proxy::headers::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+            })
     }
 
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        local: SocketAddr,
     ) -> Result<Resp, Infallible> {
         let path = req.uri().path().to_string();
-        let (route, resp) = self.route(req, peer, &path).await;
+        let refused = self.cross_site(&req, &path, local);
+        let (route, resp) = match refused {
+            Some(refused) => refused,
+            None => self.route(req, peer, &path).await,
+        };
         self.requests
             .with_label_values(&[route, resp.status().as_str()])
             .inc();
         Ok(resp)
+    }
+
+    /// Without a token the admin API is open to anything that can reach
+    /// its (loopback) listener, a browser on the host included: a page
+    /// could POST a switch as a "simple" request (no preflight), or
+    /// rebind its own DNS name to 127.0.0.1 and read the answers. So a
+    /// request whose `Host` (or `Origin`, when it has one) is not this
+    /// listener's own address is refused with 403 (`/healthz` and
+    /// `/readyz` aside), and every change must be `application/json`
+    /// (415, in [`Admin::change`]), which a page cannot send cross-site
+    /// without a preflight that cutover never grants. With a token, the
+    /// token is the guard: a browser never adds it by itself.
+    fn cross_site(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+        local: SocketAddr,
+    ) -> Option<(&'static str, Resp)> {
+        if self.token.is_some() || matches!(path, "/healthz" | "/readyz") {
+            return None;
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let refuse = |message: String| Some(("forbidden", error(StatusCode::FORBIDDEN, message)));
+        if !host.is_some_and(|h| own_authority(h, local)) {
+            return refuse(format!(
+                "Host `{}` is not this admin listener's address; use {} (requests for other names are refused against DNS rebinding)",
+                host.unwrap_or(""),
+                own_authorities(local).join(", ")
+            ));
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let ok = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .is_some_and(|a| own_authority(a, local));
+            if !ok {
+                return refuse(format!(
+                    "cross-site request refused: Origin `{}` is not this admin listener (http://{})",
+                    String::from_utf8_lossy(origin.as_bytes()),
+                    own_authorities(local).join(", http://")
+                ));
+            }
+        }
+        None
     }
 
     async fn route(
@@ -344,6 +393,12 @@ impl Admin {
         service: String,
         kind: ChangeKind,
     ) -> Resp {
+        if !is_json(&req) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a change needs `Content-Type: application/json` (with a JSON body, or none for a rollback)",
+            );
+        }
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -362,6 +417,50 @@ impl Admin {
             Err(e) => error(e.status(), e.to_string()),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`,
+/// parameters such as `charset` allowed).
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The names a client on this host may call the admin listener by (the
+/// `Host` of a request to it): `127.0.0.1`, `localhost` and `[::1]` with
+/// the listener's port, and the address the connection came in on.
+fn own_authorities(local: SocketAddr) -> Vec<String> {
+    let port = local.port();
+    let mut out = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    let bound = local.to_string();
+    if !out.contains(&bound) {
+        out.push(bound);
+    }
+    out
+}
+
+/// Whether `authority` (a `Host` value, or an `Origin` without its
+/// scheme) is one of [`own_authorities`]; no port means 80.
+fn own_authority(authority: &str, local: SocketAddr) -> bool {
+    let a = authority.trim().trim_end_matches('/');
+    let with_port;
+    let a = match a.rsplit_once(':') {
+        Some((_, p)) if !p.contains(']') => a,
+        _ => {
+            with_port = format!("{a}:80");
+            with_port.as_str()
+        }
+    };
+    own_authorities(local)
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(a))
 }
 
 /// A drain request's query: `pool` (none: every pool at weight 0) and
@@ -522,8 +621,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
                         continue;
                     }
                 };
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
                 let admin = admin.clone();
-                let svc = service_fn(move |req| admin.clone().handle(req, peer));
+                let svc = service_fn(move |req| admin.clone().handle(req, peer, local));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -541,4 +643,37 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_listener_answers_to_loopback_names_and_its_own_address_only() {
+        let local: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        for ok in [
+            "127.0.0.1:9901",
+            "localhost:9901",
+            "LOCALHOST:9901",
+            "[::1]:9901",
+        ] {
+            assert!(own_authority(ok, local), "{ok}");
+        }
+        for bad in [
+            "evil.example:9901",
+            "127.0.0.1:9902",
+            "127.0.0.1",
+            "localhost",
+            "attacker.localhost:9901",
+            "",
+        ] {
+            assert!(!own_authority(bad, local), "{bad}");
+        }
+        let on80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(own_authority("localhost", on80));
+        let v6: SocketAddr = "[::1]:9901".parse().unwrap();
+        assert!(own_authority("[::1]:9901", v6));
+        assert!(!own_authority("[::2]:9901", v6));
+    }
 }

@@ -26,6 +26,8 @@ pub(crate) struct AccessInfo {
     /// Backends tried before the one that answered (or failed last), each
     /// with why it got nothing: `127.0.0.1:9001 connect failed: ...`.
     pub retried: Vec<String>,
+    /// cutover's own error, in full, when the request failed.
+    pub error: Option<String>,
 }
 
 /// Held from routing until the response body ends: in-flight counts,
@@ -109,6 +111,7 @@ impl Drop for RequestGuard {
                 status = a.status,
                 attempts = a.retried.len() + 1,
                 retried = %a.retried.join("; "),
+                error = a.error.as_deref().unwrap_or(""),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 bytes = self.bytes,
             );

@@ -78,6 +78,22 @@ impl ErrorKind {
         }
     }
 
+    /// What a client is told of a failure of this kind by default
+    /// (`error_detail = "short"`): no address, no error chain.
+    pub fn public_cause(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad request",
+            ErrorKind::ClientAborted => "the request body failed",
+            ErrorKind::Connect => "the backend refused or failed the connection",
+            ErrorKind::Timeout => "the backend did not answer in time",
+            ErrorKind::BadResponse => {
+                "the backend closed the connection or sent an invalid response"
+            }
+            ErrorKind::NoBackend => "no backend to send to",
+            ErrorKind::NoHealthyBackend => "no backend is up",
+        }
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -90,14 +106,17 @@ impl ErrorKind {
     }
 }
 
-/// A failed request: the kind, a short message for the response body, and
-/// the error underneath it (if any), reachable through
-/// [`std::error::Error::source`].
+/// A failed request: the kind, a message for the log (and, with
+/// `error_detail = "full"`, the response body), the error underneath it
+/// (if any), reachable through [`std::error::Error::source`], and what a
+/// client is told by default ([`ProxyError::short`]).
 #[derive(Debug)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub message: String,
     cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The client's message, when not the kind's [`ErrorKind::public_cause`].
+    public: Option<String>,
 }
 
 impl std::fmt::Display for ProxyError {
@@ -120,7 +139,34 @@ impl ProxyError {
             kind,
             message: message.into(),
             cause: None,
+            public: None,
         }
+    }
+
+    /// A failure whose `message` holds nothing a client may not read (no
+    /// backend address, no cause): the client is told it as it is.
+    pub fn plain(kind: ErrorKind, message: impl Into<String>) -> ProxyError {
+        let message = message.into();
+        ProxyError {
+            kind,
+            public: Some(message.clone()),
+            message,
+            cause: None,
+        }
+    }
+
+    /// The same error, telling a client `public` by default.
+    pub fn public(mut self, public: impl Into<String>) -> ProxyError {
+        self.public = Some(public.into());
+        self
+    }
+
+    /// What a client is told by default: the short cause, without
+    /// backend addresses or the error chain (those go to the logs).
+    pub fn short(&self) -> &str {
+        self.public
+            .as_deref()
+            .unwrap_or_else(|| self.kind.public_cause())
     }
 
     /// The same error, caused by `cause`.
@@ -222,6 +268,19 @@ mod tests {
             "backend 10.0.0.1:80 (pool green) refused or failed the connection: \
              connect failed: refused here"
         );
+    }
+
+    #[test]
+    fn a_client_is_told_no_address_by_default() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let err = ProxyError::from_upstream(UpstreamError::Connect(io), "10.0.0.1:80", "green");
+        assert!(!err.short().contains("10.0.0.1"), "{}", err.short());
+        assert!(!err.short().contains("refused here"), "{}", err.short());
+        let plain = ProxyError::plain(ErrorKind::NoBackend, "pool `green` has none");
+        assert_eq!(plain.short(), "pool `green` has none");
+        let public = ProxyError::new(ErrorKind::NoHealthyBackend, "10.0.0.1:80 down")
+            .public("every backend of pool green is down");
+        assert_eq!(public.short(), "every backend of pool green is down");
     }
 
     #[test]

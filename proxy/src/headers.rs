@@ -33,6 +33,8 @@ fn header_bit(name: &HeaderName) -> u16 {
         "x-forwarded-proto" => XFP_BIT,
         "x-forwarded-host" => XFH_BIT,
         "host" => HOST_BIT,
+        "x-cutover-token" => TOKEN_BIT,
+        "http2-settings" => H2_SETTINGS_BIT,
         _ => 0,
     }
 }
@@ -50,6 +52,28 @@ const XFF_BIT: u16 = 1 << 8;
 const XFP_BIT: u16 = 1 << 9;
 const XFH_BIT: u16 = 1 << 10;
 const HOST_BIT: u16 = 1 << 11;
+/// `x-cutover-token`: the override header's secret, never forwarded.
+const TOKEN_BIT: u16 = 1 << 12;
+static X_CUTOVER_TOKEN: HeaderName = HeaderName::from_static("x-cutover-token");
+/// `HTTP2-Settings`: belongs to an `Upgrade: h2c` (RFC 7540 3.2.1), which
+/// cutover never forwards: a connection-specific header in any case.
+const H2_SETTINGS_BIT: u16 = 1 << 13;
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether `a` and `b` are equal, in a time that depends only on their
+/// lengths (not on where they differ): for secrets a client sends. A
+/// hand-written fold of XORs, kept opaque to the optimiser with
+/// `black_box`, rather than the `subtle` crate for one function.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
+}
 
 /// Which of the headers cutover rewrites are present: one pass over the
 /// names, no hashing (each lookup or removal in a `HeaderMap` hashes the
@@ -71,6 +95,11 @@ impl Scan {
     /// Has a `Connection` header (which an upgrade request must have).
     pub fn has_connection(self) -> bool {
         self.0 & 1 != 0
+    }
+
+    /// Has a `Host` header.
+    pub fn has_host(self) -> bool {
+        self.0 & HOST_BIT != 0
     }
 }
 
@@ -142,7 +171,8 @@ fn remove_present(headers: &mut HeaderMap, scanned: u16) -> u16 {
 }
 
 /// The headers cutover adds to a request it forwards: `X-Forwarded-For`
-/// (the client appended to any list already there), `X-Forwarded-Proto`,
+/// (the client, appended to any list already there when the listener
+/// trusts it), `X-Forwarded-Proto`,
 /// `X-Forwarded-Host`, and `Host` when the request has none (HTTP/2 clients
 /// send `:authority` instead, HTTP/1.0 clients may send nothing).
 ///
@@ -162,17 +192,23 @@ pub struct Forwarded {
 }
 
 /// Prepares a request's headers to go upstream: removes hop-by-hop headers
-/// (see [`remove_hop_by_hop`]) and any `X-Forwarded-*` the client sent, and
+/// (see [`remove_hop_by_hop`]), any `X-Forwarded-*` the client sent and
+/// `x-cutover-token` (a secret meant for cutover alone) and
+/// `HTTP2-Settings` (an h2c upgrade's, never forwarded), and
 /// returns what to add in their place (see [`Forwarded`]). `scanned` is
 /// [`Scan::of`] these headers, unchanged since.
 ///
 /// `client` is the client address as a header value, built once per
-/// connection with [`client_value`]; only an incoming list is formatted.
+/// connection with [`client_value`]; only an incoming list is formatted,
+/// and only when the listener trusts it (`trust_forwarded`: behind a load
+/// balancer that sets it); else the client's list is dropped, so nobody
+/// can make a backend believe they come from another address.
 /// `authority` is the `Host` to add when the request has none.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     scanned: Scan,
     client: &HeaderValue,
+    trust_forwarded: bool,
     proto: &'static str,
     authority: &str,
 ) -> Forwarded {
@@ -180,7 +216,7 @@ pub fn prepare_request(
     let mut for_ = None;
     if present & XFF_BIT != 0 {
         // `remove` hands back the first value, as `get` would.
-        let prev = headers.remove(&X_FORWARDED_FOR);
+        let prev = headers.remove(&X_FORWARDED_FOR).filter(|_| trust_forwarded);
         if let Some(prev) = prev.as_ref().and_then(|v| v.to_str().ok()) {
             if !prev.trim().is_empty() {
                 let mut list = String::with_capacity(prev.len() + 2 + client.len());
@@ -196,6 +232,12 @@ pub fn prepare_request(
     }
     if present & XFH_BIT != 0 {
         headers.remove(&X_FORWARDED_HOST);
+    }
+    if present & TOKEN_BIT != 0 {
+        headers.remove(&X_CUTOVER_TOKEN);
+    }
+    if present & H2_SETTINGS_BIT != 0 {
+        headers.remove(&HTTP2_SETTINGS);
     }
     let (host, forwarded_host) = match present & HOST_BIT != 0 {
         true => (None, headers.get(header::HOST).cloned()),
@@ -329,7 +371,7 @@ mod tests {
     fn forwarded(mut h: HeaderMap, client: &str, authority: &str) -> HeaderMap {
         let client = client_value(client.parse().unwrap());
         let scanned = Scan::of(&h);
-        prepare_request(&mut h, scanned, &client, "http", authority).apply(&mut h);
+        prepare_request(&mut h, scanned, &client, true, "http", authority).apply(&mut h);
         h
     }
 
@@ -338,7 +380,7 @@ mod tests {
     fn encoded(mut h: HeaderMap, client: &str, authority: &str) -> Vec<(String, String)> {
         let client = client_value(client.parse().unwrap());
         let scanned = Scan::of(&h);
-        let f = prepare_request(&mut h, scanned, &client, "http", authority);
+        let f = prepare_request(&mut h, scanned, &client, true, "http", authority);
         let mut out = BytesMut::new();
         for (k, v) in &h {
             write_field(&mut out, k.as_str(), v.as_bytes());
@@ -401,6 +443,45 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(wire, want);
+    }
+
+    #[test]
+    fn an_untrusted_forwarded_for_list_is_replaced_not_appended_to() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let client = client_value("127.0.0.1".parse().unwrap());
+        let scanned = Scan::of(&h);
+        prepare_request(&mut h, scanned, &client, false, "http", "x").apply(&mut h);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["127.0.0.1"]);
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn the_override_token_never_goes_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("www.example.com"));
+        h.insert("x-cutover-token", HeaderValue::from_static("s3cret"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let wire = encoded(h, "127.0.0.1", "ignored");
+        assert!(
+            wire.iter()
+                .all(|(k, v)| k != "x-cutover-token" && v != "s3cret"),
+            "{wire:?}"
+        );
+        assert!(wire.contains(&("x-keep".into(), "1".into())), "{wire:?}");
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"Xs3cre", b"s3cret"));
     }
 
     #[test]

@@ -178,7 +178,8 @@ impl Conn {
         bounded(&what, self.timeout, exchange).await
     }
 
-    /// A GET of `path` for [`HOST`] with these extra headers.
+    /// A GET of `path` for [`HOST`] (unless `headers` name another `host`)
+    /// with these extra headers.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
         let mut b = Request::builder().uri(path);
         if self.is_http2() {
@@ -186,7 +187,9 @@ impl Conn {
                 .uri(format!("http://{HOST}{path}"))
                 .version(Version::HTTP_2);
         } else {
-            b = b.header("host", HOST);
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                b = b.header("host", HOST);
+            }
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -248,7 +251,8 @@ pub async fn admin_with_token(
     let mut b = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "admin")
+        // Its own address: the admin API refuses other names (DNS rebinding).
+        .header("host", addr.to_string())
         .header("content-type", "application/json");
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));

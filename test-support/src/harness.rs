@@ -26,6 +26,7 @@ pub struct Harness {
     proxy_protocol: bool,
     pool_extra: String,
     admin_token: Option<String>,
+    listener_extra: String,
 }
 
 /// A started harness: the app, its addresses, its backends.
@@ -52,7 +53,15 @@ impl Harness {
             proxy_protocol: false,
             pool_extra: String::new(),
             admin_token: None,
+            listener_extra: String::new(),
         }
+    }
+
+    /// Extra TOML lines in the main (non-preview) listener's table.
+    pub fn listener(mut self, toml: &str) -> Self {
+        self.listener_extra.push_str(toml);
+        self.listener_extra.push('\n');
+        self
     }
 
     /// The admin API wants `Authorization: Bearer <token>` (health checks
@@ -167,7 +176,7 @@ listen = "127.0.0.1:0"
 {split}{extra}
 [[services.web.listeners]]
 listen = "127.0.0.1:0"
-{mode}{pp}
+{mode}{pp}{listener_extra}
 [[services.web.listeners]]
 listen = "127.0.0.1:0"
 pool = "green"
@@ -182,6 +191,7 @@ backends = {green_list}
             top = self.top_extra,
             extra = self.service_extra,
             pool_extra = self.pool_extra,
+            listener_extra = self.listener_extra,
         );
         let config = cutover_config::parse("harness.toml", &text)
             .unwrap_or_else(|e| panic!("harness config:\n{e}\n{text}"));

@@ -38,7 +38,9 @@ impl Metrics {
 
     /// `GET /metrics` on an admin address.
     pub async fn scrape(admin: SocketAddr) -> Result<Metrics, String> {
-        Ok(Metrics::parse(get_once(admin, "/metrics", &[]).await?.body))
+        let host = admin.to_string();
+        let a = get_once(admin, "/metrics", &[("host", &host)]).await?;
+        Ok(Metrics::parse(a.body))
     }
 
     /// The text as scraped.

@@ -84,7 +84,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
         ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
         ["admin", _] => "listen, token",
-        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, slow_start, listeners, pools",
+        ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, allowed_upgrades, error_detail, slow_start, listeners, pools",
         ["services", _, "health_check", _] | ["services", _, "pools", _, "health_check", _] => {
             ALLOWED_HEALTH_CHECK_KEYS
         }
@@ -92,7 +92,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, client_idle, backend_idle, tunnel_idle, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
-        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",

@@ -60,8 +60,54 @@ pub(super) fn validate_service(
         retries: validate_retries(rs, path, errs),
         outlier,
         slow_start,
+        allowed_upgrades: validate_upgrades(rs, path, errs),
+        error_detail: validate_error_detail(rs, path, errs),
         listeners,
     }
+}
+
+/// `error_detail`: `"short"` (default) or `"full"`.
+fn validate_error_detail(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> ErrorDetail {
+    match rs.error_detail.as_deref() {
+        None | Some("short") => ErrorDetail::Short,
+        Some("full") => ErrorDetail::Full,
+        Some(other) => {
+            errs.push(
+                &key(path, "error_detail"),
+                format!("`{other}` is not an error detail; allowed: \"short\" (status and cause, no backend addresses), \"full\" (the whole error)"),
+            );
+            ErrorDetail::Short
+        }
+    }
+}
+
+/// `allowed_upgrades`: protocol names (tokens), default `["websocket"]`;
+/// never `h2c` (a tunnel past cutover's header rewriting).
+fn validate_upgrades(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<String> {
+    let Some(list) = &rs.allowed_upgrades else {
+        return vec!["websocket".to_string()];
+    };
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let at = idx(&key(path, "allowed_upgrades"), i);
+        let name = p.to_ascii_lowercase();
+        // RFC 9110 7.8: protocol-name ["/" protocol-version], both tokens.
+        let (proto, version) = name.split_once('/').unwrap_or((&name, "websocket"));
+        if !header_name_ok(proto) || !header_name_ok(version) {
+            errs.push(
+                &at,
+                format!("`{p}` is not a protocol name; write a name with an optional version, like \"websocket\" or \"foo/2\""),
+            );
+        } else if name == "h2c" || name.starts_with("h2c/") {
+            errs.push(
+                &at,
+                "h2c cannot be allowed: an HTTP/2 connection upgraded through cutover would bypass its header rewriting; an `Upgrade: h2c` request is answered as a plain HTTP/1.1 request",
+            );
+        } else if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// At most this many retries per request.
@@ -596,11 +642,19 @@ fn validate_listeners(
         }
         let pool = listener_pool(rl, &lp, pools, errs);
         let mode = listener_mode(rl, &lp, sticky, errs);
+        let trust_forwarded = rl.trust_forwarded.unwrap_or(false);
+        if trust_forwarded && mode == ListenerMode::Tcp {
+            errs.push(
+                &key(&lp, "trust_forwarded"),
+                "trust_forwarded applies to http listeners only: a tcp listener forwards no headers (remove it, or set mode = \"http\")",
+            );
+        }
         listeners.push(ListenerConfig {
             listen,
             pool,
             mode,
             proxy_protocol: rl.proxy_protocol.unwrap_or(false),
+            trust_forwarded,
         });
     }
     listeners

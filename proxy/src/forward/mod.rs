@@ -72,16 +72,21 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::new(pool, backend.clone(), start, ctx.activity.clone());
     // 2-3. The request as the backend gets it; an upgrade, if asked for.
     let scanned = headers::Scan::of(req.headers());
-    let upgrade = match Upgrade::of(&mut req, scanned, &backend, &guard.pool) {
+    if let Err(err) = request::check_head(&mut req, scanned) {
+        return Ok(Failed::request(err, guard, &service).respond(&ctx));
+    }
+    let allowed = &service.config.allowed_upgrades;
+    let upgrade = match Upgrade::of(&mut req, scanned, &backend, &guard.pool, allowed) {
         Ok(upgrade) => upgrade,
-        Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
+        Err(err) => return Ok(Failed::request(err, guard, &service).respond(&ctx)),
     };
     let (mut head, body) = req.into_parts();
     let body = request_body(body, head.version, &service, &guard.pool);
     guard.access = request::access_info(&head, &ctx, &service);
+    request::strip_override(&mut head, &service);
     let fwd = match request::prepare(&mut head, scanned, &ctx, &backend, upgrade.as_ref()) {
         Ok(fwd) => fwd,
-        Err(err) => return Ok(Failed::request(err, guard).respond(&ctx)),
+        Err(err) => return Ok(Failed::request(err, guard, &service).respond(&ctx)),
     };
     // 4. Send it; wait for the response head. A request that never reached
     // its backend goes to another one of the pool ([`retry`]); every
@@ -114,7 +119,7 @@ pub(crate) async fn handle(
     };
     let (resp, conn) = match response::received(sent, &backend, &guard.pool, &service) {
         Ok(received) => received,
-        Err(err) => return Ok(Failed::request(err.noted(retried), guard).respond(&ctx)),
+        Err(err) => return Ok(Failed::request(err.noted(retried), guard, &service).respond(&ctx)),
     };
     // 5. The answer, or a tunnel when the backend agreed to an upgrade.
     Ok(match upgrade {
@@ -154,10 +159,12 @@ fn request_body(
     }
 }
 
-/// A request that failed, and what its failure is charged to.
+/// A request that failed, what its failure is charged to, and whether the
+/// client is told the whole error (`error_detail = "full"`).
 pub(super) struct Failed {
     err: ProxyError,
     books: Books,
+    full: bool,
 }
 
 /// How far a request got before it failed.
@@ -174,17 +181,27 @@ pub(super) enum Books {
 
 impl Failed {
     fn new(err: ProxyError, books: Books) -> Failed {
-        Failed { err, books }
+        let full = match &books {
+            Books::Service(service) => full_detail(service),
+            _ => false,
+        };
+        Failed { err, books, full }
     }
 
-    fn request(err: ProxyError, guard: RequestGuard) -> Failed {
-        Failed::new(err, Books::Request(Box::new(guard)))
+    fn request(err: ProxyError, guard: RequestGuard, service: &Service) -> Failed {
+        Failed::new(err, Books::Request(Box::new(guard))).detail(service)
+    }
+
+    /// Tells the client as much as `service`'s `error_detail` says.
+    fn detail(mut self, service: &Service) -> Failed {
+        self.full = full_detail(service);
+        self
     }
 
     /// The one failure path: counts the error where the request got to,
     /// closes its books and answers with the status its kind picks.
     fn respond(self, ctx: &ConnCtx) -> Response<ProxyBody> {
-        let Failed { err, books } = self;
+        let Failed { err, books, full } = self;
         let status = err.status().as_u16();
         let pool = match books {
             Books::Listener => {
@@ -208,6 +225,7 @@ impl Failed {
                 guard.pool.metrics.count_status(status);
                 if let Some(a) = guard.access.as_mut() {
                     a.status = status;
+                    a.error = Some(error_chain(&err));
                 }
                 // Dropping the guard ends the request's books.
                 Some(guard.pool.name.clone())
@@ -219,6 +237,10 @@ impl Failed {
             "proxy error: {}",
             error_chain(&err)
         );
-        response::error(&err)
+        response::error(&err, full)
     }
+}
+
+fn full_detail(service: &Service) -> bool {
+    service.config.error_detail == cutover_config::ErrorDetail::Full
 }

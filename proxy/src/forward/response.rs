@@ -106,15 +106,21 @@ pub(super) fn forward(
 }
 
 /// cutover's own answer to a failed request: the status its kind picks and
-/// the error with its causes as plain text.
-pub(super) fn error(err: &ProxyError) -> Response<ProxyBody> {
+/// a short cause as plain text ([`ProxyError::short`]: no backend address,
+/// no error chain), or with `full` the error with its causes.
+pub(super) fn error(err: &ProxyError, full: bool) -> Response<ProxyBody> {
     let status = err.status();
     let reason = status.canonical_reason().unwrap_or("Error");
+    let cause = if full {
+        error_chain(err)
+    } else {
+        err.short().to_string()
+    };
     let mut resp = Response::new(ProxyBody::text(format!(
         "{} {}: {}\n",
         status.as_u16(),
         reason,
-        error_chain(err)
+        cause
     )));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

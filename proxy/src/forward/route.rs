@@ -35,7 +35,7 @@ pub(super) fn route<B>(req: &Request<B>, ctx: &ConnCtx) -> Result<Routed, Failed
         snap.services.get(ctx.listener.service_index).cloned()
     };
     let Some(service) = service else {
-        let err = ProxyError::new(
+        let err = ProxyError::plain(
             ErrorKind::NoBackend,
             "this listener's service is not configured",
         );
@@ -78,7 +78,7 @@ impl Route {
 fn choose<B>(service: &Service, ctx: &ConnCtx, req: &Request<B>) -> Result<Route, ProxyError> {
     if let Some(name) = &ctx.listener.fixed_pool {
         return service.pool_index(name).map(Route::fixed).ok_or_else(|| {
-            ProxyError::new(
+            ProxyError::plain(
                 ErrorKind::NoBackend,
                 format!("preview pool `{name}` no longer exists"),
             )
@@ -117,7 +117,7 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
         Some(t) => req
             .headers()
             .get(&X_CUTOVER_TOKEN)
-            .is_some_and(|v| v.as_bytes() == t.as_bytes()),
+            .is_some_and(|v| headers::constant_time_eq(v.as_bytes(), t.as_bytes())),
     };
     if !token_ok {
         return Ok(None);
@@ -125,18 +125,15 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
     let name = v.to_str().unwrap_or("").trim();
     match service.pool_index(name) {
         Some(i) => Ok(Some(Route::fixed(i))),
-        None => {
-            let pools: Vec<&str> = service.pools.iter().map(|p| p.name.as_str()).collect();
-            Err(ProxyError::new(
-                ErrorKind::BadRequest,
-                format!(
-                    "header `{h}` names pool `{}`, which service `{}` does not have; pools: {}",
-                    String::from_utf8_lossy(v.as_bytes()),
-                    service.name(),
-                    pools.join(", ")
-                ),
-            ))
-        }
+        // The pools are not listed: a client has no business learning them.
+        None => Err(ProxyError::plain(
+            ErrorKind::BadRequest,
+            format!(
+                "header `{h}` names pool `{}`, which service `{}` does not have",
+                String::from_utf8_lossy(v.as_bytes()),
+                service.name(),
+            ),
+        )),
     }
 }
 
@@ -148,7 +145,7 @@ fn by_override<B>(service: &Service, req: &Request<B>) -> Result<Option<Route>, 
 #[inline]
 fn pick(service: &Service, route: &Route) -> Result<(Arc<Pool>, Arc<Backend>), Failed> {
     let Some(pool) = service.pools.get(route.pool) else {
-        let err = ProxyError::new(ErrorKind::NoBackend, "no such pool");
+        let err = ProxyError::plain(ErrorKind::NoBackend, "no such pool");
         return Err(Failed::new(err, Books::Listener));
     };
     match pool.pick() {
@@ -175,10 +172,11 @@ fn nothing_to_pick(
                 return Ok((to.clone(), backend.clone()));
             }
         }
-        let err = ProxyError::new(ErrorKind::NoHealthyBackend, pool.down_message());
-        return Err(Failed::new(err, Books::Pool(pool.clone())));
+        let err = ProxyError::new(ErrorKind::NoHealthyBackend, pool.down_message())
+            .public(format!("every backend of pool {} is down", pool.name));
+        return Err(Failed::new(err, Books::Pool(pool.clone())).detail(service));
     }
-    let err = ProxyError::new(
+    let err = ProxyError::plain(
         ErrorKind::NoBackend,
         format!(
             "pool `{}` of service `{}` has no backend to send to",
@@ -186,5 +184,5 @@ fn nothing_to_pick(
             service.name()
         ),
     );
-    Err(Failed::new(err, Books::Pool(pool.clone())))
+    Err(Failed::new(err, Books::Pool(pool.clone())).detail(service))
 }

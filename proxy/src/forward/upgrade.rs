@@ -1,7 +1,11 @@
-//! Phase 3 (only for upgrades): HTTP/1.1 `Upgrade` requests (WebSocket and
-//! any other protocol) and WebSockets over HTTP/2 (RFC 8441 extended
-//! CONNECT, sent to the backend as an HTTP/1.1 upgrade). When the backend
-//! answers 101, both sides become a tunnel, tracked for draining.
+//! Phase 3 (only for upgrades): HTTP/1.1 `Upgrade` requests to a protocol
+//! the service allows (`allowed_upgrades`, by default WebSocket only) and
+//! WebSockets over HTTP/2 (RFC 8441 extended CONNECT, sent to the backend
+//! as an HTTP/1.1 upgrade). When the backend answers 101, both sides
+//! become a tunnel, tracked for draining. A request for any other
+//! protocol (`h2c` always) goes on as a plain request, its `Upgrade`
+//! removed with the hop-by-hop headers: nobody opens a tunnel past
+//! cutover's header rewriting.
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -27,19 +31,26 @@ pub(super) struct Upgrade {
 }
 
 impl Upgrade {
-    /// The upgrade `req` asks for, if any; `scanned` is
-    /// [`headers::Scan::of`] its headers. A WebSocket over HTTP/2 needs an
-    /// HTTP/1.1 backend to upgrade with.
+    /// The upgrade `req` asks for, if any and `allowed` (lower-case
+    /// protocol names); `scanned` is [`headers::Scan::of`] its headers. A
+    /// WebSocket over HTTP/2 needs an HTTP/1.1 backend to upgrade with.
     pub fn of(
         req: &mut Request<Incoming>,
         scanned: headers::Scan,
         backend: &Backend,
         pool: &Pool,
+        allowed: &[String],
     ) -> Result<Option<Upgrade>, ProxyError> {
         let h2_websocket = h2_websocket(req);
         let protocol = if h2_websocket {
+            if !allowed.iter().any(|a| a == "websocket") {
+                return Err(ProxyError::plain(
+                    ErrorKind::BadRequest,
+                    "WebSocket is not allowed here (allowed_upgrades)",
+                ));
+            }
             if backend.protocol != cutover_config::Protocol::Http1 {
-                return Err(ProxyError::new(
+                return Err(ProxyError::plain(
                     ErrorKind::NoBackend,
                     format!(
                         "WebSocket over HTTP/2 needs an http1 backend; pool `{}` is h2c",
@@ -49,7 +60,7 @@ impl Upgrade {
             }
             HeaderValue::from_static("websocket")
         } else {
-            match upgrade_header(req, scanned) {
+            match upgrade_header(req, scanned).and_then(|p| allowed_protocols(p, allowed)) {
                 Some(p) => p,
                 None => return Ok(None),
             }
@@ -188,6 +199,33 @@ fn upgrade_header<B>(req: &Request<B>, scanned: headers::Scan) -> Option<HeaderV
     }
 }
 
+/// Whether `protocol` (`name` or `name/version`) is one of `allowed`.
+fn is_allowed(protocol: &str, allowed: &[String]) -> bool {
+    let name = protocol.split('/').next().unwrap_or(protocol);
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(protocol) || a.eq_ignore_ascii_case(name))
+}
+
+/// The `Upgrade` value with only the `allowed` protocols of `value` (a
+/// list, in the client's order of preference); None when none is. A
+/// single allowed protocol, the usual case, is `value` itself.
+fn allowed_protocols(value: HeaderValue, allowed: &[String]) -> Option<HeaderValue> {
+    let s = value.to_str().ok()?;
+    if !s.contains(',') {
+        return is_allowed(s.trim(), allowed).then_some(value);
+    }
+    let kept: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| is_allowed(p, allowed))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
 fn websocket_key() -> HeaderValue {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -241,6 +279,21 @@ mod tests {
             &[("connection", "upgrade"), ("upgrade", "websocket")],
         );
         assert!(upgrade_header(&http10, headers::Scan::of(http10.headers())).is_none());
+    }
+
+    #[test]
+    fn only_allowed_protocols_are_upgraded_to() {
+        let allowed = ["websocket".to_string()];
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let got = |s| allowed_protocols(v(s), &allowed).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got("websocket").as_deref(), Some("websocket"));
+        assert_eq!(got("WebSocket").as_deref(), Some("WebSocket"));
+        assert_eq!(got("h2c"), None);
+        assert_eq!(got("h2c, websocket").as_deref(), Some("websocket"));
+        assert_eq!(got("foo/2, bar"), None);
+        let foo = ["foo".to_string()];
+        assert!(allowed_protocols(v("foo/2"), &foo).is_some());
+        assert!(allowed_protocols(v("websocket"), &[]).is_none());
     }
 
     #[test]

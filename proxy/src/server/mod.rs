@@ -47,6 +47,8 @@ pub struct ListenerSpec {
     pub mode: ListenerMode,
     /// Read a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// Append to a client's `X-Forwarded-For` rather than replace it.
+    pub trust_forwarded: bool,
 }
 
 pub(crate) struct ListenerCtx {
@@ -57,6 +59,8 @@ pub(crate) struct ListenerCtx {
     pub metrics: ListenerMetrics,
     pub mode: ListenerMode,
     pub proxy_protocol: bool,
+    /// Append to a client's `X-Forwarded-For` rather than replace it.
+    pub trust_forwarded: bool,
     pub header_read: Duration,
     pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
     pub client_idle: Duration,
@@ -184,6 +188,7 @@ pub async fn serve(
         label: label.clone(),
         mode: spec.mode,
         proxy_protocol: spec.proxy_protocol,
+        trust_forwarded: spec.trust_forwarded,
         header_read: spec.timeouts.header_read,
         tcp_keepalive: spec.timeouts.tcp_keepalive,
         client_idle: spec.timeouts.client_idle,
