@@ -1,0 +1,41 @@
+//! Entry points for the fuzz targets in `fuzz/`: the admin API's change
+//! bodies, read as the API reads them and applied to a controller. Not an
+//! API; it may change at any time.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::admin::{change_request, ChangeKind};
+use crate::controller::{ChangeOutcome, Controller};
+
+/// Which change endpoint a body went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `PUT /v1/services/NAME/split`
+    Split,
+    /// `POST /v1/services/NAME/switch`
+    Switch,
+    /// `POST /v1/services/NAME/rollback`
+    Rollback,
+}
+
+/// Reads `body` as the admin API reads a change to `service` at
+/// `endpoint`, and applies it to `controller`: the outcome, or the status
+/// code and message the API would answer with.
+pub fn change(
+    controller: &Controller,
+    endpoint: Endpoint,
+    service: &str,
+    body: &[u8],
+) -> Result<ChangeOutcome, (u16, String)> {
+    let kind = match endpoint {
+        Endpoint::Split => ChangeKind::Split,
+        Endpoint::Switch => ChangeKind::Switch,
+        Endpoint::Rollback => ChangeKind::Rollback,
+    };
+    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+    let request = change_request(body, peer, service.to_string(), kind)
+        .map_err(|(status, message)| (status.as_u16(), message))?;
+    controller
+        .apply(request)
+        .map_err(|e| (e.status().as_u16(), e.to_string()))
+}
