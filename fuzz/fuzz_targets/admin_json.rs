@@ -79,7 +79,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(outcome.service, service);
                 let named: Vec<&str> = outcome.split.keys().map(String::as_str).collect();
                 assert_eq!(named, pools, "the split names every pool, in order");
-                assert!(outcome.split.values().any(|w| w.as_u64().is_some_and(|w| w > 0)));
+                assert!(outcome
+                    .split
+                    .values()
+                    .any(|w| w.as_u64().is_some_and(|w| w > 0)));
                 let after = controller.snapshot().load().generation;
                 let step = u64::from(outcome.changed);
                 assert_eq!(after, before + step, "generation after {outcome:?}");

@@ -49,7 +49,11 @@ fuzz_target!(|input: &[u8]| {
     };
     let parsed = parse(data);
     if let Ok(Some((header, len))) = &parsed {
-        assert!(*len <= data.len(), "header of {len} bytes from {}", data.len());
+        assert!(
+            *len <= data.len(),
+            "header of {len} bytes from {}",
+            data.len()
+        );
         assert!(*len <= 16 + V2_MAX_PAYLOAD);
         if data.first() == Some(&b'P') {
             assert!(*len <= V1_MAX_LEN);
