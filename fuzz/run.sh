@@ -12,7 +12,9 @@ targets=${FUZZ_TARGETS:-"proxy_protocol h1_response ws_frames config admin_json"
 # Release build with debug assertions (overflow checks) and AddressSanitizer.
 flags=(-O --debug-assertions)
 
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# Read whole first: `grep -q` closing the pipe early could fail it (pipefail).
+toolchains=$(rustup toolchain list 2>/dev/null || true)
+if ! grep -q '^nightly' <<<"$toolchains"; then
   echo "fuzz: skipped: no nightly toolchain (rustup toolchain install nightly)"
   exit 0
 fi
