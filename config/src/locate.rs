@@ -34,11 +34,20 @@ pub struct Locator<'a> {
 }
 
 impl<'a> Locator<'a> {
+    /// Parses `text` with toml_edit for its spans. Only for text that
+    /// `toml` has parsed: toml_edit 0.23 panics on some malformed documents
+    /// (`==\n[...`, found by fuzzing), in its error recovery.
     pub fn new(text: &'a str) -> Self {
         Locator {
             text,
             doc: Document::parse(text).ok(),
         }
+    }
+
+    /// Finds lines by offset only (no key paths): for text not known to
+    /// be TOML yet.
+    pub fn lines_only(text: &'a str) -> Self {
+        Locator { text, doc: None }
     }
 
     /// The line of the deepest part of `path` found in the document.

@@ -192,6 +192,16 @@ fn syntax_and_type_errors_have_a_line() {
     assert_eq!(errs[0].line, Some(1));
 }
 
+/// Found by the `config` fuzz target: toml_edit's parser panicked on this
+/// text ("all items have spans"), so `cutover check` did too.
+#[test]
+fn malformed_text_that_panicked_toml_edit_is_a_syntax_error() {
+    for text in ["==\n[...", "a.b=1\n==\n[a]\nb.c=2"] {
+        let errs = errors(text);
+        assert!(!errs.is_empty() && errs[0].line.is_some(), "{text:?}");
+    }
+}
+
 #[test]
 fn durations_and_admin() {
     let errs = errors(&GOOD.replace("green = 10 }", "green = 10 }\ndrain_timeout = \"soon\""));

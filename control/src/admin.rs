@@ -501,7 +501,7 @@ fn drain_query(query: Option<&str>) -> Result<(Option<String>, Duration), (Statu
 /// status and message of the error answer: a malformed body is a 400, a
 /// weight that is not a whole number a 422. `who` defaults to
 /// the peer's IP address.
-fn change_request(
+pub(crate) fn change_request(
     body: &[u8],
     peer: SocketAddr,
     service: String,
@@ -580,7 +580,7 @@ fn change_request(
     Ok(request)
 }
 
-enum ChangeKind {
+pub(crate) enum ChangeKind {
     Split,
     Switch,
     Rollback,

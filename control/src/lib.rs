@@ -6,6 +6,8 @@ pub mod controller;
 #[cfg(feature = "edge")]
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod outlier;
 pub mod slow_start;

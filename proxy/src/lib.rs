@@ -9,6 +9,12 @@ mod body;
 pub mod drain;
 pub mod error;
 mod forward;
+/// Entry points for the fuzz targets in `fuzz/`: private parsers driven
+/// from a byte slice. Not an API; it may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::upstream::h1::fuzzing::{read_response, BodyFraming, End, H1Outcome};
+}
 pub mod headers;
 pub mod metrics;
 pub mod outlier;

@@ -102,7 +102,7 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
 pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErrors> {
     let mut errs = Errs {
         origin,
-        loc: Locator::new(text),
+        loc: Locator::lines_only(text),
         list: Vec::new(),
     };
     let syntax_error = |errs: &Errs<'_>, e: toml::de::Error| {
@@ -115,6 +115,8 @@ pub fn parse_and_validate(origin: &str, text: &str) -> Result<Config, ConfigErro
         }])
     };
     let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(&errs, e))?;
+    // Valid TOML: now toml_edit may read it for the spans of keys.
+    errs.loc = Locator::new(text);
     let mut unknown = Vec::new();
     let raw: RawConfig = serde_ignored::deserialize(de, |p| unknown.push(segs(&p)))
         .map_err(|e| syntax_error(&errs, e))?;

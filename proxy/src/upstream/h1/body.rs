@@ -18,7 +18,7 @@ use super::{
 type PollFrame = Poll<Option<Result<Frame<Bytes>, H1Error>>>;
 
 #[derive(Clone, Copy)]
-enum Chunk {
+pub(super) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data: bytes left.
@@ -30,13 +30,81 @@ enum Chunk {
 }
 
 #[derive(Clone, Copy)]
-enum State {
+pub(super) enum State {
     Done,
     /// Bytes of the body left to read.
     Length(u64),
     Chunked(Chunk),
     /// Until the backend closes.
     Close,
+}
+
+/// What [`State::decode`] made of the bytes buffered so far.
+pub(super) enum Decoded {
+    /// A frame of the body (data, or the trailers that end it).
+    Frame(Frame<Bytes>),
+    /// The body ended (the state is now `Done`).
+    End,
+    /// More bytes are needed.
+    More,
+    /// The body is malformed; the connection cannot be trusted again.
+    Failed(H1Error),
+}
+
+impl State {
+    /// The next frame of the body from the front of `buf`, consuming what
+    /// it used: the framing state machine, free of the connection (it never
+    /// reads the socket, so it can be driven from any buffer). The state is
+    /// `Done` after the last frame, or with [`Decoded::End`].
+    #[inline]
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Decoded {
+        loop {
+            match *self {
+                State::Done => return Decoded::End,
+                State::Length(left) | State::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Decoded::More;
+                    }
+                    let n = left.min(buf.len() as u64);
+                    let data = buf.split_to(n as usize).freeze();
+                    *self = match *self {
+                        State::Length(_) if n == left => State::Done,
+                        State::Length(_) => State::Length(left - n),
+                        _ if n == left => State::Chunked(Chunk::DataEnd),
+                        _ => State::Chunked(Chunk::Data(left - n)),
+                    };
+                    return Decoded::Frame(Frame::data(data));
+                }
+                State::Chunked(Chunk::Size) => match chunk_size(buf) {
+                    Ok(Some(next)) => *self = State::Chunked(next),
+                    Ok(None) => return Decoded::More,
+                    Err(e) => return Decoded::Failed(e),
+                },
+                State::Chunked(Chunk::DataEnd) => match chunk_data_end(buf) {
+                    Ok(true) => *self = State::Chunked(Chunk::Size),
+                    Ok(false) => return Decoded::More,
+                    Err(e) => return Decoded::Failed(e),
+                },
+                State::Chunked(Chunk::Trailers) => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        *self = State::Done;
+                        return Decoded::End;
+                    }
+                    return match trailers(buf) {
+                        Ok(Some(trailers)) => {
+                            *self = State::Done;
+                            Decoded::Frame(Frame::trailers(trailers))
+                        }
+                        Ok(None) => Decoded::More,
+                        Err(e) => Decoded::Failed(e),
+                    };
+                }
+                State::Close if buf.is_empty() => return Decoded::More,
+                State::Close => return Decoded::Frame(Frame::data(buf.split().freeze())),
+            }
+        }
+    }
 }
 
 /// A response body read from its connection as it is polled.
@@ -180,65 +248,20 @@ impl Body {
     /// are needed.
     #[inline]
     fn buffered_frame(&mut self) -> Option<PollFrame> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Some(Poll::Ready(None));
-            };
-            match self.state {
-                State::Done => return Some(Poll::Ready(None)),
-                State::Length(left) | State::Chunked(Chunk::Data(left)) => {
-                    if !conn.buf.is_empty() {
-                        let n = left.min(conn.buf.len() as u64);
-                        let data = conn.buf.split_to(n as usize).freeze();
-                        match self.state {
-                            State::Length(_) if n == left => self.finish(),
-                            State::Length(_) => self.state = State::Length(left - n),
-                            _ if n == left => self.state = State::Chunked(Chunk::DataEnd),
-                            _ => self.state = State::Chunked(Chunk::Data(left - n)),
-                        }
-                        return Some(Poll::Ready(Some(Ok(Frame::data(data)))));
-                    }
-                }
-                State::Chunked(Chunk::Size) => match chunk_size(&mut conn.buf) {
-                    Ok(Some(next)) => {
-                        self.state = State::Chunked(next);
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Some(self.fail(e)),
-                },
-                State::Chunked(Chunk::DataEnd) => match chunk_data_end(&mut conn.buf) {
-                    Ok(true) => {
-                        self.state = State::Chunked(Chunk::Size);
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(e) => return Some(self.fail(e)),
-                },
-                State::Chunked(Chunk::Trailers) => {
-                    if conn.buf.starts_with(b"\r\n") {
-                        conn.buf.advance(2);
-                        self.finish();
-                        return Some(Poll::Ready(None));
-                    }
-                    match trailers(&mut conn.buf) {
-                        Ok(Some(trailers)) => {
-                            self.finish();
-                            return Some(Poll::Ready(Some(Ok(Frame::trailers(trailers)))));
-                        }
-                        Ok(None) => {}
-                        Err(e) => return Some(self.fail(e)),
-                    }
-                }
-                State::Close => {
-                    if !conn.buf.is_empty() {
-                        let data = conn.buf.split().freeze();
-                        return Some(Poll::Ready(Some(Ok(Frame::data(data)))));
-                    }
-                }
-            }
-            return None;
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => return Some(Poll::Ready(None)),
+        };
+        let out = match self.state.decode(&mut conn.buf) {
+            Decoded::More => return None,
+            Decoded::Frame(frame) => Some(Ok(frame)),
+            Decoded::End => None,
+            Decoded::Failed(e) => return Some(self.fail(e)),
+        };
+        if matches!(self.state, State::Done) {
+            self.finish();
         }
+        Some(Poll::Ready(out))
     }
 
     /// The backend closed the connection: the end of a close-delimited

@@ -27,6 +27,7 @@
 mod body;
 mod conn;
 mod encode;
+pub(crate) mod fuzzing;
 mod parse;
 #[cfg(test)]
 mod tests;
