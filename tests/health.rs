@@ -158,23 +158,7 @@ async fn a_killed_backend_is_down_within_the_thresholds_and_up_after_a_restart()
 
     // Restart on the same address (the old listener is gone once its task
     // saw the stop).
-    let slot = std::sync::Mutex::new(None);
-    let slot_ref = &slot;
-    assert!(
-        eventually(Duration::from_secs(2), || async move {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    *slot_ref.lock().unwrap() = Some(l);
-                    true
-                }
-                Err(_) => false,
-            }
-        })
-        .await,
-        "cannot bind {addr} again"
-    );
-    let listener = slot.lock().unwrap().take().unwrap();
-    let restarted = TestBackend::start_on(listener, "blue");
+    let restarted = TestBackend::restart_on(addr, "blue").await;
     assert!(
         eventually(Duration::from_secs(5), || state_is(&h, "blue", addr, "up")).await,
         "the restarted backend never came back up"

@@ -332,22 +332,7 @@ async fn killing_a_backend_under_load_fails_at_most_the_requests_in_flight() {
     );
 
     // Restart on the same address.
-    let slot = Mutex::new(None);
-    let slot_ref = &slot;
-    assert!(
-        eventually(Duration::from_secs(2), || async move {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    *slot_ref.lock().unwrap() = Some(l);
-                    true
-                }
-                Err(_) => false,
-            }
-        })
-        .await,
-        "cannot bind {addr} again"
-    );
-    let restarted = TestBackend::start_on(slot.lock().unwrap().take().unwrap(), "blue");
+    let restarted = TestBackend::restart_on(addr, "blue").await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             state_of(&h, addr).await == "up"

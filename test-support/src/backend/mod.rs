@@ -231,6 +231,22 @@ impl TestBackend {
         self.stop.send_replace(true);
     }
 
+    /// A backend on `addr` again, once a stopped one there has let it go
+    /// (its listener closes when its task sees the stop): binds within 2 s,
+    /// or panics.
+    pub async fn restart_on(addr: SocketAddr, pool: &str) -> TestBackend {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => return TestBackend::start_on(l, pool),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("cannot bind {addr} again: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Like a crashed process: stops accepting and drops every open
     /// connection at once, requests in flight included (HTTP backends).
     pub fn kill(&self) {
