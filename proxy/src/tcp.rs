@@ -12,6 +12,7 @@ use crate::error::{error_chain, ErrorKind};
 use crate::outlier::{self, Failure};
 use crate::server::ListenerCtx;
 use crate::ticket::Ticket;
+use crate::tunnel::TunnelRoute;
 
 /// Serves one accepted tcp-listener connection (after any PROXY header).
 pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: Arc<ListenerCtx>) {
@@ -67,6 +68,16 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     };
     pool.metrics.tcp_connections.inc();
+    // Registered before the connect: the drain status counts it from here,
+    // and a switch while it connects drains it.
+    let routed = TunnelRoute {
+        service: service.name(),
+        pool: pool.clone(),
+        backend: &backend.addr,
+        ticket,
+    };
+    let idle = service.config.timeouts.tunnel_idle;
+    let guard = ctx.shared.tunnels.open(&ctx.shared.snapshot, routed, idle);
     let connect = tokio::time::timeout(
         service.config.timeouts.connect,
         TcpStream::connect(backend.addr.as_str()),
@@ -103,13 +114,6 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
         }
     }
     backend.enter();
-    let guard = ctx.shared.tunnels.open(
-        service.name(),
-        pool.clone(),
-        &backend.addr,
-        ticket,
-        service.config.timeouts.tunnel_idle,
-    );
     crate::tunnel::pump(&mut stream, upstream, guard, false, Default::default()).await;
     backend.leave();
 }

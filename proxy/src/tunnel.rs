@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -30,6 +31,33 @@ struct Entry {
 }
 
 impl Entry {
+    /// Checks the tunnel against `snap`: it drains (deadline `since` plus
+    /// the service's `drain_timeout`) when its ticket now maps to another
+    /// pool, its backend left its pool or its service is gone; it stops
+    /// draining when it belongs again.
+    fn evaluate(&mut self, snap: &Snapshot, since: Instant) {
+        let Some((_, service)) = snap.service(&self.service) else {
+            // Its service is gone: closed at once.
+            self.set_draining(true, Some(since));
+            return;
+        };
+        let target = match self.ticket {
+            Some(t) => service.pools.get(service.pool_for(t)),
+            None => service.pools.iter().find(|p| p.name == self.pool.name),
+        };
+        let stays = target.is_some_and(|p| {
+            p.name == self.pool.name && p.backends.iter().any(|b| b.addr == self.backend)
+        });
+        if stays {
+            if self.draining {
+                self.set_draining(false, None);
+            }
+        } else if !self.draining {
+            let drain_timeout = service.config.drain_timeout;
+            self.set_draining(true, Some(crate::time::later_tokio(since, drain_timeout)));
+        }
+    }
+
     fn set_draining(&mut self, draining: bool, deadline: Option<Instant>) {
         if self.draining != draining {
             if draining {
@@ -48,8 +76,26 @@ impl Entry {
 /// The registry of open tunnels.
 #[derive(Default)]
 pub struct Tunnels {
-    entries: Mutex<HashMap<u64, Entry>>,
+    entries: Mutex<Registry>,
     next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<u64, Entry>,
+    /// The generation [`Tunnels::rebalance`] last saw change, and when: a
+    /// tunnel that registers after a change it missed drains from then.
+    changed: Option<(u64, Instant)>,
+}
+
+/// Where a tunnel was routed: its service, pool, backend address and
+/// ticket (None for tunnels pinned to a pool: preview listeners, the
+/// override header).
+pub struct TunnelRoute<'a> {
+    pub service: &'a str,
+    pub pool: Arc<Pool>,
+    pub backend: &'a str,
+    pub ticket: Option<Ticket>,
 }
 
 /// Held by a tunnel's task; deregisters on drop.
@@ -58,6 +104,13 @@ pub struct TunnelGuard {
     tunnels: Arc<Tunnels>,
     deadline: watch::Receiver<Option<Instant>>,
     closed_at_deadline: bool,
+    /// Its bytes started to flow ([`pump`] began). A tunnel that never
+    /// opened (its connect failed) is not counted as a drain that ended.
+    pumped: bool,
+    /// The downstream connection's listener permit and gauge, held until
+    /// the tunnel closes (an upgraded connection counts against
+    /// `max_connections` like any other).
+    _conn: Option<Arc<crate::server::ConnHold>>,
     /// The service's `tunnel_idle`: closed after this long without a byte
     /// either way; `None`: never.
     idle: Option<Duration>,
@@ -72,39 +125,59 @@ pub struct TunnelCounts {
 }
 
 impl Tunnels {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         // Entries are replaced whole; a poisoned lock holds no torn state.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a tunnel; `idle` is its service's `tunnel_idle`.
+    /// Registers a tunnel routed to `backend` of `pool`; `idle` is its
+    /// service's `tunnel_idle`. Call it before the await that opens the
+    /// tunnel (the connect, the upgrade): from here on the drain status
+    /// counts it. It is checked against the snapshot in force now, under
+    /// the registry's lock, so a switch that happened since it was routed
+    /// drains it even when [`Tunnels::rebalance`] for that switch already ran.
     pub fn open(
         self: &Arc<Self>,
-        service: &str,
-        pool: Arc<Pool>,
-        backend: &str,
-        ticket: Option<Ticket>,
+        current: &ArcSwap<Snapshot>,
+        route: TunnelRoute<'_>,
         idle: Option<Duration>,
     ) -> TunnelGuard {
+        let TunnelRoute {
+            service,
+            pool,
+            backend,
+            ticket,
+        } = route;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
         pool.metrics.tunnels_open.inc();
-        self.lock().insert(
-            id,
-            Entry {
-                service: service.to_string(),
-                pool: pool.clone(),
-                backend: backend.to_string(),
-                ticket,
-                draining: false,
-                deadline: tx,
-            },
-        );
+        let mut entry = Entry {
+            service: service.to_string(),
+            pool: pool.clone(),
+            backend: backend.to_string(),
+            ticket,
+            draining: false,
+            deadline: tx,
+        };
+        {
+            let mut reg = self.lock();
+            let snap = current.load();
+            let now = Instant::now();
+            // Drains from the change it missed, when rebalance saw it.
+            let since = match reg.changed {
+                Some((generation, at)) if generation == snap.generation => at,
+                _ => now,
+            };
+            entry.evaluate(&snap, since);
+            reg.entries.insert(id, entry);
+        }
         TunnelGuard {
             id,
             tunnels: self.clone(),
             deadline: rx,
             closed_at_deadline: false,
+            pumped: false,
+            _conn: None,
             idle,
             pool,
         }
@@ -114,39 +187,25 @@ impl Tunnels {
     /// belong elsewhere start draining; tunnels that belong again stop.
     pub fn rebalance(&self, snap: &Snapshot) {
         let now = Instant::now();
-        for e in self.lock().values_mut() {
-            let Some((_, service)) = snap.service(&e.service) else {
-                e.set_draining(true, Some(now));
-                continue;
-            };
-            let drain_timeout = service.config.drain_timeout;
-            let target = match e.ticket {
-                Some(t) => service.pools.get(service.pool_for(t)),
-                None => service.pools.iter().find(|p| p.name == e.pool.name),
-            };
-            let stays = target.is_some_and(|p| {
-                p.name == e.pool.name && p.backends.iter().any(|b| b.addr == e.backend)
-            });
-            if stays {
-                if e.draining {
-                    e.set_draining(false, None);
-                }
-            } else if !e.draining {
-                e.set_draining(true, Some(crate::time::later_tokio(now, drain_timeout)));
-            }
+        let mut reg = self.lock();
+        if reg.changed.map(|(g, _)| g) != Some(snap.generation) {
+            reg.changed = Some((snap.generation, now));
+        }
+        for e in reg.entries.values_mut() {
+            e.evaluate(snap, now);
         }
     }
 
     /// Shutdown: every tunnel drains with the same deadline.
     pub fn drain_all(&self, deadline: Instant) {
-        for e in self.lock().values_mut() {
+        for e in self.lock().entries.values_mut() {
             let d = (*e.deadline.borrow()).map_or(deadline, |d| d.min(deadline));
             e.set_draining(true, Some(d));
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,7 +215,7 @@ impl Tunnels {
     /// Counts for one service's pool.
     pub fn counts(&self, service: &str, pool: &str) -> TunnelCounts {
         let mut c = TunnelCounts::default();
-        for e in self.lock().values() {
+        for e in self.lock().entries.values() {
             if e.service == service && e.pool.name == pool {
                 if e.draining {
                     c.draining += 1;
@@ -170,6 +229,13 @@ impl Tunnels {
 }
 
 impl TunnelGuard {
+    /// Holds the downstream connection's permit and gauge until the
+    /// tunnel closes.
+    pub(crate) fn holding(mut self, conn: Arc<crate::server::ConnHold>) -> TunnelGuard {
+        self._conn = Some(conn);
+        self
+    }
+
     /// Resolves when the tunnel's drain deadline passes.
     pub async fn deadline(&mut self) {
         loop {
@@ -194,12 +260,14 @@ impl TunnelGuard {
 
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
-        let Some(e) = self.tunnels.lock().remove(&self.id) else {
+        let Some(e) = self.tunnels.lock().entries.remove(&self.id) else {
             return;
         };
         if e.draining {
             e.pool.metrics.tunnels_draining.dec();
-            if self.closed_at_deadline {
+            if !self.pumped {
+                // Never opened: no drain to count.
+            } else if self.closed_at_deadline {
                 e.pool.metrics.drain_deadline.inc();
             } else {
                 e.pool.metrics.drain_finished.inc();
@@ -353,6 +421,7 @@ pub async fn pump<C, B>(
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    guard.pumped = true;
     let (cr, mut cw) = tokio::io::split(client);
     let (br, mut bw) = tokio::io::split(backend);
     let activity = Activity::new();

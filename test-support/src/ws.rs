@@ -27,11 +27,17 @@ pub enum Echo {
 
 impl Ws {
     pub async fn connect(proxy: SocketAddr) -> Ws {
+        Ws::connect_to(proxy, "/ws").await
+    }
+
+    /// A WebSocket to `path` (e.g. `/ws?delay=500`: the test backend
+    /// answers the handshake 500 ms later).
+    pub async fn connect_to(proxy: SocketAddr, path: &str) -> Ws {
         let stream: Box<dyn Io> = Box::new(crate::raw::connect(proxy).await);
         let (ws, resp) = bounded(
             "websocket handshake",
             DEFAULT_TIMEOUT,
-            tokio_tungstenite::client_async(format!("ws://{proxy}/ws"), stream),
+            tokio_tungstenite::client_async(format!("ws://{proxy}{path}"), stream),
         )
         .await
         .expect("websocket handshake through the proxy");

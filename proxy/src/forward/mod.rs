@@ -29,9 +29,10 @@ use hyper::body::Incoming;
 use crate::body::{ProxyBody, RequestGuard};
 use crate::error::{error_chain, ProxyError};
 use crate::headers;
-use crate::server::{ConnActivity, ListenerCtx};
+use crate::server::{ConnActivity, ConnHold, ListenerCtx};
 use crate::snapshot::{Pool, Service};
 use crate::ticket::Ticket;
+use crate::tunnel::TunnelRoute;
 use crate::upstream::SendError;
 use upgrade::Upgrade;
 
@@ -43,6 +44,9 @@ pub(crate) struct ConnCtx {
     pub ticket: Ticket,
     pub listener: Arc<ListenerCtx>,
     pub activity: Arc<ConnActivity>,
+    /// The connection's listener permit and gauge; an upgrade's tunnel
+    /// holds them until it closes.
+    pub hold: Arc<ConnHold>,
 }
 
 /// hyper's service: every request of a downstream connection, phase by
@@ -126,15 +130,18 @@ pub(crate) async fn handle(
         Some(u) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             // The upstream connection is the tunnel's: never reused.
             drop(conn);
-            let tunnels = &ctx.listener.shared.tunnels;
-            let tunnel = tunnels.open(
-                service.name(),
-                guard.pool.clone(),
-                &backend.addr,
-                route.ticket,
-                service.config.timeouts.tunnel_idle,
-            );
-            u.tunnel(resp, tunnel, guard)
+            // Checked against the snapshot in force now: a switch since
+            // the request was routed drains it at once.
+            let shared = &ctx.listener.shared;
+            let routed = TunnelRoute {
+                service: service.name(),
+                pool: guard.pool.clone(),
+                backend: &backend.addr,
+                ticket: route.ticket,
+            };
+            let idle = service.config.timeouts.tunnel_idle;
+            let tunnel = shared.tunnels.open(&shared.snapshot, routed, idle);
+            u.tunnel(resp, tunnel.holding(ctx.hold.clone()), guard)
         }
         _ => response::forward(resp, conn, &service, &route, &ctx, guard),
     })

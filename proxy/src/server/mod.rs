@@ -147,6 +147,15 @@ fn accept_failed(ctx: &ListenerCtx, e: &std::io::Error) -> Duration {
 
 struct ConnGauge(ListenerMetrics);
 
+/// What a downstream connection holds of its listener: a permit of
+/// `max_connections` and a place in `cutover_downstream_connections`. Shared
+/// with the tunnels the connection becomes (an upgrade hands the socket
+/// over to a tunnel, which holds them until it closes).
+pub(crate) struct ConnHold {
+    _permit: OwnedSemaphorePermit,
+    _gauge: ConnGauge,
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -305,10 +314,13 @@ async fn serve_conn(
     ctx: Arc<ListenerCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     ctx.metrics.connections.inc();
-    let _gauge = ConnGauge(ctx.metrics.clone());
+    let hold = Arc::new(ConnHold {
+        _permit: permit,
+        _gauge: ConnGauge(ctx.metrics.clone()),
+    });
     let _ = stream.set_nodelay(true);
     crate::sockopt::set_keepalive(&stream, ctx.tcp_keepalive.as_ref());
     if ctx.proxy_protocol {
@@ -321,7 +333,7 @@ async fn serve_conn(
         crate::tcp::serve_conn(stream, client, ctx).await;
         return;
     }
-    serve_http(stream, client, ctx, builder, shutdown).await;
+    serve_http(stream, client, ctx, builder, shutdown, hold).await;
 }
 
 /// Reads the PROXY header at the start of `stream`: the client it names
@@ -351,6 +363,7 @@ async fn serve_http(
     ctx: Arc<ListenerCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: watch::Receiver<bool>,
+    hold: Arc<ConnHold>,
 ) {
     let sticky = ctx
         .shared
@@ -370,6 +383,7 @@ async fn serve_http(
         ticket,
         listener: ctx.clone(),
         activity: activity.clone(),
+        hold,
     });
     let svc = service_fn(move |req| handle(req, conn_ctx.clone()));
     let socket = match socket2::SockRef::from(&stream).try_clone() {

@@ -300,6 +300,11 @@ async fn backend_answer(
 ) -> Result<Response<BackendBody>, Infallible> {
     let q = req.uri().query().unwrap_or("").to_string();
     if req.uri().path() == "/ws" {
+        // `delay=MS`: the 101 comes that much later.
+        let delay = query_num(&q, "delay", 0);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         return Ok(websocket_echo(&mut req, pool));
     }
     if req.uri().path() == "/stream" {
