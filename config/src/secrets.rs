@@ -100,9 +100,7 @@ fn read_secret(
         }
         SecretSource::Env(name) => match env(name) {
             None => Err(format!("environment variable {name} is not set")),
-            Some(v) if v.trim().is_empty() => {
-                Err(format!("environment variable {name} is empty"))
-            }
+            Some(v) if v.trim().is_empty() => Err(format!("environment variable {name} is empty")),
             Some(v) => {
                 check_chars(&v).map_err(|m| format!("the secret in ${name}: {m}"))?;
                 Ok(v)
@@ -156,10 +154,8 @@ mod tests {
 
     /// A file in a directory of its own under the system temp dir.
     fn secret_file(name: &str, content: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "cutover-secrets-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("cutover-secrets-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, content).unwrap();
@@ -173,7 +169,11 @@ mod tests {
             Some("legacy"),
             vec![
                 token("bot", Role::Operator, SecretSource::File(f)),
-                token("grafana", Role::Viewer, SecretSource::Env("GRAFANA_TOKEN".into())),
+                token(
+                    "grafana",
+                    Role::Viewer,
+                    SecretSource::Env("GRAFANA_TOKEN".into()),
+                ),
             ],
         );
         let env = |k: &str| (k == "GRAFANA_TOKEN").then(|| "from-env".to_string());
@@ -190,7 +190,10 @@ mod tests {
                 ("grafana", Role::Viewer, "from-env"),
             ]
         );
-        assert!(!format!("{got:?}").contains("s3cret"), "Debug never shows a secret");
+        assert!(
+            !format!("{got:?}").contains("s3cret"),
+            "Debug never shows a secret"
+        );
     }
 
     #[test]
@@ -205,7 +208,10 @@ mod tests {
             _ => None,
         };
         for (source, fragment) in [
-            (missing, "cannot read the secret file /nonexistent/cutover/token"),
+            (
+                missing,
+                "cannot read the secret file /nonexistent/cutover/token",
+            ),
             (empty, "is empty"),
             (unset, "environment variable UNSET_FOR_SURE is not set"),
             (blank, "environment variable BLANK is empty"),
@@ -213,7 +219,8 @@ mod tests {
             let a = admin(None, vec![token("t", Role::Viewer, source)]);
             let errs = resolve_with(&a, env).unwrap_err().to_string();
             assert!(
-                errs.starts_with("t.toml:7: `admin.tokens[0].secret_file`: ") && errs.contains(fragment),
+                errs.starts_with("t.toml:7: `admin.tokens[0].secret_file`: ")
+                    && errs.contains(fragment),
                 "{errs}"
             );
         }

@@ -983,23 +983,44 @@ fn admin_tokens_have_names_roles_and_a_secret_source() {
         a.tokens[0].secret,
         SecretSource::File("/etc/cutover/deploy-bot.token".into())
     );
-    assert_eq!((a.tokens[0].at.line, a.tokens[0].at.key.as_str()), (Some(10), "admin.tokens[0].secret_file"));
+    assert_eq!(
+        (a.tokens[0].at.line, a.tokens[0].at.key.as_str()),
+        (Some(10), "admin.tokens[0].secret_file")
+    );
     assert_eq!(a.tokens[1].role, Role::Viewer);
-    assert_eq!(a.tokens[1].secret, SecretSource::Env("CUTOVER_TOKEN_GRAFANA".into()));
+    assert_eq!(
+        a.tokens[1].secret,
+        SecretSource::Env("CUTOVER_TOKEN_GRAFANA".into())
+    );
     // Defaults, and the audit log beside the state file.
     let d = parse("t.toml", GOOD).unwrap();
     assert!(!d.admin.metrics_public && d.admin.tokens.is_empty());
-    assert_eq!((d.admin.audit_max_bytes, d.admin.audit_keep), (10 * 1024 * 1024, 5));
+    assert_eq!(
+        (d.admin.audit_max_bytes, d.admin.audit_keep),
+        (10 * 1024 * 1024, 5)
+    );
     assert_eq!(d.audit_log(), None);
-    let s = parse("t.toml", &format!("state_file = \"/var/lib/cutover/state.json\"\n{GOOD}")).unwrap();
-    assert_eq!(s.audit_log(), Some("/var/lib/cutover/cutover-audit.jsonl".into()));
+    let s = parse(
+        "t.toml",
+        &format!("state_file = \"/var/lib/cutover/state.json\"\n{GOOD}"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.audit_log(),
+        Some("/var/lib/cutover/cutover-audit.jsonl".into())
+    );
 }
 
 #[test]
 fn bad_admin_tokens_are_refused_with_line_and_key() {
     let t = |old: &str, new: &str| errors(&format!("{}{GOOD}", TOKENS.replace(old, new)));
     let errs = t("name = \"grafana\"", "name = \"deploy-bot\"");
-    has(&errs, 13, "admin.tokens[1].name", "already used by admin.tokens[0]");
+    has(
+        &errs,
+        13,
+        "admin.tokens[1].name",
+        "already used by admin.tokens[0]",
+    );
     let errs = t("role = \"viewer\"", "role = \"root\"");
     has(&errs, 14, "admin.tokens[1].role", "allowed: \"operator\"");
     let errs = t(
@@ -1008,18 +1029,45 @@ fn bad_admin_tokens_are_refused_with_line_and_key() {
     );
     has(&errs, 15, "admin.tokens[1].secret_env", "not both");
     let errs = t("secret_env = \"CUTOVER_TOKEN_GRAFANA\"", "");
-    has(&errs, 12, "admin.tokens[1]", "from `secret_file` or `secret_env`");
-    let errs = t("secret_env = \"CUTOVER_TOKEN_GRAFANA\"", "secret = \"hunter2\"");
-    has(&errs, 15, "admin.tokens[1].secret", "unknown key; allowed here: name, role, secret_file, secret_env");
+    has(
+        &errs,
+        12,
+        "admin.tokens[1]",
+        "from `secret_file` or `secret_env`",
+    );
+    let errs = t(
+        "secret_env = \"CUTOVER_TOKEN_GRAFANA\"",
+        "secret = \"hunter2\"",
+    );
+    has(
+        &errs,
+        15,
+        "admin.tokens[1].secret",
+        "unknown key; allowed here: name, role, secret_file, secret_env",
+    );
     let errs = t("name = \"grafana\"\n", "");
     has(&errs, 12, "admin.tokens[1]", "needs a `name`");
     let errs = t("name = \"grafana\"", "name = \"graf ana\"");
     has(&errs, 13, "admin.tokens[1].name", "letters, digits");
-    let errs = t("listen = \"0.0.0.0:9901\"", "listen = \"0.0.0.0:9901\"\ntoken = \"t\"\nnoise = 1");
-    has(&errs, 4, "admin.noise", "allowed here: listen, token, tokens, metrics_public");
+    let errs = t(
+        "listen = \"0.0.0.0:9901\"",
+        "listen = \"0.0.0.0:9901\"\ntoken = \"t\"\nnoise = 1",
+    );
+    has(
+        &errs,
+        4,
+        "admin.noise",
+        "allowed here: listen, token, tokens, metrics_public",
+    );
     let both = TOKENS.replace("metrics_public = true", "token = \"t\"");
-    assert!(parse("t.toml", &format!("{both}{GOOD}")).is_ok(), "admin.token and named tokens go together");
-    let errs = errors(&format!("{}{GOOD}", both.replace("name = \"deploy-bot\"", "name = \"admin\"")));
+    assert!(
+        parse("t.toml", &format!("{both}{GOOD}")).is_ok(),
+        "admin.token and named tokens go together"
+    );
+    let errs = errors(&format!(
+        "{}{GOOD}",
+        both.replace("name = \"deploy-bot\"", "name = \"admin\"")
+    ));
     has(&errs, 8, "admin.tokens[0].name", "taken by admin.token");
     let errs = t("audit_max_bytes = 65536", "audit_max_bytes = 100");
     has(&errs, 4, "admin.audit_max_bytes", "at least 4096");

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{key, idx, socket_addr, Errs};
+use super::{idx, key, socket_addr, Errs};
 use crate::locate::Seg;
 use crate::model::*;
 use crate::raw::{RawAdmin, RawAdminToken};
@@ -52,7 +52,10 @@ pub(crate) fn validate_admin(
     }
     let audit_log = raw_admin.and_then(|a| a.audit_log.as_ref()).and_then(|s| {
         if s.trim().is_empty() {
-            errs.push(&key(admin_path, "audit_log"), "must be a file path, not empty");
+            errs.push(
+                &key(admin_path, "audit_log"),
+                "must be a file path, not empty",
+            );
             None
         } else {
             Some(PathBuf::from(s))
@@ -107,7 +110,10 @@ fn validate_tokens(
         let before = errs.len();
         let name = match t.name.as_deref() {
             None => {
-                errs.push(&p, "a token needs a `name` (it is the actor in the audit log)");
+                errs.push(
+                    &p,
+                    "a token needs a `name` (it is the actor in the audit log)",
+                );
                 String::new()
             }
             Some(n) if !super::name_ok(n) => {
@@ -138,7 +144,10 @@ fn validate_tokens(
             Some("operator") => Role::Operator,
             Some("viewer") => Role::Viewer,
             None => {
-                errs.push(&p, "a token needs a `role`; allowed: \"operator\", \"viewer\"");
+                errs.push(
+                    &p,
+                    "a token needs a `role`; allowed: \"operator\", \"viewer\"",
+                );
                 Role::Viewer
             }
             Some(other) => {
