@@ -263,6 +263,24 @@ async fn metrics_public_opens_metrics_and_nothing_else_and_the_single_token_is_a
         Value::Null,
         "no state file, no audit_log: memory only"
     );
+    // A cross-site request (a DNS-rebound name) refused there is recorded too.
+    let mut conn = Conn::h1(open.admin).await;
+    let req = http::Request::post("/v1/services/web/switch")
+        .header("host", format!("evil.example:{}", open.admin.port()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"to":"blue"}"#,
+        )))
+        .unwrap();
+    assert_eq!(conn.send(req).await.unwrap().status, StatusCode::FORBIDDEN);
+    let (_, audit) = admin(open.admin, "GET", "/v1/audit", None).await;
+    let e = &audit["entries"][0];
+    assert_eq!(
+        (e["status"].as_u64(), e["actor"].as_str()),
+        (Some(403), Some("anonymous")),
+        "{audit}"
+    );
+    assert_eq!(e["action"], "POST /v1/services/web/switch", "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,7 +228,10 @@ impl Admin {
     ) -> Result<Resp, Infallible> {
         let path = req.uri().path().to_string();
         let refused = match self.cross_site(&req, &path, local) {
-            Some(refused) => Err(refused),
+            Some(refused) => {
+                self.audit_cross_site(&req, peer, &path).await;
+                Err(refused)
+            }
             None => self.authorize(&req, peer, &path).await,
         };
         let (route, resp) = match refused {
@@ -239,6 +242,22 @@ impl Admin {
             .with_label_values(&[route, resp.status().as_str()])
             .inc();
         Ok(resp)
+    }
+
+    /// Records a request refused as cross-site (403 without tokens).
+    async fn audit_cross_site(&self, req: &Request<Incoming>, peer: SocketAddr, path: &str) {
+        let action = format!("{} {}", req.method(), truncated(path));
+        let mut r = AuditRecord::now(
+            self.controller.run_id(),
+            REFUSED,
+            StatusCode::FORBIDDEN.as_u16(),
+            &action,
+            auth::ANONYMOUS,
+        );
+        r.source = Some(peer.to_string());
+        r.generation = self.shared.snapshot.load().generation;
+        r.detail = Some("cross-site request: Host or Origin is not the admin listener".into());
+        self.controller.audit_log().append_refused(r).await;
     }
 
     /// Without a token the admin API is open to anything that can reach

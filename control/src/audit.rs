@@ -193,10 +193,12 @@ impl FileSink {
 
     fn reopen(&mut self) -> std::io::Result<()> {
         let existed = self.path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        // Names and addresses of callers: not for every local user.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
+        let mut f = opts.open(&self.path)?;
         self.size = f.metadata()?.len();
         if self.size > 0 && !ends_with_newline(&self.path)? {
             // A line torn by a crash mid-write: end it, so the next line

@@ -56,6 +56,13 @@ fn lines_are_on_disk_when_append_returns_and_read_back_newest_first() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("audit.jsonl")).unwrap();
+        let mode = meta.permissions().mode();
+        assert_eq!(mode & 0o007, 0, "not readable by others: {mode:o}");
+    }
     assert_eq!(lines[0]["generation"], 2);
     assert_eq!(lines[0]["actor"], "deploy-bot");
     assert_eq!(lines[0]["run_id"], "run1");
