@@ -108,89 +108,9 @@ fn validate_tokens(
     for (i, t) in raw.iter().enumerate() {
         let p = idx(path, i);
         let before = errs.len();
-        let name = match t.name.as_deref() {
-            None => {
-                errs.push(
-                    &p,
-                    "a token needs a `name` (it is the actor in the audit log)",
-                );
-                String::new()
-            }
-            Some(n) if !super::name_ok(n) => {
-                errs.push(
-                    &key(&p, "name"),
-                    format!("token name `{n}` may use only letters, digits, `-` and `_` (1 to 64)"),
-                );
-                n.to_string()
-            }
-            Some(n) => {
-                match seen.get(n).copied() {
-                    Some(usize::MAX) => errs.push(
-                        &key(&p, "name"),
-                        format!("token name `{n}` is taken by admin.token (an operator named `{LEGACY_TOKEN_NAME}`); pick another"),
-                    ),
-                    Some(j) => errs.push(
-                        &key(&p, "name"),
-                        format!("token name `{n}` is already used by admin.tokens[{j}]; names must be unique"),
-                    ),
-                    None => {
-                        seen.insert(n.to_string(), i);
-                    }
-                }
-                n.to_string()
-            }
-        };
-        let role = match t.role.as_deref() {
-            Some("operator") => Role::Operator,
-            Some("viewer") => Role::Viewer,
-            None => {
-                errs.push(
-                    &p,
-                    "a token needs a `role`; allowed: \"operator\", \"viewer\"",
-                );
-                Role::Viewer
-            }
-            Some(other) => {
-                errs.push(
-                    &key(&p, "role"),
-                    format!("`{other}` is not a role; allowed: \"operator\" (every endpoint), \"viewer\" (status, drain, audit, metrics)"),
-                );
-                Role::Viewer
-            }
-        };
-        let secret = match (&t.secret_file, &t.secret_env) {
-            (Some(f), None) if !f.trim().is_empty() => {
-                Some((SecretSource::File(PathBuf::from(f)), key(&p, "secret_file")))
-            }
-            (None, Some(e)) if !e.trim().is_empty() && !e.contains('=') => {
-                Some((SecretSource::Env(e.clone()), key(&p, "secret_env")))
-            }
-            (Some(_), None) => {
-                errs.push(&key(&p, "secret_file"), "must be a file path, not empty");
-                None
-            }
-            (None, Some(_)) => {
-                errs.push(
-                    &key(&p, "secret_env"),
-                    "must be an environment variable's name (not empty, no `=`)",
-                );
-                None
-            }
-            (Some(_), Some(_)) => {
-                errs.push(
-                    &key(&p, "secret_env"),
-                    "set one of secret_file and secret_env, not both",
-                );
-                None
-            }
-            (None, None) => {
-                errs.push(
-                    &p,
-                    "a token needs its secret from `secret_file` or `secret_env` (never the secret itself in the config)",
-                );
-                None
-            }
-        };
+        let name = token_name(t, i, &p, &mut seen, errs);
+        let role = token_role(t, &p, errs);
+        let secret = token_secret(t, &p, errs);
         if let (Some((secret, at)), true) = (secret, errs.len() == before) {
             out.push(AdminToken {
                 name,
@@ -201,4 +121,106 @@ fn validate_tokens(
         }
     }
     out
+}
+
+/// A token's `name`: present, well formed, not used before (`seen`).
+fn token_name(
+    t: &RawAdminToken,
+    i: usize,
+    p: &[Seg],
+    seen: &mut HashMap<String, usize>,
+    errs: &mut Errs<'_>,
+) -> String {
+    let Some(n) = t.name.as_deref() else {
+        errs.push(
+            p,
+            "a token needs a `name` (it is the actor in the audit log)",
+        );
+        return String::new();
+    };
+    let at = key(p, "name");
+    if !super::name_ok(n) {
+        errs.push(
+            &at,
+            format!("token name `{n}` may use only letters, digits, `-` and `_` (1 to 64)"),
+        );
+        return n.to_string();
+    }
+    match seen.get(n).copied() {
+        Some(usize::MAX) => errs.push(
+            &at,
+            format!("token name `{n}` is taken by admin.token (an operator named `{LEGACY_TOKEN_NAME}`); pick another"),
+        ),
+        Some(j) => errs.push(
+            &at,
+            format!("token name `{n}` is already used by admin.tokens[{j}]; names must be unique"),
+        ),
+        None => {
+            seen.insert(n.to_string(), i);
+        }
+    }
+    n.to_string()
+}
+
+fn token_role(t: &RawAdminToken, p: &[Seg], errs: &mut Errs<'_>) -> Role {
+    match t.role.as_deref() {
+        Some("operator") => Role::Operator,
+        Some("viewer") => Role::Viewer,
+        None => {
+            errs.push(
+                p,
+                "a token needs a `role`; allowed: \"operator\", \"viewer\"",
+            );
+            Role::Viewer
+        }
+        Some(other) => {
+            errs.push(
+                &key(p, "role"),
+                format!("`{other}` is not a role; allowed: \"operator\" (every endpoint), \"viewer\" (status, drain, audit, metrics)"),
+            );
+            Role::Viewer
+        }
+    }
+}
+
+/// Where the secret comes from, and the key that says so (for errors when
+/// it is read).
+fn token_secret(
+    t: &RawAdminToken,
+    p: &[Seg],
+    errs: &mut Errs<'_>,
+) -> Option<(SecretSource, Vec<Seg>)> {
+    match (&t.secret_file, &t.secret_env) {
+        (Some(f), None) if !f.trim().is_empty() => {
+            Some((SecretSource::File(PathBuf::from(f)), key(p, "secret_file")))
+        }
+        (None, Some(e)) if !e.trim().is_empty() && !e.contains('=') => {
+            Some((SecretSource::Env(e.clone()), key(p, "secret_env")))
+        }
+        (Some(_), None) => {
+            errs.push(&key(p, "secret_file"), "must be a file path, not empty");
+            None
+        }
+        (None, Some(_)) => {
+            errs.push(
+                &key(p, "secret_env"),
+                "must be an environment variable's name (not empty, no `=`)",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            errs.push(
+                &key(p, "secret_env"),
+                "set one of secret_file and secret_env, not both",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(
+                p,
+                "a token needs its secret from `secret_file` or `secret_env` (never the secret itself in the config)",
+            );
+            None
+        }
+    }
 }

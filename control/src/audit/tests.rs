@@ -1,6 +1,7 @@
 //! The audit log against real files in a temp dir.
 
 use super::*;
+use std::path::Path;
 
 fn settings(dir: &Path, max_bytes: u64, keep: usize) -> AuditSettings {
     AuditSettings {
