@@ -156,9 +156,8 @@ impl App {
     /// Binds and starts everything. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<App, StartError> {
         // The admin tokens' secrets, read before anything starts.
-        let tokens =
-            cutover_config::secrets::resolve(&config.admin).map_err(StartError::Secrets)?;
-        let auth = cutover_control::Auth::new(tokens, config.admin.metrics_public);
+        let auth =
+            cutover_control::Auth::from_config(&config.admin).map_err(StartError::Secrets)?;
         let registry = Registry::new();
         let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
         let controller = Arc::new(Controller::new(

@@ -110,6 +110,16 @@ impl Auth {
         }
     }
 
+    /// The tokens `admin` names, their secrets read now (files, the
+    /// environment): at start, and for a reload before
+    /// [`crate::Admin::set_auth`]. Errors name the file, line and key.
+    pub fn from_config(
+        admin: &cutover_config::AdminConfig,
+    ) -> Result<Auth, cutover_config::ConfigErrors> {
+        let tokens = cutover_config::secrets::resolve(admin)?;
+        Ok(Auth::new(tokens, admin.metrics_public))
+    }
+
     /// No token: the API is open to whoever reaches its listener.
     pub fn open() -> Auth {
         Auth::default()
