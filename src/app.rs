@@ -24,6 +24,8 @@ pub enum StartError {
         key: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Secrets(cutover_config::ConfigErrors),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("metrics registration failed: {0}")]
@@ -153,6 +155,9 @@ fn listener_addrs(
 impl App {
     /// Binds and starts everything. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<App, StartError> {
+        // The admin tokens' secrets, read before anything starts.
+        let auth =
+            cutover_control::Auth::from_config(&config.admin).map_err(StartError::Secrets)?;
         let registry = Registry::new();
         let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
         let controller = Arc::new(Controller::new(
@@ -180,7 +185,7 @@ impl App {
             controller.clone(),
             shared.clone(),
             registry.clone(),
-            config.admin.token.clone(),
+            auth,
             listeners.clone(),
         )?;
         #[cfg(feature = "edge")]
@@ -232,7 +237,13 @@ impl App {
             shared.clone(),
             controller.subscribe_routing(),
         ));
-        tracing::info!(admin = %admin_addr, generation = controller.snapshot().load().generation, "cutover started");
+        tracing::info!(
+            admin = %admin_addr,
+            generation = controller.snapshot().load().generation,
+            run_id = controller.run_id(),
+            audit_log = %controller.audit_log().path().map(|p| p.display().to_string()).unwrap_or_else(|| "memory only".into()),
+            "cutover started"
+        );
         Ok(App {
             admin_addr,
             listeners,

@@ -119,8 +119,13 @@ pub struct CtlArgs {
         global = true
     )]
     pub admin: String,
-    /// Bearer token for the admin API.
-    #[arg(long, env = "CUTOVER_TOKEN", global = true, hide_env_values = true)]
+    /// A file holding the bearer token for the admin API (one trailing
+    /// newline is ignored). Without it: $CUTOVER_TOKEN.
+    #[arg(long, global = true, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token itself. It shows in `ps` and shell history:
+    /// prefer --token-file or $CUTOVER_TOKEN.
+    #[arg(long, global = true)]
     pub token: Option<String>,
     /// Print the API's JSON instead of a readable summary.
     #[arg(long, global = true)]
@@ -134,9 +139,11 @@ pub struct ChangeArgs {
     /// Why (goes to the audit log).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Refuse the change unless the routing generation is still this one.
-    #[arg(long)]
-    pub expect_generation: Option<u64>,
+    /// Refuse the change unless the routing generation is still this one:
+    /// N, or N@RUN_ID (as `ctl status` shows it) to also refuse it if
+    /// cutover restarted since (generations can restart without a state file).
+    #[arg(long, value_name = "N[@RUN_ID]")]
+    pub expect_generation: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,9 +196,21 @@ pub enum CtlCommand {
         #[command(flatten)]
         change: ChangeArgs,
     },
-    /// Show the audit log of accepted changes.
-    #[command(after_help = "Example:\n  cutover ctl audit")]
-    Audit,
+    /// Show the audit log, newest first: accepted changes, refused attempts, reloads.
+    #[command(
+        after_help = "Examples:\n  cutover ctl audit\n  cutover ctl audit --service web --limit 20 --since 2026-11-30T00:00:00Z"
+    )]
+    Audit {
+        /// Only this service's entries.
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many entries (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only entries at or after this time (RFC 3339 in UTC).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Check that cutover is ready to serve (GET /readyz): exit 0 when it is,
     /// 1 with a one-line reason otherwise. For container health checks.
     #[command(

@@ -54,7 +54,7 @@ async fn call_within(
         .method(method)
         .uri(&url)
         .header("content-type", "application/json");
-    if let Some(t) = &args.token {
+    if let Some(t) = token(args)? {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -77,19 +77,73 @@ async fn call_within(
     Ok((status, v))
 }
 
+/// The bearer token: from `--token-file`, else `--token` (with a warning:
+/// it shows in `ps`), else `$CUTOVER_TOKEN`; none without any.
+fn token(args: &CtlArgs) -> Result<Option<String>, CtlError> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CtlError::Usage(format!("--token-file {}: {e}", path.display())))?;
+        let t = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        if t.trim().is_empty() {
+            return Err(CtlError::Usage(format!(
+                "--token-file {}: the file is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(t.to_string()));
+    }
+    if let Some(t) = &args.token {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("warning: --token shows in `ps` and shell history; use --token-file or CUTOVER_TOKEN");
+        });
+        return Ok(Some(t.clone()));
+    }
+    Ok(std::env::var("CUTOVER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
+}
+
+/// `--expect-generation N` or `N@RUN_ID`.
+fn expect(value: &str) -> Result<(u64, Option<&str>), CtlError> {
+    let (n, run) = match value.split_once('@') {
+        Some((n, run)) if !run.is_empty() => (n, Some(run)),
+        Some(_) => {
+            return Err(CtlError::Usage(format!(
+                "--expect-generation `{value}`: nothing after `@`; write N or N@RUN_ID"
+            )))
+        }
+        None => (value, None),
+    };
+    let n = n.parse().map_err(|_| {
+        CtlError::Usage(format!(
+            "--expect-generation `{value}`: write N or N@RUN_ID, like 7 or 7@{}",
+            "3f9c2a61b0d4e875"
+        ))
+    })?;
+    Ok((n, run))
+}
+
 /// `30s`, `2s`, `0.5s`: a limit as the user would write it.
 fn humantime_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-fn change_body(mut body: Value, c: &ChangeArgs) -> Value {
+fn change_body(mut body: Value, c: &ChangeArgs) -> Result<Value, CtlError> {
     if let Some(r) = &c.reason {
         body["reason"] = json!(r);
     }
-    if let Some(g) = c.expect_generation {
-        body["expect_generation"] = json!(g);
+    if let Some(g) = &c.expect_generation {
+        let (n, run) = expect(g)?;
+        body["expect_generation"] = json!(n);
+        if let Some(run) = run {
+            body["expect_run_id"] = json!(run);
+        }
     }
-    body
+    Ok(body)
 }
 
 /// `"force": true` on a change body when asked for.
@@ -163,7 +217,15 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
     let (method, path, body) = match &args.command {
         CtlCommand::Health { timeout } => return health(args, timeout).await,
         CtlCommand::Status => (Method::GET, "/v1/status".to_string(), None),
-        CtlCommand::Audit => (Method::GET, "/v1/audit".to_string(), None),
+        CtlCommand::Audit {
+            service,
+            limit,
+            since,
+        } => (
+            Method::GET,
+            audit_path(service.as_deref(), *limit, since.as_deref()),
+            None,
+        ),
         CtlCommand::Split {
             service,
             weights,
@@ -173,7 +235,7 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             Method::PUT,
             format!("/v1/services/{service}/split"),
             Some(forced(
-                change_body(json!({ "split": parse_weights(weights)? }), change),
+                change_body(json!({ "split": parse_weights(weights)? }), change)?,
                 *force,
             )),
         ),
@@ -189,12 +251,12 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
         } => (
             Method::POST,
             format!("/v1/services/{service}/switch"),
-            Some(forced(change_body(json!({ "to": pool }), change), *force)),
+            Some(forced(change_body(json!({ "to": pool }), change)?, *force)),
         ),
         CtlCommand::Rollback { service, change } => (
             Method::POST,
             format!("/v1/services/{service}/rollback"),
-            Some(change_body(json!({}), change)),
+            Some(change_body(json!({}), change)?),
         ),
     };
     let (status, v) = call(args, method, &path, body).await?;
@@ -214,7 +276,7 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
     } else {
         match &args.command {
             CtlCommand::Status => format_status(&v),
-            CtlCommand::Audit => format_audit(&v),
+            CtlCommand::Audit { .. } => format_audit(&v),
             CtlCommand::Drain { .. } => format_drain(&v),
             _ => format_change(&v),
         }
@@ -296,7 +358,13 @@ fn backend_line(b: &Value) -> String {
 }
 
 fn format_status(v: &Value) -> String {
-    let mut out = format!("generation {}\n", v["generation"]);
+    let mut out = match v["run_id"].as_str() {
+        Some(run) => format!(
+            "generation {g} (run {run}; a change that must not outlive it: --expect-generation {g}@{run})\n",
+            g = v["generation"]
+        ),
+        None => format!("generation {}\n", v["generation"]),
+    };
     for s in v["services"].as_array().into_iter().flatten() {
         let slow = s["slow_start"]
             .as_str()
@@ -354,7 +422,7 @@ fn format_status(v: &Value) -> String {
             "\nlast change: generation {} at {} by {}: {} {} -> {}{}\n",
             c["generation"],
             c["at"].as_str().unwrap_or("?"),
-            c["who"].as_str().unwrap_or("?"),
+            c["actor"].as_str().or(c["who"].as_str()).unwrap_or("?"),
             c["service"].as_str().unwrap_or("?"),
             pairs_str(&c["previous"]),
             pairs_str(&c["split"]),
@@ -376,36 +444,72 @@ fn pairs_str(v: &Value) -> String {
         .join(" ")
 }
 
+/// `/v1/audit?...` for `ctl audit`'s flags (values percent-encoded where
+/// they need it).
+fn audit_path(service: Option<&str>, limit: usize, since: Option<&str>) -> String {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(s) = service {
+        q.push(format!("service={}", enc(s)));
+    }
+    if let Some(t) = since {
+        q.push(format!("since={}", enc(t)));
+    }
+    format!("/v1/audit?{}", q.join("&"))
+}
+
+/// `ctl audit`: one row per entry, newest first.
 fn format_audit(v: &Value) -> String {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
-        return "no changes yet".into();
+        return "no audit entries".into();
     }
-    entries
-        .iter()
-        .map(|c| {
-            format!(
-                "{:>5}  {}  {:<8} {:<10} {} -> {}  by {}{}{}",
-                c["generation"].to_string(),
-                c["at"].as_str().unwrap_or("?"),
-                c["service"].as_str().unwrap_or("?"),
-                c["action"].as_str().unwrap_or("?"),
+    let cell = |c: &Value, k: &str| c[k].as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "{:<24} {:>5}  {:<8} {:<9} {:<13} {:<14} {:<21}  what\n",
+        "time", "gen", "service", "action", "result", "actor", "source"
+    );
+    for c in &entries {
+        let result = format!("{} {}", cell(c, "result"), c["status"]);
+        let what = match (c["split"].is_array(), c["detail"].as_str()) {
+            (true, _) => format!(
+                "{} -> {}{}{}",
                 pairs_str(&c["previous"]),
                 pairs_str(&c["split"]),
-                c["who"].as_str().unwrap_or("?"),
                 c["reason"]
                     .as_str()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default(),
                 if c["forced"] == json!(true) {
-                    "  FORCED: a pool that gained weight had no backend up"
+                    "  FORCED"
                 } else {
                     ""
                 }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+            ),
+            (false, Some(d)) => d.to_string(),
+            (false, None) => c["reason"].as_str().unwrap_or("").to_string(),
+        };
+        out.push_str(&format!(
+            "{:<24} {:>5}  {:<8} {:<9} {:<13} {:<14} {:<21}  {what}\n",
+            cell(c, "at"),
+            c["generation"].to_string(),
+            cell(c, "service"),
+            cell(c, "action"),
+            result,
+            cell(c, "actor"),
+            cell(c, "source"),
+        ));
+    }
+    out.trim_end().to_string()
 }
 
 fn format_drain(v: &Value) -> String {

@@ -121,7 +121,10 @@ fn main() -> ExitCode {
         Command::Check { configs } => {
             let mut bad = false;
             for path in &configs {
-                match cutover_config::load(path) {
+                // The tokens' secrets too: `run` would refuse to start without them.
+                let loaded = cutover_config::load(path)
+                    .and_then(|c| cutover_config::secrets::resolve(&c.admin).map(|_| c));
+                match loaded {
                     Ok(_) => println!("{}: ok", path.display()),
                     Err(errs) => {
                         bad = true;

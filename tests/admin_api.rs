@@ -60,9 +60,14 @@ async fn split_switch_rollback_answer_the_new_generation_and_split() {
     assert_eq!(v["generation"], g0 + 3);
     let (_, audit) = admin(h.admin, "GET", "/v1/audit", None).await;
     let entries = audit["entries"].as_array().unwrap();
+    // Newest first.
     assert_eq!(entries.len(), 3);
-    assert_eq!(entries[0]["reason"], "canary");
-    assert_eq!(entries[2]["action"], "rollback");
+    assert_eq!(entries[2]["reason"], "canary");
+    assert_eq!(entries[2]["expect_generation"], g0);
+    assert_eq!(entries[0]["action"], "rollback");
+    assert!(entries
+        .iter()
+        .all(|e| e["actor"] == "anonymous" && e["result"] == "accepted"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,7 +264,8 @@ async fn a_switch_to_a_pool_with_no_backend_up_is_refused_unless_forced() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, audit) = h.api("GET", "/v1/audit", None).await;
-    let last = audit["entries"].as_array().and_then(|e| e.last()).cloned();
+    // Newest first.
+    let last = audit["entries"].as_array().and_then(|e| e.first()).cloned();
     let last = last.unwrap_or_default();
     assert_eq!(last["action"], "switch", "{audit}");
     assert_eq!(last["forced"], true, "{audit}");
@@ -284,7 +285,8 @@ async fn a_switch_to_a_pool_with_no_backend_up_is_refused_unless_forced() {
     let (s, v) = h.api("POST", "/v1/services/web/rollback", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (_, audit) = h.api("GET", "/v1/audit", None).await;
-    let last = audit["entries"].as_array().and_then(|e| e.last()).cloned();
+    // Newest first.
+    let last = audit["entries"].as_array().and_then(|e| e.first()).cloned();
     let last = last.unwrap_or_default();
     assert_eq!(last["action"], "rollback", "{audit}");
     assert!(last.get("forced").is_none(), "{audit}");

@@ -29,6 +29,27 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Where a key is in a config, kept for errors found after validation
+/// (a token's secret file that cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: String,
+}
+
+impl Location {
+    /// An error at this place.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.clone(),
+            line: self.line,
+            key: self.key.clone(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Every problem found in one config, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

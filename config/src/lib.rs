@@ -1,7 +1,9 @@
 //! cutover's configuration: the TOML file as raw serde types ([`raw`]),
 //! validated into the types the program uses ([`model`]), with errors that
 //! name the file, line and key ([`error`]), and a diff between two configs
-//! ([`diff`]). Everything here is pure data: no sockets, no clocks.
+//! ([`diff`]). Everything here is pure data: no sockets, no clocks; the
+//! one step that reads beyond the config file, the admin tokens' secrets,
+//! is [`secrets::resolve`], called after validation.
 
 pub mod diff;
 pub mod edge;
@@ -9,10 +11,11 @@ pub mod error;
 mod locate;
 pub mod model;
 pub mod raw;
+pub mod secrets;
 mod validate;
 
 pub use diff::{diff, ConfigDiff};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use validate::check_backend_addr as validate_backend_addr;
 

@@ -30,8 +30,81 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token the admin API requires. Required when `listen` is not loopback.
+    /// The single bearer token (an operator named `admin`). A token (this
+    /// or `tokens`) is required when `listen` is not loopback.
     pub token: Option<String>,
+    /// `[[admin.tokens]]`: named tokens with roles. Their secrets are read
+    /// by [`crate::secrets::resolve`], after validation.
+    pub tokens: Vec<AdminToken>,
+    /// `/metrics` needs no token.
+    pub metrics_public: bool,
+    /// The audit log file; `None`: beside the state file (see
+    /// [`Config::audit_log`]).
+    pub audit_log: Option<PathBuf>,
+    /// The audit log rotates when a line would take it over this size.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`cutover-audit.jsonl.1` ... `.N`).
+    pub audit_keep: usize,
+}
+
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_AUDIT_KEEP: usize = 5;
+/// The audit log's name beside the state file when `audit_log` is unset.
+pub const DEFAULT_AUDIT_FILE_NAME: &str = "cutover-audit.jsonl";
+
+impl Config {
+    /// Where the audit log goes: `admin.audit_log`, else
+    /// `cutover-audit.jsonl` in the state file's directory, else nowhere
+    /// (the last entries are kept in memory only).
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.admin.audit_log {
+            return Some(p.clone());
+        }
+        let state = self.state_file.as_ref()?;
+        let dir = state
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        Some(dir.join(DEFAULT_AUDIT_FILE_NAME))
+    }
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every endpoint.
+    Operator,
+    /// Reads only: status, drain, audit, metrics (and health checks).
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Where a token's secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file holding the secret (one trailing newline is not part of it).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// One `[[admin.tokens]]` entry, validated but its secret not read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub role: Role,
+    pub secret: SecretSource,
+    /// Where `secret_file`/`secret_env` is, for errors found when the
+    /// secret is read.
+    pub at: crate::error::Location,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,21 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub tokens: Option<Vec<RawAdminToken>>,
+    pub metrics_public: Option<bool>,
+    pub audit_log: Option<String>,
+    pub audit_max_bytes: Option<i64>,
+    pub audit_keep: Option<i64>,
+}
+
+/// `[[admin.tokens]]`: a named token with a role; its secret comes from a
+/// file or an environment variable, never from the config itself.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdminToken {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -952,3 +952,128 @@ fn idle_timeouts_after_the_head_default_and_are_bounded() {
     has(&errs, 20, &format!("{t}.backend_idle"), "at most 7 days");
     has(&errs, 21, &format!("{t}.tunnel_idle"), "at most 7 days");
 }
+
+const TOKENS: &str = r#"[admin]
+listen = "0.0.0.0:9901"
+metrics_public = true
+audit_max_bytes = 65536
+audit_keep = 3
+
+[[admin.tokens]]
+name = "deploy-bot"
+role = "operator"
+secret_file = "/etc/cutover/deploy-bot.token"
+
+[[admin.tokens]]
+name = "grafana"
+role = "viewer"
+secret_env = "CUTOVER_TOKEN_GRAFANA"
+"#;
+
+#[test]
+fn admin_tokens_have_names_roles_and_a_secret_source() {
+    let c = parse("t.toml", &format!("{TOKENS}{GOOD}")).unwrap();
+    let a = &c.admin;
+    assert!(a.metrics_public && a.token.is_none());
+    assert_eq!((a.audit_max_bytes, a.audit_keep), (65536, 3));
+    assert_eq!(a.tokens.len(), 2);
+    assert_eq!(a.tokens[0].name, "deploy-bot");
+    assert_eq!(a.tokens[0].role, Role::Operator);
+    assert_eq!(
+        a.tokens[0].secret,
+        SecretSource::File("/etc/cutover/deploy-bot.token".into())
+    );
+    assert_eq!(
+        (a.tokens[0].at.line, a.tokens[0].at.key.as_str()),
+        (Some(10), "admin.tokens[0].secret_file")
+    );
+    assert_eq!(a.tokens[1].role, Role::Viewer);
+    assert_eq!(
+        a.tokens[1].secret,
+        SecretSource::Env("CUTOVER_TOKEN_GRAFANA".into())
+    );
+    // Defaults, and the audit log beside the state file.
+    let d = parse("t.toml", GOOD).unwrap();
+    assert!(!d.admin.metrics_public && d.admin.tokens.is_empty());
+    assert_eq!(
+        (d.admin.audit_max_bytes, d.admin.audit_keep),
+        (10 * 1024 * 1024, 5)
+    );
+    assert_eq!(d.audit_log(), None);
+    let s = parse(
+        "t.toml",
+        &format!("state_file = \"/var/lib/cutover/state.json\"\n{GOOD}"),
+    )
+    .unwrap();
+    assert_eq!(
+        s.audit_log(),
+        Some("/var/lib/cutover/cutover-audit.jsonl".into())
+    );
+}
+
+#[test]
+fn bad_admin_tokens_are_refused_with_line_and_key() {
+    let t = |old: &str, new: &str| errors(&format!("{}{GOOD}", TOKENS.replace(old, new)));
+    let errs = t("name = \"grafana\"", "name = \"deploy-bot\"");
+    has(
+        &errs,
+        13,
+        "admin.tokens[1].name",
+        "already used by admin.tokens[0]",
+    );
+    let errs = t("role = \"viewer\"", "role = \"root\"");
+    has(&errs, 14, "admin.tokens[1].role", "allowed: \"operator\"");
+    let errs = t(
+        "secret_env = \"CUTOVER_TOKEN_GRAFANA\"",
+        "secret_env = \"X\"\nsecret_file = \"/x\"",
+    );
+    has(&errs, 15, "admin.tokens[1].secret_env", "not both");
+    let errs = t("secret_env = \"CUTOVER_TOKEN_GRAFANA\"", "");
+    has(
+        &errs,
+        12,
+        "admin.tokens[1]",
+        "from `secret_file` or `secret_env`",
+    );
+    let errs = t(
+        "secret_env = \"CUTOVER_TOKEN_GRAFANA\"",
+        "secret = \"hunter2\"",
+    );
+    has(
+        &errs,
+        15,
+        "admin.tokens[1].secret",
+        "unknown key; allowed here: name, role, secret_file, secret_env",
+    );
+    let errs = t("name = \"grafana\"\n", "");
+    has(&errs, 12, "admin.tokens[1]", "needs a `name`");
+    let errs = t("name = \"grafana\"", "name = \"graf ana\"");
+    has(&errs, 13, "admin.tokens[1].name", "letters, digits");
+    let errs = t(
+        "listen = \"0.0.0.0:9901\"",
+        "listen = \"0.0.0.0:9901\"\ntoken = \"t\"\nnoise = 1",
+    );
+    has(
+        &errs,
+        4,
+        "admin.noise",
+        "allowed here: listen, token, tokens, metrics_public",
+    );
+    let both = TOKENS.replace("metrics_public = true", "token = \"t\"");
+    assert!(
+        parse("t.toml", &format!("{both}{GOOD}")).is_ok(),
+        "admin.token and named tokens go together"
+    );
+    let errs = errors(&format!(
+        "{}{GOOD}",
+        both.replace("name = \"deploy-bot\"", "name = \"admin\"")
+    ));
+    has(&errs, 8, "admin.tokens[0].name", "taken by admin.token");
+    let errs = t("audit_max_bytes = 65536", "audit_max_bytes = 100");
+    has(&errs, 4, "admin.audit_max_bytes", "at least 4096");
+    let errs = t("audit_keep = 3", "audit_keep = 0");
+    has(&errs, 5, "admin.audit_keep", "allowed: 1 to 1000");
+    // Without any token, a non-loopback listener is refused.
+    let errs = errors(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD}"));
+    has(&errs, 2, "admin.listen", "[[admin.tokens]]");
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,12 +16,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::audit::{AuditQuery, AuditRecord, REFUSED};
+use crate::auth::{self, Auth, Caller, Refusal};
 use crate::controller::{Action, ChangeRequest, Controller};
 use crate::status;
 use cutover_proxy::{drain, Shared};
@@ -36,13 +39,17 @@ pub struct Admin {
     pub controller: Arc<Controller>,
     pub shared: Arc<Shared>,
     pub registry: Registry,
-    pub token: Option<String>,
+    /// Who may call what; swapped whole on a reload ([`Admin::set_auth`]).
+    auth: ArcSwap<Auth>,
     /// False once shutdown has begun: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
     /// Bound listeners, for `/v1/status`: (service, address, preview pool).
     pub listeners: Vec<(String, SocketAddr, Option<String>)>,
     pub extra: Vec<(&'static str, StatusExtra)>,
     requests: IntCounterVec,
+    /// `cutover_admin_auth_failures_total` by reason, resolved once (so
+    /// the family shows from the start): missing, wrong, forbidden.
+    auth_failures: [IntCounter; 3],
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -79,6 +86,7 @@ struct SplitBody {
     split: serde_json::Map<String, Value>,
     reason: Option<String>,
     expect_generation: Option<u64>,
+    expect_run_id: Option<String>,
     who: Option<String>,
     #[serde(default)]
     force: bool,
@@ -90,6 +98,7 @@ struct SwitchBody {
     to: String,
     reason: Option<String>,
     expect_generation: Option<u64>,
+    expect_run_id: Option<String>,
     who: Option<String>,
     #[serde(default)]
     force: bool,
@@ -100,6 +109,7 @@ struct SwitchBody {
 struct RollbackBody {
     reason: Option<String>,
     expect_generation: Option<u64>,
+    expect_run_id: Option<String>,
     who: Option<String>,
 }
 
@@ -108,7 +118,7 @@ impl Admin {
         controller: Arc<Controller>,
         shared: Arc<Shared>,
         registry: Registry,
-        token: Option<String>,
+        auth: Auth,
         listeners: Vec<(String, SocketAddr, Option<String>)>,
     ) -> Result<Admin, prometheus::Error> {
         let requests = IntCounterVec::new(
@@ -119,29 +129,95 @@ impl Admin {
             &["route", "code"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                cutover_proxy::metrics::names::ADMIN_AUTH_FAILURES,
+                "Admin API requests refused for their token: missing_token, wrong_token (401) or forbidden (403, a viewer asking for a change)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        let auth_failures = [
+            Refusal::Missing,
+            Refusal::Wrong,
+            Refusal::Forbidden {
+                actor: String::new(),
+            },
+        ]
+        .map(|r| auth_failures.with_label_values(&[r.label()]));
         Ok(Admin {
             controller,
             shared,
             registry,
-            token,
+            auth: ArcSwap::from_pointee(auth),
             ready: Arc::new(AtomicBool::new(true)),
             listeners,
             extra: Vec::new(),
             requests,
+            auth_failures,
         })
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
+    /// Replaces the tokens (a config reload): requests from now on are
+    /// checked against `auth`.
+    pub fn set_auth(&self, auth: Auth) {
+        self.auth.store(Arc::new(auth));
+    }
+
+    /// The one auth check of a request: the caller, or the 401/403 answer
+    /// (counted, and recorded in the audit log).
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        path: &str,
+    ) -> Result<Caller, (&'static str, Resp)> {
+        let auth = self.auth.load();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let need = auth::need(req.method(), &segs, auth.metrics_public());
+        let refusal = match auth.check(req.headers(), need) {
+            Ok(caller) => return Ok(caller),
+            Err(r) => r,
         };
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| {
-                cutover_proxy::headers::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
-            })
+        self.auth_failures[refusal.index()].inc();
+        let (status, message) = match &refusal {
+            Refusal::Missing | Refusal::Wrong => (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send `Authorization: Bearer <token>`".to_string(),
+            ),
+            Refusal::Forbidden { actor } => (
+                StatusCode::FORBIDDEN,
+                format!("token `{actor}` has the viewer role: it may read status, drain, audit and metrics; {} {path} needs an operator's token", req.method()),
+            ),
+        };
+        let mut r = AuditRecord::now(
+            self.controller.run_id(),
+            REFUSED,
+            status.as_u16(),
+            "",
+            refusal.actor(),
+        );
+        (r.service, r.action) = match segs.as_slice() {
+            // Bounded: the path is the caller's, who is not known here.
+            ["v1", "services", service, op] => (truncated(service).into(), truncated(op).into()),
+            _ => (
+                String::new(),
+                format!("{} {}", req.method(), truncated(path)),
+            ),
+        };
+        r.source = Some(peer.to_string());
+        r.generation = self.shared.snapshot.load().generation;
+        r.detail = Some(match refusal {
+            Refusal::Forbidden { .. } => "viewer token on an operator's endpoint".into(),
+            _ => "missing or wrong bearer token".into(),
+        });
+        self.controller.audit_log().append_refused(r).await;
+        let route = if status == StatusCode::FORBIDDEN {
+            "forbidden"
+        } else {
+            "unauthorized"
+        };
+        Err((route, error(status, message)))
     }
 
     async fn handle(
@@ -151,15 +227,37 @@ impl Admin {
         local: SocketAddr,
     ) -> Result<Resp, Infallible> {
         let path = req.uri().path().to_string();
-        let refused = self.cross_site(&req, &path, local);
+        let refused = match self.cross_site(&req, &path, local) {
+            Some(refused) => {
+                self.audit_cross_site(&req, peer, &path).await;
+                Err(refused)
+            }
+            None => self.authorize(&req, peer, &path).await,
+        };
         let (route, resp) = match refused {
-            Some(refused) => refused,
-            None => self.route(req, peer, &path).await,
+            Err(refused) => refused,
+            Ok(caller) => self.route(req, peer, &path, caller).await,
         };
         self.requests
             .with_label_values(&[route, resp.status().as_str()])
             .inc();
         Ok(resp)
+    }
+
+    /// Records a request refused as cross-site (403 without tokens).
+    async fn audit_cross_site(&self, req: &Request<Incoming>, peer: SocketAddr, path: &str) {
+        let action = format!("{} {}", req.method(), truncated(path));
+        let mut r = AuditRecord::now(
+            self.controller.run_id(),
+            REFUSED,
+            StatusCode::FORBIDDEN.as_u16(),
+            &action,
+            auth::ANONYMOUS,
+        );
+        r.source = Some(peer.to_string());
+        r.generation = self.shared.snapshot.load().generation;
+        r.detail = Some("cross-site request: Host or Origin is not the admin listener".into());
+        self.controller.audit_log().append_refused(r).await;
     }
 
     /// Without a token the admin API is open to anything that can reach
@@ -178,7 +276,7 @@ impl Admin {
         path: &str,
         local: SocketAddr,
     ) -> Option<(&'static str, Resp)> {
-        if self.token.is_some() || matches!(path, "/healthz" | "/readyz") {
+        if self.auth.load().required() || matches!(path, "/healthz" | "/readyz") {
             return None;
         }
         let host = req
@@ -216,6 +314,7 @@ impl Admin {
         req: Request<Incoming>,
         peer: SocketAddr,
         path: &str,
+        caller: Caller,
     ) -> (&'static str, Resp) {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
@@ -225,13 +324,6 @@ impl Admin {
                 json_response(StatusCode::OK, &json!({"status": "ok"})),
             ),
             ["readyz"] => ("readyz", self.readyz()),
-            _ if !self.authorized(&req) => (
-                "unauthorized",
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong bearer token: send `Authorization: Bearer <admin.token>`",
-                ),
-            ),
             ["metrics"] => match method {
                 Method::GET => ("metrics", self.metrics()),
                 _ => ("metrics", method_not_allowed("GET")),
@@ -241,18 +333,12 @@ impl Admin {
                 _ => ("status", method_not_allowed("GET")),
             },
             ["v1", "audit"] => match method {
-                Method::GET => (
-                    "audit",
-                    json_response(
-                        StatusCode::OK,
-                        &json!({ "entries": self.controller.audit() }),
-                    ),
-                ),
+                Method::GET => ("audit", self.audit(req.uri().query()).await),
                 _ => ("audit", method_not_allowed("GET")),
             },
             ["v1", "services", service, op] => {
                 let service = service.to_string();
-                self.service_route(req, peer, service, op, method, path)
+                self.service_route(req, (peer, caller), service, op, method, path)
                     .await
             }
             _ => ("unknown", not_found(path)),
@@ -275,7 +361,7 @@ impl Admin {
     async fn service_route(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: (SocketAddr, Caller),
         service: String,
         op: &str,
         method: Method,
@@ -284,17 +370,17 @@ impl Admin {
         match (op, method) {
             ("split", Method::PUT) => (
                 "split",
-                self.change(req, peer, service, ChangeKind::Split).await,
+                self.change(req, &peer, service, ChangeKind::Split).await,
             ),
             ("split", _) => ("split", method_not_allowed("PUT")),
             ("switch", Method::POST) => (
                 "switch",
-                self.change(req, peer, service, ChangeKind::Switch).await,
+                self.change(req, &peer, service, ChangeKind::Switch).await,
             ),
             ("switch", _) => ("switch", method_not_allowed("POST")),
             ("rollback", Method::POST) => (
                 "rollback",
-                self.change(req, peer, service, ChangeKind::Rollback).await,
+                self.change(req, &peer, service, ChangeKind::Rollback).await,
             ),
             ("rollback", _) => ("rollback", method_not_allowed("POST")),
             ("drain", Method::GET) => ("drain", self.drain(&service, req.uri().query()).await),
@@ -377,6 +463,27 @@ impl Admin {
         r
     }
 
+    /// `GET /v1/audit[?service=web][&limit=50][&since=2026-11-30T01:00:00Z]`:
+    /// newest first.
+    async fn audit(&self, query: Option<&str>) -> Resp {
+        let q = match audit_query(query) {
+            Ok(q) => q,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+        let log = self.controller.audit_log();
+        match log.read(q).await {
+            Ok(entries) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "run_id": log.run_id(),
+                    "file": log.path().map(|p| p.display().to_string()),
+                    "entries": entries,
+                }),
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+
     pub fn status(&self) -> Value {
         let mut v = status::status_json(&self.controller, &self.listeners);
         v["ready"] = json!(self.ready.load(Ordering::Relaxed));
@@ -389,28 +496,45 @@ impl Admin {
     async fn change(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        (peer, caller): &(SocketAddr, Caller),
         service: String,
         kind: ChangeKind,
     ) -> Resp {
-        if !is_json(&req) {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a change needs `Content-Type: application/json` (with a JSON body, or none for a rollback)",
+        let svc = &service;
+        let refuse = |status: StatusCode, message: String| async move {
+            let mut r = AuditRecord::now(
+                self.controller.run_id(),
+                REFUSED,
+                status.as_u16(),
+                kind.name(),
+                &caller.actor,
             );
+            r.service = svc.clone();
+            r.source = Some(peer.to_string());
+            r.generation = self.shared.snapshot.load().generation;
+            r.detail = Some(message.clone());
+            self.controller.audit_log().append_refused(r).await;
+            error(status, message)
+        };
+        if !is_json(&req) {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a change needs `Content-Type: application/json` (with a JSON body, or none for a rollback)".into(),
+            ).await;
         }
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return error(
+                return refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
                 )
+                .await
             }
         };
-        let request = match change_request(&body, peer, service, kind) {
+        let request = match change_request(&body, *peer, &caller.actor, service.clone(), kind) {
             Ok(r) => r,
-            Err((status, message)) => return error(status, message),
+            Err((status, message)) => return refuse(status, message).await,
         };
         match self.controller.apply(request).await {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
@@ -497,13 +621,60 @@ fn drain_query(query: Option<&str>) -> Result<(Option<String>, Duration), (Statu
     Ok((pool, wait))
 }
 
-/// The [`ChangeRequest`] a change's JSON body asks for; refused with the
-/// status and message of the error answer: a malformed body is a 400, a
-/// weight that is not a whole number a 422. `who` defaults to
-/// the peer's IP address.
+/// `GET /v1/audit`'s query: `service`, `limit` (1 to 1000, default 100)
+/// and `since` (RFC 3339 in UTC).
+fn audit_query(query: Option<&str>) -> Result<AuditQuery, String> {
+    let mut q = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "service" => q.service = Some(v.to_string()),
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=crate::audit::MAX_LIMIT).contains(&n) => q.limit = n,
+                _ => {
+                    return Err(format!(
+                        "limit `{v}`: allowed: a whole number from 1 to {}",
+                        crate::audit::MAX_LIMIT
+                    ))
+                }
+            },
+            "since" => match humantime::parse_rfc3339_weak(&v.replace("%3A", ":").replace("%3a", ":")) {
+                Ok(t) => q.since = Some(t),
+                Err(e) => {
+                    return Err(format!(
+                        "since `{v}` is not a time ({e}); write RFC 3339 in UTC, like 2026-11-30T01:00:00Z"
+                    ))
+                }
+            },
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`; allowed: service, limit, since"
+                ))
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// At most 100 characters of a path, for the audit log.
+fn truncated(path: &str) -> &str {
+    match path.char_indices().nth(100) {
+        Some((i, _)) => &path[..i],
+        None => path,
+    }
+}
+
+/// The [`ChangeRequest`] a change's JSON body asks for, from `actor` (the
+/// token's name) at `peer`; refused with the status and message of the
+/// error answer: a malformed body is a 400, a weight that is not a whole
+/// number a 422. The body's `who` is kept as `requested_by` (unverified).
 pub(crate) fn change_request(
     body: &[u8],
     peer: SocketAddr,
+    actor: &str,
     service: String,
     kind: ChangeKind,
 ) -> Result<ChangeRequest, (StatusCode, String)> {
@@ -513,7 +684,7 @@ pub(crate) fn change_request(
             format!("malformed JSON body: {e}; expected like {example}"),
         )
     };
-    let peer_who = peer.ip().to_string();
+    let source = Some(peer.to_string());
     let request = match kind {
         ChangeKind::Split => {
             let example = r#"{"split": {"blue": 90, "green": 10}, "reason": "canary", "expect_generation": 7}"#;
@@ -538,7 +709,10 @@ pub(crate) fn change_request(
                 action: Action::Split(pairs),
                 reason: b.reason,
                 expect_generation: b.expect_generation,
-                who: b.who.unwrap_or(peer_who),
+                expect_run_id: b.expect_run_id,
+                who: actor.to_string(),
+                source: source.clone(),
+                requested_by: b.who,
                 force: b.force,
             }
         }
@@ -552,7 +726,10 @@ pub(crate) fn change_request(
                 action: Action::Switch(b.to),
                 reason: b.reason,
                 expect_generation: b.expect_generation,
-                who: b.who.unwrap_or(peer_who),
+                expect_run_id: b.expect_run_id,
+                who: actor.to_string(),
+                source: source.clone(),
+                requested_by: b.who,
                 force: b.force,
             }
         }
@@ -572,7 +749,10 @@ pub(crate) fn change_request(
                 action: Action::Rollback,
                 reason: b.reason,
                 expect_generation: b.expect_generation,
-                who: b.who.unwrap_or(peer_who),
+                expect_run_id: b.expect_run_id,
+                who: actor.to_string(),
+                source: source.clone(),
+                requested_by: b.who,
                 force: false,
             }
         }
@@ -580,10 +760,21 @@ pub(crate) fn change_request(
     Ok(request)
 }
 
+#[derive(Clone, Copy)]
 pub(crate) enum ChangeKind {
     Split,
     Switch,
     Rollback,
+}
+
+impl ChangeKind {
+    fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Split => "split",
+            ChangeKind::Switch => "switch",
+            ChangeKind::Rollback => "rollback",
+        }
+    }
 }
 
 fn not_found(path: &str) -> Resp {

@@ -9,10 +9,8 @@
 //! did, and [`Controller::step_ramps`] (run by [`crate::slow_start::run`])
 //! moves them on in steps, under the swap lock, keeping the generation.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use cutover_config::Config;
@@ -24,10 +22,9 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::audit::{AuditLog, AuditRecord, AuditSettings, ACCEPTED, FAILED, REFUSED};
 use crate::error::ControlError;
-use crate::state::{self, AuditEntry, PersistedService, PersistedState, STATE_VERSION};
-
-const AUDIT_KEEP: usize = 200;
+use crate::state::{self, PersistedService, PersistedState, STATE_VERSION};
 
 /// A requested change of one service's split.
 #[derive(Debug, Clone)]
@@ -36,7 +33,15 @@ pub struct ChangeRequest {
     pub action: Action,
     pub reason: Option<String>,
     pub expect_generation: Option<u64>,
+    /// Refuse (409) unless this is still the run (`/v1/status`'s
+    /// `run_id`): a generation taken before a restart never matches.
+    pub expect_run_id: Option<String>,
+    /// The actor: the token's name, or `anonymous` without tokens.
     pub who: String,
+    /// The caller's address, for the audit log.
+    pub source: Option<String>,
+    /// What the caller says it acts for (the body's `who`), unverified.
+    pub requested_by: Option<String>,
     /// Apply even if the change gives weight to a pool with no backend up
     /// (recorded in the audit entry). A rollback is never refused.
     pub force: bool,
@@ -65,6 +70,8 @@ impl Action {
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeOutcome {
     pub generation: u64,
+    /// This run's id (see [`Controller::run_id`]).
+    pub run_id: String,
     pub service: String,
     pub split: serde_json::Map<String, serde_json::Value>,
     pub previous: serde_json::Map<String, serde_json::Value>,
@@ -80,20 +87,21 @@ pub(crate) struct Inner {
     config: Config,
     /// Per service (aligned with config.services): split before the last change.
     previous: Vec<Option<Vec<u32>>>,
-    audit: VecDeque<AuditEntry>,
 }
 
 /// A change worked out, not yet written nor swapped in.
 struct Plan {
     idx: usize,
     new: Vec<u32>,
-    entry: AuditEntry,
+    entry: AuditRecord,
     previous: Vec<Option<Vec<u32>>>,
-    audit: VecDeque<AuditEntry>,
-    /// The state file's new content, when there is a state file.
-    persist: Option<PersistedState>,
+    /// The state file's new content, when there is a state file, and its
+    /// content before (put back if the audit line cannot be written).
+    persist: Option<(PersistedState, PersistedState)>,
 }
 
+// One per operator change, moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Planned {
     /// The split asked for is already in force.
     Unchanged(ChangeOutcome),
@@ -113,6 +121,7 @@ type StateWriter = Arc<dyn Fn(&Path, &PersistedState) -> Result<(), ControlError
 pub struct Controller {
     pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     proxy_metrics: Arc<ProxyMetrics>,
+    audit: Arc<AuditLog>,
     metrics: ControlMetrics,
     state_path: Option<PathBuf>,
     writer: StateWriter,
@@ -170,10 +179,17 @@ impl Controller {
             Some(p) => state::load(p)?,
             None => None,
         };
-        let mut generation = 1;
+        let audit = Arc::new(AuditLog::open(
+            &AuditSettings {
+                path: config.audit_log(),
+                max_bytes: config.admin.audit_max_bytes,
+                keep: config.admin.audit_keep,
+            },
+            crate::audit::new_run_id(),
+            registry,
+        )?);
         let mut splits = Vec::new();
         let mut previous = Vec::new();
-        let mut audit = VecDeque::new();
         for sc in &config.services {
             let pools: Vec<String> = sc.pools.iter().map(|p| p.name.clone()).collect();
             let saved = persisted
@@ -193,9 +209,24 @@ impl Controller {
             }
         }
         if let Some(st) = &persisted {
-            generation = st.generation + 1;
-            audit = st.audit.clone();
+            let old: Vec<_> = st.audit.iter().cloned().collect();
+            let n = audit.migrate(&old)?;
+            if n > 0 {
+                tracing::info!(
+                    entries = n,
+                    "moved the state file's audit entries to the audit log"
+                );
+            }
         }
+        // Generations never repeat while a state file or an audit log
+        // file remembers the last one; the run id tells runs apart anyway.
+        let generation = persisted
+            .as_ref()
+            .map(|st| st.generation)
+            .into_iter()
+            .chain(audit.last_generation())
+            .max()
+            .map_or(1, |g| g + 1);
         let outlier = Arc::new(Signal::default());
         let snapshot = Snapshot::build(
             &config.services,
@@ -212,15 +243,12 @@ impl Controller {
         let c = Controller {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             proxy_metrics,
+            audit,
             metrics,
             state_path,
             writer: Arc::new(state::save),
             changes: tokio::sync::Mutex::new(()),
-            inner: Mutex::new(Inner {
-                config,
-                previous,
-                audit,
-            }),
+            inner: Mutex::new(Inner { config, previous }),
             generation_tx,
             outlier,
             routing_tx,
@@ -261,8 +289,21 @@ impl Controller {
         self.lock().config.clone()
     }
 
-    pub fn audit(&self) -> Vec<AuditEntry> {
-        self.lock().audit.iter().cloned().collect()
+    /// The accepted changes kept in memory, oldest first (the audit log
+    /// has them all: [`Controller::audit_log`]).
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.audit.accepted()
+    }
+
+    pub fn audit_log(&self) -> Arc<AuditLog> {
+        self.audit.clone()
+    }
+
+    /// This run's id, new at every start: with the generation, it names
+    /// one routing state for good (generations restart without a state
+    /// file; run ids never repeat).
+    pub fn run_id(&self) -> &str {
+        self.audit.run_id()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -303,12 +344,16 @@ impl Controller {
     ) -> Result<ChangeOutcome, ControlError> {
         let action = req.action.name();
         let this = self.clone();
+        let refused = req.clone();
         let result = match tokio::spawn(async move { this.apply_inner(&req).await }).await {
             Ok(r) => r,
             Err(e) => Err(self.persist_error(std::io::Error::other(format!(
                 "the change task failed: {e}"
             )))),
         };
+        if let Err(e) = &result {
+            self.audit_refused(&refused, e).await;
+        }
         let label = match &result {
             Ok(o) if o.changed => "accepted",
             Ok(_) => "unchanged",
@@ -338,14 +383,23 @@ impl Controller {
             Planned::Unchanged(outcome) => return Ok(outcome),
             Planned::Change(plan) => plan,
         };
-        // Persist first: if the disk refuses, nothing changes.
-        if let (Some(path), Some(st)) = (&self.state_path, plan.persist) {
-            let (path, writer) = (path.clone(), self.writer.clone());
-            tokio::task::spawn_blocking(move || writer(&path, &st))
-                .await
-                .map_err(|e| {
-                    self.persist_error(std::io::Error::other(format!("the writer failed: {e}")))
-                })??;
+        // Persist first: if the disk refuses, nothing changes. Then the
+        // audit line: if it cannot be written, the state file is put back
+        // and nothing changes either.
+        let restore = match plan.persist {
+            Some((new, old)) => {
+                self.write_state(new).await?;
+                Some(old)
+            }
+            None => None,
+        };
+        if let Err(e) = self.audit.append(plan.entry.clone()).await {
+            if let Some(old) = restore {
+                if let Err(back) = self.write_state(old).await {
+                    tracing::error!("the audit log failed ({e}) and the state file could not be put back: {back}");
+                }
+            }
+            return Err(e);
         }
         let window;
         {
@@ -361,7 +415,6 @@ impl Controller {
                 None => current.with_split(plan.idx, plan.new),
             };
             inner.previous = plan.previous;
-            inner.audit = plan.audit;
             self.snapshot.store(Arc::new(next));
         }
         let slow_start = window.map(|w| humantime::format_duration(w).to_string());
@@ -371,6 +424,7 @@ impl Controller {
         }
         Ok(ChangeOutcome {
             generation: plan.entry.generation,
+            run_id: self.run_id().to_string(),
             service: req.service.clone(),
             split: as_map(&plan.entry.split),
             previous: as_map(&plan.entry.previous),
@@ -379,15 +433,47 @@ impl Controller {
         })
     }
 
+    /// Writes the state file on a blocking thread.
+    async fn write_state(&self, st: PersistedState) -> Result<(), ControlError> {
+        let Some(path) = self.state_path.clone() else {
+            return Ok(());
+        };
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer(&path, &st))
+            .await
+            .map_err(|e| {
+                self.persist_error(std::io::Error::other(format!("the writer failed: {e}")))
+            })?
+    }
+
+    /// Records a refused (4xx) or failed (5xx) change in the audit log.
+    async fn audit_refused(&self, req: &ChangeRequest, e: &ControlError) {
+        let status = e.status().as_u16();
+        let result = if status >= 500 { FAILED } else { REFUSED };
+        let mut r = request_record(req, self.run_id(), result, status);
+        r.generation = self.snapshot.load().generation;
+        r.detail = Some(e.to_string());
+        self.audit.append_refused(r).await;
+    }
+
     /// What `req` would change, checked against the snapshot in force.
     fn plan(&self, req: &ChangeRequest) -> Result<Planned, ControlError> {
         let inner = self.lock();
         let current = self.snapshot.load_full();
+        if let Some(expected) = &req.expect_run_id {
+            if expected != self.run_id() {
+                return Err(ControlError::RunMismatch {
+                    expected: expected.clone(),
+                    actual: self.run_id().to_string(),
+                });
+            }
+        }
         let (idx, pools, old) = target_service(&current, req)?;
         let new = requested_split(req, &pools, &inner.previous[idx])?;
         if new == old {
             return Ok(Planned::Unchanged(ChangeOutcome {
                 generation: current.generation,
+                run_id: self.run_id().to_string(),
                 service: req.service.clone(),
                 split: as_map(&named(&pools, &new)),
                 previous: as_map(&named(&pools, &old)),
@@ -397,23 +483,24 @@ impl Controller {
         }
         let forced = check_available(&current, idx, req, &new, &old)?;
         let generation = current.generation + 1;
-        let mut entry = audit_entry(req, generation, &pools, &new, &old);
+        let mut entry = request_record(req, self.run_id(), ACCEPTED, 200);
+        entry.generation = generation;
+        entry.split = named(&pools, &new);
+        entry.previous = named(&pools, &old);
         entry.forced = forced;
         let mut previous = inner.previous.clone();
-        previous[idx] = Some(old);
-        let mut audit = inner.audit.clone();
-        audit.push_back(entry.clone());
-        while audit.len() > AUDIT_KEEP {
-            audit.pop_front();
-        }
+        previous[idx] = Some(old.clone());
         let persist = self.state_path.as_ref().map(|_| {
-            persisted_state(
-                &inner.config,
-                &current,
-                (idx, &new),
-                generation,
-                &previous,
-                &audit,
+            let config = &inner.config;
+            (
+                persisted_state(config, &current, (idx, &new), generation, &previous),
+                persisted_state(
+                    config,
+                    &current,
+                    (idx, &old),
+                    current.generation,
+                    &inner.previous,
+                ),
             )
         });
         Ok(Planned::Change(Plan {
@@ -421,7 +508,6 @@ impl Controller {
             new,
             entry,
             previous,
-            audit,
             persist,
         }))
     }
@@ -531,7 +617,7 @@ impl Controller {
 
     /// After a change is in force: metrics, the generation and routing
     /// watchers, the log.
-    fn announce(&self, req: &ChangeRequest, entry: &AuditEntry, slow_start: Option<&str>) {
+    fn announce(&self, req: &ChangeRequest, entry: &AuditRecord, slow_start: Option<&str>) {
         let generation = entry.generation;
         self.update_metrics();
         self.generation_tx.send_replace(generation);
@@ -707,24 +793,17 @@ fn check_available(
     })
 }
 
-fn audit_entry(
-    req: &ChangeRequest,
-    generation: u64,
-    pools: &[String],
-    new: &[u32],
-    old: &[u32],
-) -> AuditEntry {
-    AuditEntry {
-        generation,
-        at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        service: req.service.clone(),
-        action: req.action.name().to_string(),
-        split: named(pools, new),
-        previous: named(pools, old),
-        who: req.who.clone(),
-        reason: req.reason.clone(),
-        forced: false,
-    }
+/// The audit record of `req`, stamped now; the caller fills in the
+/// generation and splits.
+fn request_record(req: &ChangeRequest, run_id: &str, result: &str, status: u16) -> AuditRecord {
+    let mut r = AuditRecord::now(run_id, result, status, req.action.name(), &req.who);
+    r.service = req.service.clone();
+    r.source = req.source.clone();
+    r.reason = req.reason.clone();
+    r.expect_generation = req.expect_generation;
+    r.expect_run_id = req.expect_run_id.clone();
+    r.requested_by = req.requested_by.clone();
+    r
 }
 
 /// The state file's content once service `changed.0` has split
@@ -735,7 +814,6 @@ fn persisted_state(
     changed: (usize, &[u32]),
     generation: u64,
     previous: &[Option<Vec<u32>>],
-    audit: &VecDeque<AuditEntry>,
 ) -> PersistedState {
     PersistedState {
         version: STATE_VERSION,
@@ -761,7 +839,8 @@ fn persisted_state(
                 }
             })
             .collect(),
-        audit: audit.clone(),
+        // The audit log has it now (older state files had it here).
+        audit: Default::default(),
     }
 }
 

@@ -33,7 +33,10 @@ fn switch(to: &str) -> ChangeRequest {
         action: Action::Switch(to.into()),
         reason: None,
         expect_generation: None,
+        expect_run_id: None,
         who: "test".into(),
+        source: None,
+        requested_by: None,
         force: true,
     }
 }
@@ -125,9 +128,11 @@ async fn changes_reach_the_disk_in_order_and_keep_health_changed_meanwhile() {
         st.services[0].split,
         vec![("blue".into(), 100), ("green".into(), 0)]
     );
-    let actions: Vec<_> = st
-        .audit
-        .iter()
+    assert!(st.audit.is_empty(), "the audit is in its own log now");
+    let log = std::fs::read_to_string(dir.path().join("cutover-audit.jsonl")).unwrap();
+    let actions: Vec<_> = log
+        .lines()
+        .map(|l| serde_json::from_str::<AuditRecord>(l).unwrap())
         .map(|e| (e.generation, e.split.clone()))
         .collect();
     assert_eq!(

@@ -43,7 +43,7 @@ pub fn change(
         Endpoint::Rollback => ChangeKind::Rollback,
     };
     let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
-    let request = change_request(body, peer, service.to_string(), kind)
+    let request = change_request(body, peer, "fuzz", service.to_string(), kind)
         .map_err(|(status, message)| (status.as_u16(), message))?;
     RUNTIME
         .with(|rt| rt.block_on(controller.apply(request)))

@@ -2,6 +2,8 @@
 //! persistence, and the admin API.
 
 pub mod admin;
+pub mod audit;
+pub mod auth;
 pub mod controller;
 #[cfg(feature = "edge")]
 pub mod edge;
@@ -15,5 +17,7 @@ pub mod state;
 mod status;
 
 pub use admin::Admin;
+pub use audit::{AuditLog, AuditRecord};
+pub use auth::Auth;
 pub use controller::{Action, ChangeOutcome, ChangeRequest, Controller};
 pub use error::ControlError;

@@ -17,7 +17,10 @@ pub struct PersistedState {
     pub version: u32,
     pub generation: u64,
     pub services: Vec<PersistedService>,
-    #[serde(default)]
+    /// Older state files kept the audit here; it is moved to the audit
+    /// log at start ([`crate::audit::AuditLog::migrate`]) and no longer
+    /// written.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub audit: VecDeque<AuditEntry>,
 }
 
@@ -33,6 +36,7 @@ pub struct PersistedService {
     pub file_split: Vec<(String, u32)>,
 }
 
+/// An audit entry as older state files kept it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditEntry {
     pub generation: u64,

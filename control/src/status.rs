@@ -72,6 +72,7 @@ pub fn status_json(
         .collect();
     json!({
         "generation": snap.generation,
+        "run_id": controller.run_id(),
         "services": services,
         "last_change": controller.audit().last(),
     })

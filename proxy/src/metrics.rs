@@ -37,6 +37,9 @@ pub mod names {
     pub const RETRIES: &str = "cutover_retries_total";
     pub const EJECTIONS: &str = "cutover_ejections_total";
     pub const IDLE_TIMEOUTS: &str = "cutover_idle_timeouts_total";
+    pub const ADMIN_AUTH_FAILURES: &str = "cutover_admin_auth_failures_total";
+    pub const AUDIT_REFUSED_DROPPED: &str = "cutover_audit_refused_dropped_total";
+    pub const AUDIT_WRITE_ERRORS: &str = "cutover_audit_write_errors_total";
 }
 
 /// Status classes used as the `code` label.

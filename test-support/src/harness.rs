@@ -26,6 +26,7 @@ pub struct Harness {
     proxy_protocol: bool,
     pool_extra: String,
     admin_token: Option<String>,
+    admin_extra: String,
     listener_extra: String,
 }
 
@@ -53,6 +54,7 @@ impl Harness {
             proxy_protocol: false,
             pool_extra: String::new(),
             admin_token: None,
+            admin_extra: String::new(),
             listener_extra: String::new(),
         }
     }
@@ -68,6 +70,14 @@ impl Harness {
     /// and metrics aside); [`Running::admin`] sends it.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_string());
+        self
+    }
+
+    /// Extra TOML lines in `[admin]` (keys first; `[[admin.tokens]]`
+    /// tables may follow).
+    pub fn admin(mut self, toml: &str) -> Self {
+        self.admin_extra.push_str(toml);
+        self.admin_extra.push('\n');
         self
     }
 
@@ -171,7 +181,7 @@ shutdown_timeout = "2s"
 
 [admin]
 listen = "127.0.0.1:0"
-{token}
+{token}{admin_extra}
 [services.web]
 {split}{extra}
 [[services.web.listeners]]
@@ -192,6 +202,7 @@ backends = {green_list}
             extra = self.service_extra,
             pool_extra = self.pool_extra,
             listener_extra = self.listener_extra,
+            admin_extra = self.admin_extra,
         );
         let config = cutover_config::parse("harness.toml", &text)
             .unwrap_or_else(|e| panic!("harness config:\n{e}\n{text}"));

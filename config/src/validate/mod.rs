@@ -10,7 +10,10 @@ use crate::locate::{display_path, Locator, Seg};
 use crate::model::*;
 use crate::raw::*;
 
+mod admin;
 mod service;
+pub use admin::LEGACY_TOKEN_NAME;
+use admin::{validate_admin, ALLOWED_ADMIN_KEYS};
 use service::validate_service;
 
 const MAX_WEIGHT: i64 = 1_000_000;
@@ -31,6 +34,15 @@ impl Errs<'_> {
     /// How many errors so far (lets a caller see whether a part added any).
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// Where `path` is, for an error found later.
+    pub(crate) fn location(&self, path: &[Seg]) -> crate::error::Location {
+        crate::error::Location {
+            origin: self.origin.to_string(),
+            line: self.loc.line(path),
+            key: display_path(path),
+        }
     }
 
     pub(crate) fn push(&mut self, path: &[Seg], message: impl Into<String>) {
@@ -83,7 +95,8 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["edge", "records", "[]", "alias", _] => crate::edge::ALLOWED_ALIAS_KEYS,
         ["edge", "elastic_ips", "[]", _] => crate::edge::ALLOWED_ELASTIC_IP_KEYS,
         ["edge", "elastic_ips", "[]", "candidates", _] => crate::edge::ALLOWED_CANDIDATES_KEYS,
-        ["admin", _] => "listen, token",
+        ["admin", _] => ALLOWED_ADMIN_KEYS,
+        ["admin", "tokens", "[]", _] => admin::ALLOWED_TOKEN_KEYS,
         ["services", _, _] => "split, sticky, cookie, drain_timeout, override_header, override_token, access_log, timeouts, limits, health_check, failover, retries, outlier, allowed_upgrades, error_detail, slow_start, listeners, pools",
         ["services", _, "health_check", _] | ["services", _, "pools", _, "health_check", _] => {
             ALLOWED_HEALTH_CHECK_KEYS
@@ -384,36 +397,5 @@ fn shutdown_delay(errs: &mut Errs<'_>, path: &[Seg], raw: &Option<String>) -> Du
             errs.push(path, e);
             Duration::ZERO
         }
-    }
-}
-
-/// `[admin]`.
-fn validate_admin(
-    raw_admin: Option<&RawAdmin>,
-    admin_path: &[Seg],
-    errs: &mut Errs<'_>,
-) -> AdminConfig {
-    let listen_raw = raw_admin
-        .and_then(|a| a.listen.clone())
-        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
-    let admin_listen =
-        socket_addr(errs, &key(admin_path, "listen"), &listen_raw).unwrap_or_else(|| {
-            DEFAULT_ADMIN_LISTEN
-                .parse()
-                .expect("default admin address parses")
-        });
-    let token = raw_admin.and_then(|a| a.token.clone());
-    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        errs.push(&key(admin_path, "token"), "must not be empty");
-    }
-    if !admin_listen.ip().is_loopback() && token.is_none() {
-        errs.push(
-            &key(admin_path, "listen"),
-            format!("{admin_listen} is not a loopback address: set admin.token so the admin API requires a bearer token"),
-        );
-    }
-    AdminConfig {
-        listen: admin_listen,
-        token,
     }
 }

@@ -39,7 +39,10 @@ fn change(c: &Arc<Controller>, action: Action) -> Result<ChangeOutcome, ControlE
         action,
         reason: None,
         expect_generation: None,
+        expect_run_id: None,
         who: "test".into(),
+        source: None,
+        requested_by: None,
         force: true,
     }))
 }
