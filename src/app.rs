@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_config::Config;
+use cutover_config::{Config, ConfigError};
 use cutover_control::{Admin, ControlError, Controller};
+use cutover_proxy::tls::ListenerTls;
 use cutover_proxy::{ListenerSpec, ProxyMetrics, Shared};
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpSocket};
@@ -26,6 +27,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("TLS certificates:\n{0}")]
+    Tls(cutover_config::ConfigErrors),
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
     #[cfg(feature = "edge")]
@@ -108,13 +111,55 @@ async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, StartError> 
     listen().map_err(|source| StartError::Bind { addr, key, source })
 }
 
+/// Loads and checks every TLS listener's certificates (`cutover check`
+/// runs this too): the warnings (expired certificates) and the errors.
+pub fn check_tls(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    for lc in config.services.iter().flat_map(|s| s.listeners.iter()) {
+        if let Some(tls) = &lc.tls {
+            match cutover_proxy::tls::load(tls) {
+                Ok(loaded) => warnings.extend(loaded.warnings),
+                Err(e) => errors.extend(e),
+            }
+        }
+    }
+    (warnings, errors)
+}
+
+/// A TLS listener's certificates, loaded and checked; expired ones are
+/// logged and served.
+fn listener_tls(
+    tls: &cutover_config::TlsConfig,
+    label: &str,
+    metrics: &ProxyMetrics,
+) -> Result<Arc<ListenerTls>, StartError> {
+    let loaded = cutover_proxy::tls::load(tls)
+        .map_err(|e| StartError::Tls(cutover_config::ConfigErrors(e)))?;
+    for w in &loaded.warnings {
+        tracing::warn!(listener = %label, "{w}");
+    }
+    Ok(Arc::new(ListenerTls::new(loaded, tls, metrics.tls(label))))
+}
+
 /// Binds every service's listeners, in config order, with what each serves.
-async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpec)>, StartError> {
+async fn bind_listeners(
+    config: &Config,
+    metrics: &ProxyMetrics,
+) -> Result<Vec<(TcpListener, ListenerSpec)>, StartError> {
     let mut bound = Vec::new();
     for sc in &config.services {
         for (i, lc) in sc.listeners.iter().enumerate() {
             let key = format!("services.{}.listeners[{i}].listen", sc.name);
             let tcp = bind(lc.listen, key).await?;
+            let tls = match &lc.tls {
+                None => None,
+                Some(t) => {
+                    let label = tcp
+                        .local_addr()
+                        .map_or_else(|_| lc.listen.to_string(), |a| a.to_string());
+                    Some(listener_tls(t, &label, metrics)?)
+                }
+            };
             let pool = lc
                 .pool
                 .and_then(|p| sc.pools.get(p))
@@ -128,6 +173,7 @@ async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpe
                 mode: lc.mode,
                 proxy_protocol: lc.proxy_protocol,
                 trust_forwarded: lc.trust_forwarded,
+                tls,
             };
             bound.push((tcp, spec));
         }
@@ -164,7 +210,7 @@ impl App {
 
         // Bind everything before serving anything: a busy port fails the start whole.
         let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
-        let bound = bind_listeners(&config).await?;
+        let bound = bind_listeners(&config, &shared.metrics).await?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {

@@ -116,12 +116,28 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for the whole program (TLS termination, TLS to
+    // backends, the AWS SDK's client): aws-lc-rs.
+    cutover_proxy::tls::install_provider();
     logging::init(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
         Command::Check { configs } => {
             let mut bad = false;
             for path in &configs {
-                match cutover_config::load(path) {
+                let cfg = cutover_config::load(path).map(|cfg| {
+                    let (warnings, errors) = cutover::app::check_tls(&cfg);
+                    for w in &warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    (cfg, errors)
+                });
+                let cfg = match cfg {
+                    Ok((_, errors)) if !errors.is_empty() => {
+                        Err(cutover_config::ConfigErrors(errors))
+                    }
+                    other => other.map(|(c, _)| c),
+                };
+                match cfg {
                     Ok(_) => println!("{}: ok", path.display()),
                     Err(errs) => {
                         bad = true;

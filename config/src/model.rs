@@ -221,6 +221,69 @@ pub struct ListenerConfig {
     /// with the client's address. `X-Forwarded-Proto` and `-Host` are
     /// always cutover's own.
     pub trust_forwarded: bool,
+    /// TLS termination; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS: certificates chosen by SNI, ALPN, versions. The files
+/// are only named here; the proxy loads and checks them (a config stays
+/// pure data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// In config order; the first is the default unless
+    /// `default_certificate` names another.
+    pub certificates: Vec<CertificateFiles>,
+    /// Protocols offered by ALPN, in order of preference.
+    pub alpn: Vec<String>,
+    /// A DNS name one certificate covers: the certificate for clients
+    /// without SNI or with a name no certificate covers.
+    pub default_certificate: Option<String>,
+    /// Where `default_certificate` is written (for the error when no
+    /// certificate covers it).
+    pub default_certificate_at: ConfigPlace,
+    /// A handshake not done by then is closed.
+    pub handshake_timeout: Duration,
+    pub min_version: TlsVersion,
+}
+
+/// A certificate chain and its private key, PEM, with where they are
+/// named in the config (for errors found when they are loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFiles {
+    /// Resolved against the config file's directory when relative.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Where `cert` and `key` are written
+    /// (`services.web.listeners[0].tls.certificates[1].cert` and its line).
+    pub cert_at: ConfigPlace,
+    pub key_at: ConfigPlace,
+}
+
+/// Where a value was written: an error about it found after validation
+/// (a file it names cannot be read, say) names this.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigPlace {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: String,
+}
+
+impl ConfigPlace {
+    /// An error at this place.
+    pub fn error(&self, message: impl Into<String>) -> crate::ConfigError {
+        crate::ConfigError {
+            origin: self.origin.clone(),
+            line: self.line,
+            key: self.key.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

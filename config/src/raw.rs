@@ -111,6 +111,7 @@ pub struct RawListener {
     pub mode: Option<String>,
     pub proxy_protocol: Option<bool>,
     pub trust_forwarded: Option<bool>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,4 +196,22 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
         }
         d.deserialize_map(MapVisitor(PhantomData))
     }
+}
+
+/// `[services.NAME.listeners.tls]`: TLS termination on a listener.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub alpn: Option<Vec<String>>,
+    pub default_certificate: Option<String>,
+    pub handshake_timeout: Option<String>,
+    pub min_version: Option<String>,
+}
+
+/// One `[[services.NAME.listeners.tls.certificates]]`: PEM files.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }

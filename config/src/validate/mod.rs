@@ -11,6 +11,7 @@ use crate::model::*;
 use crate::raw::*;
 
 mod service;
+mod tls;
 use service::validate_service;
 
 const MAX_WEIGHT: i64 = 1_000_000;
@@ -31,6 +32,20 @@ impl Errs<'_> {
     /// How many errors so far (lets a caller see whether a part added any).
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// The config's origin (its file, when loaded from one).
+    pub(crate) fn origin(&self) -> &str {
+        self.origin
+    }
+
+    /// Where `path` is, for errors found after validation.
+    pub(crate) fn place(&self, path: &[Seg]) -> ConfigPlace {
+        ConfigPlace {
+            origin: self.origin.to_string(),
+            line: self.loc.line(path),
+            key: display_path(path),
+        }
     }
 
     pub(crate) fn push(&mut self, path: &[Seg], message: impl Into<String>) {
@@ -92,7 +107,9 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, client_idle, backend_idle, tunnel_idle, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
-        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded, tls",
+        ["services", _, "listeners", "[]", "tls", _] => "certificates, alpn, default_certificate, handshake_timeout, min_version",
+        ["services", _, "listeners", "[]", "tls", "certificates", "[]", _] => "cert, key",
         ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",

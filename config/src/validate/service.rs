@@ -649,12 +649,17 @@ fn validate_listeners(
                 "trust_forwarded applies to http listeners only: a tcp listener forwards no headers (remove it, or set mode = \"http\")",
             );
         }
+        let tls = rl
+            .tls
+            .as_ref()
+            .and_then(|rt| super::tls::validate_tls(rt, &lp, mode, errs));
         listeners.push(ListenerConfig {
             listen,
             pool,
             mode,
             proxy_protocol: rl.proxy_protocol.unwrap_or(false),
             trust_forwarded,
+            tls,
         });
     }
     listeners

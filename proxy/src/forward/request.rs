@@ -99,7 +99,7 @@ pub(super) fn prepare(
         scanned,
         &ctx.client_value,
         ctx.listener.trust_forwarded,
-        "http",
+        ctx.listener.proto,
         parts.uri.authority().unwrap_or(&backend.authority).as_str(),
     );
     if let Some(u) = upgrade {
