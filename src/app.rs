@@ -11,6 +11,8 @@ use std::time::Duration;
 use cutover_config::{Config, ConfigError};
 use cutover_control::{Admin, ControlError, Controller};
 use cutover_proxy::tls::ListenerTls;
+
+use crate::tls_watch::TlsListener;
 use cutover_proxy::{ListenerSpec, ProxyMetrics, Shared};
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpSocket};
@@ -145,8 +147,9 @@ fn listener_tls(
 async fn bind_listeners(
     config: &Config,
     metrics: &ProxyMetrics,
-) -> Result<Vec<(TcpListener, ListenerSpec)>, StartError> {
+) -> Result<(Vec<(TcpListener, ListenerSpec)>, Vec<TlsListener>), StartError> {
     let mut bound = Vec::new();
+    let mut tls_listeners = Vec::new();
     for sc in &config.services {
         for (i, lc) in sc.listeners.iter().enumerate() {
             let key = format!("services.{}.listeners[{i}].listen", sc.name);
@@ -157,7 +160,13 @@ async fn bind_listeners(
                     let label = tcp
                         .local_addr()
                         .map_or_else(|_| lc.listen.to_string(), |a| a.to_string());
-                    Some(listener_tls(t, &label, metrics)?)
+                    let tls = listener_tls(t, &label, metrics)?;
+                    tls_listeners.push(TlsListener {
+                        label,
+                        tls: tls.clone(),
+                        config: t.clone(),
+                    });
+                    Some(tls)
                 }
             };
             let pool = lc
@@ -178,7 +187,7 @@ async fn bind_listeners(
             bound.push((tcp, spec));
         }
     }
-    Ok(bound)
+    Ok((bound, tls_listeners))
 }
 
 /// Service, bound address and preview pool of each listener.
@@ -210,7 +219,8 @@ impl App {
 
         // Bind everything before serving anything: a busy port fails the start whole.
         let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
-        let bound = bind_listeners(&config, &shared.metrics).await?;
+        let (bound, tls_listeners) = bind_listeners(&config, &shared.metrics).await?;
+        let tls_listeners = Arc::new(tls_listeners);
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -237,6 +247,19 @@ impl App {
                 Arc::new(move || serde_json::to_value(handle.status()).unwrap_or_default()),
             ));
         }
+        if !tls_listeners.is_empty() {
+            let tls = tls_listeners.clone();
+            admin.extra.push((
+                "tls",
+                Arc::new(move || {
+                    let map: serde_json::Map<String, serde_json::Value> = tls
+                        .iter()
+                        .map(|l| (l.label.clone(), l.tls.status_json()))
+                        .collect();
+                    serde_json::Value::Object(map)
+                }),
+            ));
+        }
         let admin = Arc::new(admin);
         let mut tasks = JoinSet::new();
         for (tcp, spec) in bound {
@@ -247,6 +270,12 @@ impl App {
                 shutdown_rx.clone(),
             ));
         }
+        // Certificate rotation: reloads a TLS listener's certificates
+        // when their files change.
+        tasks.spawn(crate::tls_watch::run(
+            tls_listeners.clone(),
+            shutdown_rx.clone(),
+        ));
         // Active health checks (pools with a `health_check`); they stop
         // with the shutdown signal.
         tasks.spawn(cutover_control::health::run(

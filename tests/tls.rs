@@ -310,3 +310,90 @@ fn check_reports_missing_mismatched_and_expired_certificates_with_line_and_key()
     assert!(ok, "{err}");
     assert!(err.contains("warning:") && err.contains("expired"), "{err}");
 }
+
+/// Replaces `stem.pem` and `stem.key` in `dir` by writing beside and
+/// renaming, as certbot and most tools do.
+fn replace(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) {
+    for (ext, text) in [("pem", cert_pem), ("key", key_pem)] {
+        let tmp = dir.join(format!(".{stem}.{ext}.new"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{stem}.{ext}"))).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_without_a_restart_and_a_bad_pair_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let h = Harness::new()
+        .listener(&format!(
+            "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}] }}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .start()
+        .await;
+    // A keep-alive TLS connection opened before the rotation.
+    let config = tls::client_config(&ca.pem(), &["h2"]);
+    let stream = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut get = async || {
+        let req = http::Request::get("https://a.test/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        send.send_request(req).await.map(|r| r.status().as_u16())
+    };
+    assert_eq!(get().await.unwrap(), 200);
+
+    let rotated = ca.leaf(&["a.test", "rotated.test"]);
+    replace(dir.path(), "a", &rotated.cert_pem, &rotated.key_pem);
+    let ok = eventually(Duration::from_secs(2), || async {
+        served(&h, Some("a.test")).await == ["a.test", "rotated.test"]
+    })
+    .await;
+    assert!(
+        ok,
+        "new connections did not get the new certificate within 2 s"
+    );
+    // The connection from before is untouched.
+    assert_eq!(get().await.unwrap(), 200);
+
+    // A key that does not match its certificate: refused, the rotated
+    // certificate stays, status and metrics say why.
+    let other = ca.leaf(&["bad.test"]);
+    replace(dir.path(), "a", &other.cert_pem, &rotated.key_pem);
+    let errors = format!(
+        r#"cutover_tls_certificate_reloads_total{{listener="{}",result="error"}}"#,
+        h.proxy
+    );
+    let ok = eventually(Duration::from_secs(2), || async {
+        metric(h.admin, &errors).await >= Some(1.0)
+    })
+    .await;
+    assert!(ok, "the bad pair was not counted");
+    let (_, status) = h.api("GET", "/v1/status", None).await;
+    let tls_status = &status["tls"][h.proxy.to_string()];
+    assert!(
+        tls_status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not match")),
+        "{tls_status}"
+    );
+    assert_eq!(
+        tls_status["certificates"][0]["names"],
+        serde_json::json!(["a.test", "rotated.test"])
+    );
+    assert!(
+        holds_for(Duration::from_millis(500), || async {
+            served(&h, Some("a.test")).await == ["a.test", "rotated.test"]
+        })
+        .await,
+        "the refused pair replaced the good one"
+    );
+    assert_eq!(get().await.unwrap(), 200);
+}

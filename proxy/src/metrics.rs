@@ -39,6 +39,7 @@ pub mod names {
     pub const IDLE_TIMEOUTS: &str = "cutover_idle_timeouts_total";
     pub const TLS_HANDSHAKES: &str = "cutover_tls_handshakes_total";
     pub const TLS_CERTIFICATE_EXPIRY: &str = "cutover_tls_certificate_expiry_seconds";
+    pub const TLS_CERTIFICATE_RELOADS: &str = "cutover_tls_certificate_reloads_total";
 }
 
 /// Status classes used as the `code` label.
@@ -150,6 +151,8 @@ impl ProxyMetrics {
             timeout: h("timeout"),
             not_tls: h("not_tls"),
             error: h("error"),
+            reload_ok: self.tls.reloads.with_label_values(&[listener, "ok"]),
+            reload_error: self.tls.reloads.with_label_values(&[listener, "error"]),
             expiry: self.tls.expiry.clone(),
             listener: listener.to_string(),
         }
@@ -174,6 +177,7 @@ impl ProxyMetrics {
 struct TlsFamilies {
     handshakes: IntCounterVec,
     expiry: IntGaugeVec,
+    reloads: IntCounterVec,
 }
 
 impl TlsFamilies {
@@ -193,12 +197,20 @@ impl TlsFamilies {
                 ),
                 &["listener", "name"],
             )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    names::TLS_CERTIFICATE_RELOADS,
+                    "Reloads of a TLS listener's certificate files that changed them, by result: ok (rotated) or error (refused; the old ones stay)",
+                ),
+                &["listener", "result"],
+            )?,
         })
     }
 
     fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.handshakes.clone()))?;
         registry.register(Box::new(self.expiry.clone()))?;
+        registry.register(Box::new(self.reloads.clone()))?;
         Ok(())
     }
 }
@@ -595,6 +607,8 @@ pub struct TlsMetrics {
     /// Not TLS at all (plain HTTP to a TLS port gets a 400).
     pub not_tls: IntCounter,
     pub error: IntCounter,
+    pub reload_ok: IntCounter,
+    pub reload_error: IntCounter,
     expiry: IntGaugeVec,
     listener: String,
 }

@@ -146,3 +146,141 @@ fn alpn(rt: &RawTls, tp: &[Seg], mode: ListenerMode, errs: &mut Errs<'_>) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    /// A config whose first listener has `tls` lines after `[...tls]`.
+    fn with_tls(tls: &str) -> String {
+        format!(
+            r#"
+[services.web]
+split = {{ blue = 100 }}
+
+[[services.web.listeners]]
+listen = "127.0.0.1:8443"
+
+[services.web.listeners.tls]
+{tls}
+
+[services.web.pools.blue]
+backends = ["10.0.1.10:8080"]
+"#
+        )
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse("/etc/cutover/t.toml", text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn has(errs: &[ConfigError], line: usize, key: &str, fragment: &str) {
+        assert!(
+            errs.iter()
+                .any(|e| e.line == Some(line) && e.key == key && e.message.contains(fragment)),
+            "no error at line {line} key `{key}` containing `{fragment}` in:\n{}",
+            ConfigErrors(errs.to_vec())
+        );
+    }
+
+    const PAIR: &str = r#"certificates = [{ cert = "a.pem", key = "/keys/a.key" }]"#;
+
+    #[test]
+    fn defaults_and_paths_relative_to_the_config_file() {
+        let c = parse("/etc/cutover/t.toml", &with_tls(PAIR)).unwrap();
+        let tls = c.services[0].listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.alpn, ["h2", "http/1.1"]);
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(tls.default_certificate, None);
+        let pair = &tls.certificates[0];
+        assert_eq!(pair.cert, std::path::Path::new("/etc/cutover/a.pem"));
+        assert_eq!(pair.key, std::path::Path::new("/keys/a.key"));
+        assert_eq!(
+            pair.cert_at.key,
+            "services.web.listeners[0].tls.certificates[0].cert"
+        );
+        assert_eq!(pair.cert_at.line, Some(9));
+        // No tls table: plain TCP.
+        let plain = with_tls("").replace("[services.web.listeners.tls]", "");
+        let c = parse("t.toml", &plain).unwrap();
+        assert!(c.services[0].listeners[0].tls.is_none());
+    }
+
+    #[test]
+    fn every_tls_key_is_checked_with_its_line() {
+        let p = "services.web.listeners[0].tls";
+        has(&errors(&with_tls("")), 8, p, "no certificates");
+        has(
+            &errors(&with_tls(r#"certificates = [{ cert = "a.pem" }]"#)),
+            9,
+            &format!("{p}.certificates[0].key"),
+            "needs `key`",
+        );
+        let errs = errors(&with_tls(&format!(
+            "{PAIR}\nalpn = [\"h3\", \"h2\", \"h2\"]\nmin_version = \"1.1\"\nhandshake_timeout = \"2h\"\ndefault_certificate = \"\"\nsni = true"
+        )));
+        has(
+            &errs,
+            10,
+            &format!("{p}.alpn"),
+            "`h3` cannot be offered here",
+        );
+        has(&errs, 10, &format!("{p}.alpn"), "`h2` is listed twice");
+        has(
+            &errs,
+            11,
+            &format!("{p}.min_version"),
+            "allowed: \"1.2\", \"1.3\"",
+        );
+        has(
+            &errs,
+            12,
+            &format!("{p}.handshake_timeout"),
+            "at most 1 hour",
+        );
+        has(
+            &errs,
+            13,
+            &format!("{p}.default_certificate"),
+            "must name a DNS name",
+        );
+        has(
+            &errs,
+            14,
+            &format!("{p}.sni"),
+            "allowed here: certificates, alpn",
+        );
+        has(
+            &errors(&with_tls(&format!("{PAIR}\nalpn = []"))),
+            10,
+            &format!("{p}.alpn"),
+            "offers nothing",
+        );
+    }
+
+    #[test]
+    fn a_tcp_listener_offers_any_alpn_it_names_and_none_by_default() {
+        let tcp = |tls: &str| {
+            with_tls(tls).replace(
+                "listen = \"127.0.0.1:8443\"",
+                "listen = \"127.0.0.1:8443\"\nmode = \"tcp\"",
+            )
+        };
+        let c = parse("t.toml", &tcp(PAIR)).unwrap();
+        assert!(c.services[0].listeners[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .alpn
+            .is_empty());
+        let c = parse("t.toml", &tcp(&format!("{PAIR}\nalpn = [\"imap\"]"))).unwrap();
+        assert_eq!(
+            c.services[0].listeners[0].tls.as_ref().unwrap().alpn,
+            ["imap"]
+        );
+    }
+}

@@ -50,6 +50,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct Loaded {
     config: Arc<ServerConfig>,
     resolver: Arc<SniResolver>,
+    /// Each pair's chain, to tell a rotation from a rewrite of the same files.
+    chains: Vec<Vec<rustls_pki_types::CertificateDer<'static>>>,
     pub certs: Vec<CertInfo>,
     /// Expired certificates: served all the same, reported.
     pub warnings: Vec<ConfigError>,
@@ -108,6 +110,7 @@ pub fn load(cfg: &TlsConfig) -> Result<Loaded, Vec<ConfigError>> {
     Ok(Loaded {
         config,
         resolver,
+        chains: certs.iter().map(|c| c.key.cert.clone()).collect(),
         certs: certs.into_iter().map(|c| c.info).collect(),
         warnings,
     })
@@ -137,6 +140,19 @@ pub struct ListenerTls {
     current: ArcSwap<Loaded>,
     handshake_timeout: Duration,
     metrics: TlsMetrics,
+    /// Why the last rotation attempt was refused, until one succeeds.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// What a reload of a listener's certificate files did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The files hold the certificates in use.
+    Unchanged,
+    /// New certificates: new handshakes use them.
+    Rotated,
+    /// A bad or expired pair: the old certificates stay. Why.
+    Refused(String),
 }
 
 /// How a handshake ended.
@@ -169,7 +185,75 @@ impl ListenerTls {
             current: ArcSwap::from_pointee(loaded),
             handshake_timeout: cfg.handshake_timeout,
             metrics,
+            last_error: Default::default(),
         }
+    }
+
+    /// Reads `cfg`'s files again. A new set that loads whole, with no
+    /// expired certificate, replaces the old one (handshakes under way
+    /// and established connections keep theirs); anything else keeps the
+    /// old set, is counted and stays in [`ListenerTls::last_error`].
+    pub fn reload(&self, cfg: &TlsConfig) -> Reloaded {
+        let outcome = match load(cfg) {
+            Err(errors) => Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Ok(loaded) if !loaded.warnings.is_empty() => Err(loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Ok(loaded) => Ok(loaded),
+        };
+        let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Err(why) => {
+                self.metrics.reload_error.inc();
+                *last_error = Some(why.clone());
+                Reloaded::Refused(why)
+            }
+            Ok(loaded) if loaded.chains == self.current.load().chains => {
+                *last_error = None;
+                Reloaded::Unchanged
+            }
+            Ok(loaded) => {
+                let old = expiry_series(&self.current.load().certs);
+                let new = expiry_series(&loaded.certs);
+                let gone: Vec<String> = old
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| !new.iter().any(|(m, _)| m == n))
+                    .collect();
+                self.metrics.set_expiry(&new, &gone);
+                self.current.store(Arc::new(loaded));
+                self.metrics.reload_ok.inc();
+                *last_error = None;
+                Reloaded::Rotated
+            }
+        }
+    }
+
+    /// Why the last reload was refused (None once one succeeds).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Status: the certificates served and the last reload error.
+    pub fn status_json(&self) -> serde_json::Value {
+        let certs: Vec<serde_json::Value> = self
+            .current
+            .load()
+            .certs
+            .iter()
+            .map(CertInfo::to_json)
+            .collect();
+        serde_json::json!({ "certificates": certs, "last_error": self.last_error() })
     }
 
     /// The certificates served now.
