@@ -125,6 +125,15 @@ pub fn check_tls(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
             }
         }
     }
+    // TLS to backends: the CA file (or the platform's roots) and any
+    // client certificate.
+    for pc in config.services.iter().flat_map(|s| s.pools.iter()) {
+        if let Some(tls) = &pc.tls {
+            if let Err(e) = cutover_proxy::upstream::tls::UpstreamTls::load(tls) {
+                errors.push(e);
+            }
+        }
+    }
     (warnings, errors)
 }
 
@@ -208,6 +217,11 @@ fn listener_addrs(
 impl App {
     /// Binds and starts everything. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<App, StartError> {
+        // Certificates and keys are read and checked before anything starts.
+        let (_, tls_errors) = check_tls(&config);
+        if !tls_errors.is_empty() {
+            return Err(StartError::Tls(cutover_config::ConfigErrors(tls_errors)));
+        }
         let registry = Registry::new();
         let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
         let controller = Arc::new(Controller::new(

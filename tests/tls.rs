@@ -397,3 +397,70 @@ async fn certificates_rotate_without_a_restart_and_a_bad_pair_keeps_the_old_one(
     );
     assert_eq!(get().await.unwrap(), 200);
 }
+
+/// A harness whose blue pool is one TLS backend at `addr`, with `tls` as
+/// the pool's table and `protocol`.
+async fn tls_pool(addr: std::net::SocketAddr, tls: &str, protocol: &str) -> Running {
+    Harness::new()
+        .backends(&format!("[\"{addr}\"]"), "[\"127.0.0.1:9\"]")
+        .service("error_detail = \"full\"")
+        .pools(&format!("protocol = \"{protocol}\"\ntls = {tls}"))
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_with_tls_reaches_its_backend_verified_by_a_test_ca_over_http1_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("backend CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let backend = tls::backend(&ca.leaf(&["backend.test"]), "blue").await;
+    let table = format!(
+        "{{ ca_file = {:?}, server_name = \"backend.test\" }}",
+        ca_file.display().to_string()
+    );
+    for (protocol, version) in [("http1", "HTTP/1.1"), ("h2", "HTTP/2.0")] {
+        let h = tls_pool(backend, &table, protocol).await;
+        let mut conn = Conn::h1(h.proxy).await;
+        for _ in 0..3 {
+            let a = conn.get("/", &[]).await.unwrap();
+            assert_eq!(a.status, 200, "{protocol}: {}", a.body);
+            assert_eq!(a.header("x-pool"), Some("blue"));
+            assert_eq!(a.header("x-seen-version"), Some(version), "{protocol}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_certificate_from_another_ca_is_a_502_naming_the_verification_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("trusted CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let stranger = TestCa::new("another CA");
+    let backend = tls::backend(&stranger.leaf(&["backend.test"]), "blue").await;
+    let table = format!(
+        "{{ ca_file = {:?}, server_name = \"backend.test\" }}",
+        ca_file.display().to_string()
+    );
+    let h = tls_pool(backend, &table, "http1").await;
+    let a = Conn::h1(h.proxy).await.get("/", &[]).await.unwrap();
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(
+        a.body.contains("TLS handshake failed") && a.body.contains("UnknownIssuer"),
+        "{}",
+        a.body
+    );
+    // The wrong name fails too, even from the trusted CA.
+    let wrong_name = tls::backend(&ca.leaf(&["other.test"]), "blue").await;
+    let h = tls_pool(wrong_name, &table, "http1").await;
+    let a = Conn::h1(h.proxy).await.get("/", &[]).await.unwrap();
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(
+        a.body
+            .contains("certificate not valid for name \"backend.test\""),
+        "{}",
+        a.body
+    );
+}

@@ -313,6 +313,25 @@ pub struct PoolConfig {
     /// `health_check` with the pool's overrides); `None`: no checks, every
     /// backend counts as up.
     pub health_check: Option<HealthCheck>,
+    /// TLS to the backends; `None`: plain TCP.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS from cutover to a pool's backends (files named, not read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTlsConfig {
+    /// Trust these CA certificates (PEM) instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to send by SNI and to verify the certificate against;
+    /// `None`: the backend's host (a DNS name, or an IP address: no SNI).
+    pub server_name: Option<String>,
+    /// A client certificate for mTLS.
+    pub client_certificate: Option<CertificateFiles>,
+    /// Accept any certificate: only for pools whose backends are all on
+    /// loopback (tests), refused otherwise.
+    pub insecure_skip_verify: bool,
+    /// Where `ca_file` is written.
+    pub ca_file_at: ConfigPlace,
 }
 
 /// Active health checks: every `interval` (jittered), a GET of `path` (or
@@ -417,7 +436,10 @@ pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http1,
+    /// HTTP/2 in cleartext (prior knowledge).
     H2c,
+    /// HTTP/2 over TLS, agreed by ALPN (a pool with `tls`).
+    H2,
 }
 
 impl Protocol {
@@ -425,7 +447,13 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
         }
+    }
+
+    /// HTTP/2, with or without TLS.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
     }
 }
 

@@ -120,6 +120,24 @@ pub struct RawPool {
     pub protocol: Option<String>,
     pub send_proxy_protocol: Option<bool>,
     pub health_check: Option<RawHealthCheck>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// A pool's `tls`: `true`, or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreamTls {
+    On(bool),
+    Table(RawUpstreamTlsTable),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawUpstreamTlsTable {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A backend: `"10.0.1.10:8080"` or `{ addr = "...", weight = 2, protocol = "h2c" }`.

@@ -169,6 +169,59 @@ pub fn alpn(tls: &TlsStream<TcpStream>) -> Option<String> {
         .map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
+/// A backend that speaks only TLS (HTTP/1.1 and HTTP/2 by ALPN) with
+/// `leaf`; answers with its pool and the version it saw.
+pub async fn backend(leaf: &Leaf, pool: &'static str) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("test TLS backend");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("test TLS backend");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("test TLS backend")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("test TLS backend");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test TLS backend");
+    let addr = listener.local_addr().expect("test TLS backend");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("x-pool", pool)
+                                .header("x-seen-version", format!("{:?}", req.version()))
+                                .body(http_body_util::Full::new(Bytes::from_static(
+                                    b"tls backend\n",
+                                )))
+                                .expect("test TLS backend"),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 #[derive(Debug)]
 struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
 

@@ -110,7 +110,8 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded, tls",
         ["services", _, "listeners", "[]", "tls", _] => "certificates, alpn, default_certificate, handshake_timeout, min_version",
         ["services", _, "listeners", "[]", "tls", "certificates", "[]", _] => "cert, key",
-        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
+        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check, tls",
+        ["services", _, "pools", _, "tls", _] => "ca_file, server_name, cert, key, insecure_skip_verify",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",
     }
@@ -303,10 +304,11 @@ fn protocol(
         None => default,
         Some("http1") => Protocol::Http1,
         Some("h2c") => Protocol::H2c,
+        Some("h2") => Protocol::H2,
         Some(other) => {
             errs.push(
                 path,
-                format!("`{other}` is not an upstream protocol; allowed: \"http1\", \"h2c\""),
+                format!("`{other}` is not an upstream protocol; allowed: \"http1\", \"h2c\" (HTTP/2 in cleartext), \"h2\" (HTTP/2 over TLS, with the pool's tls)"),
             );
             default
         }

@@ -153,11 +153,17 @@ fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<Poo
             Protocol::Http1,
         );
         let backends = validate_backends(pname, rp, &ppath, pool_proto, errs);
+        let tls = rp
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::validate_upstream_tls(t, &ppath, &backends, errs));
+        super::tls::check_protocols(&backends, tls.is_some(), rp, &ppath, errs);
         pools.push(PoolConfig {
             name: pname.clone(),
             backends,
             send_proxy_protocol: rp.send_proxy_protocol.unwrap_or(false),
             health_check: None,
+            tls,
         });
     }
     pools

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use super::{bounded_duration, idx, key, Errs, MAX_INTERVAL};
 use crate::locate::Seg;
-use crate::model::{CertificateFiles, ListenerMode, TlsConfig, TlsVersion};
-use crate::raw::RawTls;
+use crate::model::{
+    BackendConfig, CertificateFiles, ListenerMode, Protocol, TlsConfig, TlsVersion,
+    UpstreamTlsConfig,
+};
+use crate::raw::{RawPool, RawTls, RawUpstreamTls, RawUpstreamTlsTable};
 
 /// The handshake timeout when none is set.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,6 +150,140 @@ fn alpn(rt: &RawTls, tp: &[Seg], mode: ListenerMode, errs: &mut Errs<'_>) -> Vec
     out
 }
 
+/// A pool's `tls`: `true`, `false`, or a table.
+pub(super) fn validate_upstream_tls(
+    raw: &RawUpstreamTls,
+    ppath: &[Seg],
+    backends: &[BackendConfig],
+    errs: &mut Errs<'_>,
+) -> Option<UpstreamTlsConfig> {
+    let tp = key(ppath, "tls");
+    let t = match raw {
+        RawUpstreamTls::On(false) => return None,
+        RawUpstreamTls::On(true) => RawUpstreamTlsTable::default(),
+        RawUpstreamTls::Table(t) => t.clone(),
+    };
+    let before = errs.len();
+    let base = Path::new(errs.origin()).parent().map(Path::to_path_buf);
+    let path_of = |raw: &Option<String>| {
+        raw.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| resolve(base.as_deref(), s))
+    };
+    let ca_file = path_of(&t.ca_file);
+    if t.ca_file.is_some() && ca_file.is_none() {
+        errs.push(
+            &key(&tp, "ca_file"),
+            "must name a PEM file of CA certificates",
+        );
+    }
+    let server_name = match t.server_name.as_deref().map(str::trim) {
+        None => None,
+        Some(n) if rustls_name_ok(n) => Some(n.to_ascii_lowercase()),
+        Some(n) => {
+            errs.push(
+                &key(&tp, "server_name"),
+                format!("`{n}` is not a DNS name or an IP address"),
+            );
+            None
+        }
+    };
+    let client_certificate = match (path_of(&t.cert), path_of(&t.key)) {
+        (Some(cert), Some(kpath)) => Some(CertificateFiles {
+            cert,
+            key: kpath,
+            cert_at: errs.place(&key(&tp, "cert")),
+            key_at: errs.place(&key(&tp, "key")),
+        }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            errs.push(
+                &tp,
+                "a client certificate needs both `cert` and `key` (PEM files), or neither",
+            );
+            None
+        }
+    };
+    let insecure_skip_verify = t.insecure_skip_verify.unwrap_or(false);
+    if insecure_skip_verify {
+        if let Some(b) = backends.iter().find(|b| !on_loopback(&b.addr)) {
+            errs.push(
+                &key(&tp, "insecure_skip_verify"),
+                format!(
+                    "refused: backend {} is not on loopback; verify its certificate (ca_file, server_name) instead",
+                    b.addr
+                ),
+            );
+        }
+        if ca_file.is_some() {
+            errs.push(
+                &key(&tp, "insecure_skip_verify"),
+                "contradicts `ca_file`: remove one",
+            );
+        }
+    }
+    let ca_file_at = errs.place(&key(&tp, "ca_file"));
+    (errs.len() == before).then_some(UpstreamTlsConfig {
+        ca_file,
+        server_name,
+        client_certificate,
+        insecure_skip_verify,
+        ca_file_at,
+    })
+}
+
+/// A DNS name (letters, digits, `-`, dots) or an IP address.
+fn rustls_name_ok(n: &str) -> bool {
+    n.parse::<std::net::IpAddr>().is_ok()
+        || (!n.is_empty()
+            && n.len() <= 253
+            && n.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
+}
+
+fn on_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| h.eq_ignore_ascii_case("localhost")),
+    }
+}
+
+/// `h2` needs the pool's TLS; `h2c` is cleartext and refuses it.
+pub(super) fn check_protocols(
+    backends: &[BackendConfig],
+    tls: bool,
+    rp: &RawPool,
+    ppath: &[Seg],
+    errs: &mut Errs<'_>,
+) {
+    for (i, b) in backends.iter().enumerate() {
+        let why = match (b.protocol, tls) {
+            (Protocol::H2, false) => {
+                "h2 is HTTP/2 over TLS: give the pool `tls = true` (or use h2c for HTTP/2 in cleartext)"
+            }
+            (Protocol::H2c, true) => {
+                "h2c is HTTP/2 in cleartext: with the pool's tls, use h2 (HTTP/2 agreed by ALPN)"
+            }
+            _ => continue,
+        };
+        let at = if rp.protocol.is_some() {
+            key(ppath, "protocol")
+        } else {
+            key(&idx(&key(ppath, "backends"), i), "protocol")
+        };
+        errs.push(&at, why);
+        if rp.protocol.is_some() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::*;
@@ -281,6 +418,104 @@ backends = ["10.0.1.10:8080"]
         assert_eq!(
             c.services[0].listeners[0].tls.as_ref().unwrap().alpn,
             ["imap"]
+        );
+    }
+
+    /// A pool table of `[services.web.pools.blue]` with `lines`, and
+    /// `backends`.
+    fn pool(lines: &str, backends: &str) -> String {
+        format!(
+            r#"
+[services.web]
+split = {{ blue = 100 }}
+
+[[services.web.listeners]]
+listen = "127.0.0.1:8080"
+
+[services.web.pools.blue]
+backends = {backends}
+{lines}
+"#
+        )
+    }
+
+    #[test]
+    fn a_pool_takes_tls_as_true_or_a_table_and_h2_needs_it() {
+        let c = parse(
+            "/etc/cutover/t.toml",
+            &pool("tls = true", r#"["10.0.1.10:443"]"#),
+        )
+        .unwrap();
+        let t = c.services[0].pools[0].tls.as_ref().unwrap();
+        assert_eq!((t.ca_file.as_ref(), t.insecure_skip_verify), (None, false));
+        let c = parse(
+            "/etc/cutover/t.toml",
+            &pool(
+                "protocol = \"h2\"\n[services.web.pools.blue.tls]\nca_file = \"ca.pem\"\nserver_name = \"api.internal\"",
+                r#"["10.0.1.10:443"]"#,
+            ),
+        )
+        .unwrap();
+        let p = &c.services[0].pools[0];
+        let t = p.tls.as_ref().unwrap();
+        assert_eq!(
+            t.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/cutover/ca.pem"))
+        );
+        assert_eq!(t.server_name.as_deref(), Some("api.internal"));
+        assert_eq!(p.backends[0].protocol, Protocol::H2);
+        assert!(parse("t.toml", &pool("tls = false", r#"["10.0.1.10:80"]"#))
+            .unwrap()
+            .services[0]
+            .pools[0]
+            .tls
+            .is_none());
+        let p = "services.web.pools.blue";
+        has(
+            &errors(&pool("protocol = \"h2\"", r#"["10.0.1.10:443"]"#)),
+            10,
+            &format!("{p}.protocol"),
+            "h2 is HTTP/2 over TLS",
+        );
+        has(
+            &errors(&pool(
+                "protocol = \"h2c\"\ntls = true",
+                r#"["10.0.1.10:443"]"#,
+            )),
+            10,
+            &format!("{p}.protocol"),
+            "h2c is HTTP/2 in cleartext",
+        );
+    }
+
+    #[test]
+    fn insecure_skip_verify_is_for_loopback_backends_only() {
+        let skip = "tls = { insecure_skip_verify = true }";
+        assert!(parse(
+            "t.toml",
+            &pool(skip, r#"["127.0.0.1:8443", "localhost:8444"]"#)
+        )
+        .is_ok());
+        has(
+            &errors(&pool(skip, r#"["127.0.0.1:8443", "10.0.1.10:443"]"#)),
+            10,
+            "services.web.pools.blue.tls.insecure_skip_verify",
+            "10.0.1.10:443 is not on loopback",
+        );
+        has(
+            &errors(&pool("tls = { cert = \"c.pem\" }", r#"["10.0.1.10:443"]"#)),
+            10,
+            "services.web.pools.blue.tls",
+            "needs both `cert` and `key`",
+        );
+        has(
+            &errors(&pool(
+                "tls = { server_name = \"not a name\" }",
+                r#"["10.0.1.10:443"]"#,
+            )),
+            10,
+            "services.web.pools.blue.tls.server_name",
+            "not a DNS name",
         );
     }
 }
