@@ -8,8 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_config::Config;
+use cutover_config::{Config, ConfigError};
 use cutover_control::{Admin, ControlError, Controller};
+use cutover_proxy::tls::ListenerTls;
+
+use crate::tls_watch::TlsListener;
 use cutover_proxy::{ListenerSpec, ProxyMetrics, Shared};
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpSocket};
@@ -28,6 +31,8 @@ pub enum StartError {
     Secrets(cutover_config::ConfigErrors),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("TLS certificates:\n{0}")]
+    Tls(cutover_config::ConfigErrors),
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
     #[cfg(feature = "edge")]
@@ -110,13 +115,71 @@ async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, StartError> 
     listen().map_err(|source| StartError::Bind { addr, key, source })
 }
 
+/// Loads and checks every TLS listener's certificates (`cutover check`
+/// runs this too): the warnings (expired certificates) and the errors.
+pub fn check_tls(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    for lc in config.services.iter().flat_map(|s| s.listeners.iter()) {
+        if let Some(tls) = &lc.tls {
+            match cutover_proxy::tls::load(tls) {
+                Ok(loaded) => warnings.extend(loaded.warnings),
+                Err(e) => errors.extend(e),
+            }
+        }
+    }
+    // TLS to backends: the CA file (or the platform's roots) and any
+    // client certificate.
+    for pc in config.services.iter().flat_map(|s| s.pools.iter()) {
+        if let Some(tls) = &pc.tls {
+            if let Err(e) = cutover_proxy::upstream::tls::UpstreamTls::load(tls) {
+                errors.push(e);
+            }
+        }
+    }
+    (warnings, errors)
+}
+
+/// A TLS listener's certificates, loaded and checked; expired ones are
+/// logged and served.
+fn listener_tls(
+    tls: &cutover_config::TlsConfig,
+    label: &str,
+    metrics: &ProxyMetrics,
+) -> Result<Arc<ListenerTls>, StartError> {
+    let loaded = cutover_proxy::tls::load(tls)
+        .map_err(|e| StartError::Tls(cutover_config::ConfigErrors(e)))?;
+    for w in &loaded.warnings {
+        tracing::warn!(listener = %label, "{w}");
+    }
+    Ok(Arc::new(ListenerTls::new(loaded, tls, metrics.tls(label))))
+}
+
 /// Binds every service's listeners, in config order, with what each serves.
-async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpec)>, StartError> {
+async fn bind_listeners(
+    config: &Config,
+    metrics: &ProxyMetrics,
+) -> Result<(Vec<(TcpListener, ListenerSpec)>, Vec<TlsListener>), StartError> {
     let mut bound = Vec::new();
+    let mut tls_listeners = Vec::new();
     for sc in &config.services {
         for (i, lc) in sc.listeners.iter().enumerate() {
             let key = format!("services.{}.listeners[{i}].listen", sc.name);
             let tcp = bind(lc.listen, key).await?;
+            let tls = match &lc.tls {
+                None => None,
+                Some(t) => {
+                    let label = tcp
+                        .local_addr()
+                        .map_or_else(|_| lc.listen.to_string(), |a| a.to_string());
+                    let tls = listener_tls(t, &label, metrics)?;
+                    tls_listeners.push(TlsListener {
+                        label,
+                        tls: tls.clone(),
+                        config: t.clone(),
+                    });
+                    Some(tls)
+                }
+            };
             let pool = lc
                 .pool
                 .and_then(|p| sc.pools.get(p))
@@ -130,11 +193,12 @@ async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, ListenerSpe
                 mode: lc.mode,
                 proxy_protocol: lc.proxy_protocol,
                 trust_forwarded: lc.trust_forwarded,
+                tls,
             };
             bound.push((tcp, spec));
         }
     }
-    Ok(bound)
+    Ok((bound, tls_listeners))
 }
 
 /// Service, bound address and preview pool of each listener.
@@ -158,6 +222,11 @@ impl App {
         // The admin tokens' secrets, read before anything starts.
         let auth =
             cutover_control::Auth::from_config(&config.admin).map_err(StartError::Secrets)?;
+        // Certificates and keys are read and checked before anything starts.
+        let (_, tls_errors) = check_tls(&config);
+        if !tls_errors.is_empty() {
+            return Err(StartError::Tls(cutover_config::ConfigErrors(tls_errors)));
+        }
         let registry = Registry::new();
         let proxy_metrics = Arc::new(ProxyMetrics::new(&registry)?);
         let controller = Arc::new(Controller::new(
@@ -169,7 +238,8 @@ impl App {
 
         // Bind everything before serving anything: a busy port fails the start whole.
         let admin_listener = bind(config.admin.listen, "admin.listen".into()).await?;
-        let bound = bind_listeners(&config).await?;
+        let (bound, tls_listeners) = bind_listeners(&config, &shared.metrics).await?;
+        let tls_listeners = Arc::new(tls_listeners);
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -196,6 +266,19 @@ impl App {
                 Arc::new(move || serde_json::to_value(handle.status()).unwrap_or_default()),
             ));
         }
+        if !tls_listeners.is_empty() {
+            let tls = tls_listeners.clone();
+            admin.extra.push((
+                "tls",
+                Arc::new(move || {
+                    let map: serde_json::Map<String, serde_json::Value> = tls
+                        .iter()
+                        .map(|l| (l.label.clone(), l.tls.status_json()))
+                        .collect();
+                    serde_json::Value::Object(map)
+                }),
+            ));
+        }
         let admin = Arc::new(admin);
         let mut tasks = JoinSet::new();
         for (tcp, spec) in bound {
@@ -206,6 +289,12 @@ impl App {
                 shutdown_rx.clone(),
             ));
         }
+        // Certificate rotation: reloads a TLS listener's certificates
+        // when their files change.
+        tasks.spawn(crate::tls_watch::run(
+            tls_listeners.clone(),
+            shutdown_rx.clone(),
+        ));
         // Active health checks (pools with a `health_check`); they stop
         // with the shutdown signal.
         tasks.spawn(cutover_control::health::run(

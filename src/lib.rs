@@ -8,5 +8,6 @@ pub mod ctl;
 pub mod demo;
 pub mod fds;
 pub mod logging;
+pub mod tls_watch;
 
 pub use app::{App, StartError};

@@ -116,14 +116,29 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for the whole program (TLS termination, TLS to
+    // backends, the AWS SDK's client): aws-lc-rs.
+    cutover_proxy::tls::install_provider();
     logging::init(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
         Command::Check { configs } => {
             let mut bad = false;
             for path in &configs {
-                // The tokens' secrets too: `run` would refuse to start without them.
+                // The tokens' secrets and the TLS files too: `run` would
+                // refuse to start without them.
                 let loaded = cutover_config::load(path)
-                    .and_then(|c| cutover_config::secrets::resolve(&c.admin).map(|_| c));
+                    .and_then(|c| cutover_config::secrets::resolve(&c.admin).map(|_| c))
+                    .and_then(|cfg| {
+                        let (warnings, errors) = cutover::app::check_tls(&cfg);
+                        for w in &warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        if errors.is_empty() {
+                            Ok(cfg)
+                        } else {
+                            Err(cutover_config::ConfigErrors(errors))
+                        }
+                    });
                 match loaded {
                     Ok(_) => println!("{}: ok", path.display()),
                     Err(errs) => {

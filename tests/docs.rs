@@ -31,10 +31,32 @@ async fn docs_metrics_md_lists_exactly_the_families_a_running_cutover_exports() 
         Ok(StatusCode::OK)
     );
 
-    let exported = Metrics::scrape(h.admin)
+    let mut exported = Metrics::scrape(h.admin)
         .await
         .expect("scrape /metrics")
         .families();
+    // The TLS families exist once a listener terminates TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls::TestCa::new("docs CA")
+        .leaf(&["docs.test"])
+        .write(dir.path(), "docs");
+    let with_tls = Harness::new()
+        .listener(&format!(
+            "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}] }}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .start()
+        .await;
+    let tls_families = Metrics::scrape(with_tls.admin)
+        .await
+        .expect("scrape /metrics")
+        .families();
+    exported.extend(
+        tls_families
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("cutover_tls_")),
+    );
     let mut in_docs: BTreeMap<String, String> = BTreeMap::new();
     for (section, families) in documented(METRICS_MD) {
         if section != "Edge sync" {

@@ -30,8 +30,8 @@ impl fmt::Display for ConfigError {
 }
 
 /// Where a key is in a config, kept for errors found after validation
-/// (a token's secret file that cannot be read).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (a token's secret file, a certificate that cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Location {
     pub origin: String,
     pub line: Option<usize>,

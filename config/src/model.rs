@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::Location;
+
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_COOKIE_NAME: &str = "cutover_ticket";
 /// The longest `slow_start` window.
@@ -294,6 +296,48 @@ pub struct ListenerConfig {
     /// with the client's address. `X-Forwarded-Proto` and `-Host` are
     /// always cutover's own.
     pub trust_forwarded: bool,
+    /// TLS termination; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS: certificates chosen by SNI, ALPN, versions. The files
+/// are only named here; the proxy loads and checks them (a config stays
+/// pure data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// In config order; the first is the default unless
+    /// `default_certificate` names another.
+    pub certificates: Vec<CertificateFiles>,
+    /// Protocols offered by ALPN, in order of preference.
+    pub alpn: Vec<String>,
+    /// A DNS name one certificate covers: the certificate for clients
+    /// without SNI or with a name no certificate covers.
+    pub default_certificate: Option<String>,
+    /// Where `default_certificate` is written (for the error when no
+    /// certificate covers it).
+    pub default_certificate_at: Location,
+    /// A handshake not done by then is closed.
+    pub handshake_timeout: Duration,
+    pub min_version: TlsVersion,
+}
+
+/// A certificate chain and its private key, PEM, with where they are
+/// named in the config (for errors found when they are loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFiles {
+    /// Resolved against the config file's directory when relative.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Where `cert` and `key` are written
+    /// (`services.web.listeners[0].tls.certificates[1].cert` and its line).
+    pub cert_at: Location,
+    pub key_at: Location,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +367,25 @@ pub struct PoolConfig {
     /// `health_check` with the pool's overrides); `None`: no checks, every
     /// backend counts as up.
     pub health_check: Option<HealthCheck>,
+    /// TLS to the backends; `None`: plain TCP.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS from cutover to a pool's backends (files named, not read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTlsConfig {
+    /// Trust these CA certificates (PEM) instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to send by SNI and to verify the certificate against;
+    /// `None`: the backend's host (a DNS name, or an IP address: no SNI).
+    pub server_name: Option<String>,
+    /// A client certificate for mTLS.
+    pub client_certificate: Option<CertificateFiles>,
+    /// Accept any certificate: only for pools whose backends are all on
+    /// loopback (tests), refused otherwise.
+    pub insecure_skip_verify: bool,
+    /// Where `ca_file` is written.
+    pub ca_file_at: Location,
 }
 
 /// Active health checks: every `interval` (jittered), a GET of `path` (or
@@ -427,7 +490,10 @@ pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http1,
+    /// HTTP/2 in cleartext (prior knowledge).
     H2c,
+    /// HTTP/2 over TLS, agreed by ALPN (a pool with `tls`).
+    H2,
 }
 
 impl Protocol {
@@ -435,7 +501,13 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
         }
+    }
+
+    /// HTTP/2, with or without TLS.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
     }
 }
 

@@ -126,6 +126,7 @@ pub struct RawListener {
     pub mode: Option<String>,
     pub proxy_protocol: Option<bool>,
     pub trust_forwarded: Option<bool>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +135,24 @@ pub struct RawPool {
     pub protocol: Option<String>,
     pub send_proxy_protocol: Option<bool>,
     pub health_check: Option<RawHealthCheck>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// A pool's `tls`: `true`, or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstreamTls {
+    On(bool),
+    Table(RawUpstreamTlsTable),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawUpstreamTlsTable {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A backend: `"10.0.1.10:8080"` or `{ addr = "...", weight = 2, protocol = "h2c" }`.
@@ -210,4 +229,22 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
         }
         d.deserialize_map(MapVisitor(PhantomData))
     }
+}
+
+/// `[services.NAME.listeners.tls]`: TLS termination on a listener.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub alpn: Option<Vec<String>>,
+    pub default_certificate: Option<String>,
+    pub handshake_timeout: Option<String>,
+    pub min_version: Option<String>,
+}
+
+/// One `[[services.NAME.listeners.tls.certificates]]`: PEM files.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use cutover_config::{HealthCheck, Protocol};
 use cutover_proxy::time::later_tokio;
+use cutover_proxy::upstream::tls::{UpStream, UpstreamTls};
 use cutover_proxy::Health;
 use http::{header, Request, Uri};
 use http_body_util::Empty;
@@ -39,6 +40,8 @@ struct Target {
     pool: String,
     addr: String,
     protocol: Protocol,
+    /// Its pool's TLS: checks shake hands as requests do.
+    tls: Option<Arc<UpstreamTls>>,
     check: HealthCheck,
     ok: IntCounter,
     failed: IntCounter,
@@ -50,6 +53,12 @@ struct Target {
 pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
     let config = controller.config();
     let metrics = controller.proxy_metrics();
+    let snapshot = controller.snapshot().load_full();
+    let tls_of = |service: &str, pool: &str, addr: &str| {
+        let (_, s) = snapshot.service(service)?;
+        let p = s.pools.iter().find(|p| p.name == pool)?;
+        p.backends.iter().find(|b| b.addr == addr)?.tls().cloned()
+    };
     let mut tasks = JoinSet::new();
     for sc in &config.services {
         for pc in &sc.pools {
@@ -63,6 +72,7 @@ pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
                     pool: pc.name.clone(),
                     addr: bc.addr.clone(),
                     protocol: bc.protocol,
+                    tls: tls_of(&sc.name, &pc.name, &bc.addr),
                     check: check.clone(),
                     ok: pm.health_ok.clone(),
                     failed: pm.health_failed.clone(),
@@ -99,7 +109,7 @@ async fn watch_backend(
         // Start to start: a slow check does not stretch the cadence.
         next = later_tokio(Instant::now(), jittered(hc.interval, 0.9, 1.1));
         let result = tokio::select! {
-            r = check(&target.addr, target.protocol, hc) => r,
+            r = check(&target, hc) => r,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match &result {
@@ -171,8 +181,8 @@ impl Thresholds {
 }
 
 /// One check, bounded by the timeout; `Err` says why it failed.
-async fn check(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), String> {
-    match tokio::time::timeout(hc.timeout, probe(addr, protocol, hc)).await {
+async fn check(target: &Target, hc: &HealthCheck) -> Result<(), String> {
+    match tokio::time::timeout(hc.timeout, probe(target, hc)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "no answer within {}",
@@ -181,15 +191,29 @@ async fn check(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), S
     }
 }
 
-async fn probe(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), String> {
+async fn probe(target: &Target, hc: &HealthCheck) -> Result<(), String> {
+    let (addr, protocol) = (target.addr.as_str(), target.protocol);
     let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
         _ => format!("connect failed: {e}"),
     })?;
+    let _ = stream.set_nodelay(true);
+    let stream = match &target.tls {
+        None => UpStream::Plain(stream),
+        Some(tls) => {
+            let name = tls
+                .server_name(addr)
+                .ok_or_else(|| "no TLS name to verify the backend by".to_string())?;
+            let tls = tls
+                .connect(stream, name, protocol)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            UpStream::Tls(Box::new(tls))
+        }
+    };
     let Some(path) = &hc.path else {
         return Ok(());
     };
-    let _ = stream.set_nodelay(true);
     let host = hc.host.as_deref().unwrap_or(addr);
     let io = TokioIo::new(stream);
     let failed = |e: hyper::Error| format!("request failed: {e}");
@@ -205,8 +229,13 @@ async fn probe(addr: &str, protocol: Protocol, hc: &HealthCheck) -> Result<(), S
                 .map_err(failed)?;
             answer(send.send_request(req), conn).await?
         }
-        Protocol::H2c => {
-            let uri: Uri = format!("http://{host}{path}")
+        Protocol::H2c | Protocol::H2 => {
+            let scheme = if protocol == Protocol::H2 {
+                "https"
+            } else {
+                "http"
+            };
+            let uri: Uri = format!("{scheme}://{host}{path}")
                 .parse()
                 .map_err(|e| format!("bad request: {e}"))?;
             let req = Request::get(uri)

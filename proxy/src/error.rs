@@ -213,6 +213,10 @@ impl ProxyError {
                 ErrorKind::Connect,
                 format!("backend {backend} (pool {pool}) refused or failed the connection"),
             ),
+            UpstreamError::Tls(_) => (
+                ErrorKind::Connect,
+                format!("TLS to backend {backend} (pool {pool}) failed"),
+            ),
             // A user error while sending is the request body (the client's
             // stream) failing, not the backend.
             // hyper's only timer on an upstream connection: the h2c

@@ -26,6 +26,7 @@ mod sockopt;
 mod tcp;
 pub mod ticket;
 pub mod time;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 

@@ -40,6 +40,9 @@ pub mod names {
     pub const ADMIN_AUTH_FAILURES: &str = "cutover_admin_auth_failures_total";
     pub const AUDIT_REFUSED_DROPPED: &str = "cutover_audit_refused_dropped_total";
     pub const AUDIT_WRITE_ERRORS: &str = "cutover_audit_write_errors_total";
+    pub const TLS_HANDSHAKES: &str = "cutover_tls_handshakes_total";
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "cutover_tls_certificate_expiry_seconds";
+    pub const TLS_CERTIFICATE_RELOADS: &str = "cutover_tls_certificate_reloads_total";
 }
 
 /// Status classes used as the `code` label.
@@ -53,6 +56,7 @@ pub struct ProxyMetrics {
     tunnels: TunnelFamilies,
     upstream: UpstreamFamilies,
     health: HealthFamilies,
+    tls: TlsFamilies,
 }
 
 impl ProxyMetrics {
@@ -63,7 +67,9 @@ impl ProxyMetrics {
             tunnels: TunnelFamilies::new()?,
             upstream: UpstreamFamilies::new()?,
             health: HealthFamilies::new()?,
+            tls: TlsFamilies::new()?,
         };
+        metrics.tls.register(registry)?;
         metrics.health.register(registry)?;
         metrics.upstream.register(registry)?;
         metrics.tunnels.register(registry)?;
@@ -138,6 +144,23 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// A TLS listener's handshake counters, resolved once.
+    pub fn tls(&self, listener: &str) -> TlsMetrics {
+        let h = |result: &str| self.tls.handshakes.with_label_values(&[listener, result]);
+        TlsMetrics {
+            ok: h("ok"),
+            no_sni_match: h("no_sni_match"),
+            bad_version: h("bad_version"),
+            timeout: h("timeout"),
+            not_tls: h("not_tls"),
+            error: h("error"),
+            reload_ok: self.tls.reloads.with_label_values(&[listener, "ok"]),
+            reload_error: self.tls.reloads.with_label_values(&[listener, "error"]),
+            expiry: self.tls.expiry.clone(),
+            listener: listener.to_string(),
+        }
+    }
+
     pub fn listener(&self, listener: &str) -> ListenerMetrics {
         let d = &self.downstream;
         ListenerMetrics {
@@ -150,6 +173,48 @@ impl ProxyMetrics {
             accept_other: d.accept_errors.with_label_values(&[listener, "other"]),
             accept_no_dup: d.accept_errors.with_label_values(&[listener, "no_dup"]),
         }
+    }
+}
+
+/// TLS handshakes by result, and when each listener's certificates expire.
+struct TlsFamilies {
+    handshakes: IntCounterVec,
+    expiry: IntGaugeVec,
+    reloads: IntCounterVec,
+}
+
+impl TlsFamilies {
+    fn new() -> Result<TlsFamilies, prometheus::Error> {
+        Ok(TlsFamilies {
+            handshakes: IntCounterVec::new(
+                Opts::new(
+                    names::TLS_HANDSHAKES,
+                    "TLS handshakes on TLS listeners, by result: ok, no_sni_match, bad_version, timeout, not_tls, error",
+                ),
+                &["listener", "result"],
+            )?,
+            expiry: IntGaugeVec::new(
+                Opts::new(
+                    names::TLS_CERTIFICATE_EXPIRY,
+                    "When each certificate a TLS listener serves stops being valid, in seconds since the Unix epoch",
+                ),
+                &["listener", "name"],
+            )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    names::TLS_CERTIFICATE_RELOADS,
+                    "Reloads of a TLS listener's certificate files that changed them, by result: ok (rotated) or error (refused; the old ones stay)",
+                ),
+                &["listener", "result"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.handshakes.clone()))?;
+        registry.register(Box::new(self.expiry.clone()))?;
+        registry.register(Box::new(self.reloads.clone()))?;
+        Ok(())
     }
 }
 
@@ -530,6 +595,37 @@ impl PoolMetrics {
         b.family
             .with_label_values(&[b.service.as_str(), b.pool.as_str(), backend])
             .set(i64::from(up));
+    }
+}
+
+/// One TLS listener's handshake results.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    pub ok: IntCounter,
+    /// Done with the default certificate: the client's SNI name matched none.
+    pub no_sni_match: IntCounter,
+    /// No protocol version or cipher suite in common.
+    pub bad_version: IntCounter,
+    pub timeout: IntCounter,
+    /// Not TLS at all (plain HTTP to a TLS port gets a 400).
+    pub not_tls: IntCounter,
+    pub error: IntCounter,
+    pub reload_ok: IntCounter,
+    pub reload_error: IntCounter,
+    expiry: IntGaugeVec,
+    listener: String,
+}
+
+impl TlsMetrics {
+    /// Sets the expiry gauge of each of `names` to `not_after`, and removes
+    /// the series of `gone` (names no certificate covers any more).
+    pub fn set_expiry(&self, names: &[(String, i64)], gone: &[String]) {
+        for n in gone {
+            let _ = self.expiry.remove_label_values(&[&self.listener, n]);
+        }
+        for (n, at) in names {
+            self.expiry.with_label_values(&[&self.listener, n]).set(*at);
+        }
     }
 }
 

@@ -58,7 +58,7 @@ impl Failure {
         Some(match err {
             UpstreamError::ConnectTimeout(_) => Failure::ConnectTimeout,
             UpstreamError::Connect(io) => Failure::of_connect(io),
-            UpstreamError::Handshake(_) => Failure::ConnectFailed,
+            UpstreamError::Handshake(_) | UpstreamError::Tls(_) => Failure::ConnectFailed,
             UpstreamError::Request(e) if e.is_user() => return None,
             UpstreamError::Request(e) if e.is_parse() => Failure::InvalidResponse,
             UpstreamError::Request(_) => Failure::NoResponse,

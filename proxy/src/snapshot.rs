@@ -355,7 +355,7 @@ impl Service {
         let prev_service = prev
             .and_then(|p| p.service(&sc.name))
             .map(|(_, s)| s.clone());
-        let settings = UpstreamSettings::from_timeouts(&sc.timeouts);
+        let base = UpstreamSettings::from_timeouts(&sc.timeouts);
         let pools = sc
             .pools
             .iter()
@@ -363,6 +363,10 @@ impl Service {
                 let prev_pool = prev_service
                     .as_ref()
                     .and_then(|s| s.pools.iter().find(|p| p.name == pc.name).cloned());
+                let settings = UpstreamSettings {
+                    tls: pool_tls(pc, prev_pool.as_deref()),
+                    ..base.clone()
+                };
                 let pool_metrics = metrics.pool(&sc.name, &pc.name);
                 // Health and ejections carry over by address: a rebuilt
                 // snapshot must not bring a down or ejected backend back
@@ -397,7 +401,7 @@ impl Service {
                                 &bc.addr,
                                 bc.protocol,
                                 bc.weight,
-                                settings,
+                                settings.clone(),
                                 pool_metrics.upstream.clone(),
                             ))
                         })
@@ -854,6 +858,30 @@ impl Pool {
     }
 }
 
+/// A pool's TLS to its backends: the previous snapshot's when its config
+/// is the same (files are read when the config changes, not per build),
+/// else loaded now. Files that cannot be loaded any more (start and
+/// reload check them first) give a TLS that fails every connect, never
+/// plain TCP.
+fn pool_tls(
+    pc: &cutover_config::PoolConfig,
+    prev: Option<&Pool>,
+) -> Option<Arc<crate::upstream::tls::UpstreamTls>> {
+    use crate::upstream::tls::UpstreamTls;
+    let cfg = pc.tls.as_ref()?;
+    let kept = prev
+        .and_then(|p| p.backends.first())
+        .and_then(|b| b.settings.tls.clone())
+        .filter(|t| t.config() == cfg);
+    if kept.is_some() {
+        return kept;
+    }
+    Some(Arc::new(UpstreamTls::load(cfg).unwrap_or_else(|e| {
+        tracing::error!(pool = %pc.name, "TLS to the pool's backends: {e}; its connects fail until this is fixed");
+        UpstreamTls::failed(cfg, e.to_string())
+    })))
+}
+
 impl Backend {
     pub fn new(
         addr: &str,
@@ -871,7 +899,7 @@ impl Backend {
             protocol,
             weight,
             in_flight: AtomicI64::new(0),
-            upstream: Upstream::new(addr, protocol, settings, connections.clone()),
+            upstream: Upstream::new(addr, protocol, settings.clone(), connections.clone()),
             passive: Passive::default(),
             connections,
             settings,
@@ -884,13 +912,18 @@ impl Backend {
             &self.addr,
             self.protocol,
             self.weight,
-            self.settings,
+            self.settings.clone(),
             self.connections.metrics().clone(),
         )
     }
 
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Its pool's TLS, if the pool has `tls` (health checks use it too).
+    pub fn tls(&self) -> Option<&Arc<crate::upstream::tls::UpstreamTls>> {
+        self.settings.tls.as_ref()
     }
 
     pub(crate) fn enter(&self) {
@@ -925,6 +958,7 @@ mod tests {
                     Protocol::Http1,
                     *w,
                     UpstreamSettings {
+                        tls: None,
                         connect_timeout: std::time::Duration::from_secs(1),
                         h2_ping: None,
                         tcp_keepalive: None,

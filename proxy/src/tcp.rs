@@ -10,12 +10,16 @@ use tokio::net::TcpStream;
 
 use crate::error::{error_chain, ErrorKind};
 use crate::outlier::{self, Failure};
-use crate::server::ListenerCtx;
+use crate::server::{Downstream, ListenerCtx};
 use crate::ticket::Ticket;
 use crate::tunnel::TunnelRoute;
 
 /// Serves one accepted tcp-listener connection (after any PROXY header).
-pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: Arc<ListenerCtx>) {
+pub(crate) async fn serve_conn<S: Downstream>(
+    mut stream: S,
+    client: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+) {
     let Some(service) = ctx
         .shared
         .snapshot
@@ -105,7 +109,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: A
     let _ = upstream.set_nodelay(true);
     crate::sockopt::set_keepalive(&upstream, service.config.timeouts.tcp_keepalive.as_ref());
     if pool.send_proxy_protocol {
-        let local = stream.local_addr().unwrap_or(client);
+        let local = stream.tcp().local_addr().unwrap_or(client);
         let header = crate::proxy_protocol::encode_v2(client, local);
         if let Err(e) = upstream.write_all(&header).await {
             pool.metrics.count_error(ErrorKind::BadResponse);

@@ -15,6 +15,8 @@
 //!   `prometheus::Registry`.
 //! - [`relay`]: [`relay::Relay`], a TCP relay in front of a backend that
 //!   can freeze its connections (silent both ways, still open).
+//! - [`tls`]: test certificates made on the fly (rcgen; no key is
+//!   checked in) and a TLS client that reports the certificate it got.
 //! - [`process`]: the real binary started on port 0, its addresses read
 //!   from its log.
 //!
@@ -42,6 +44,7 @@ pub mod poll;
 pub mod process;
 pub mod raw;
 pub mod relay;
+pub mod tls;
 pub mod ws;
 
 pub use backend::TestBackend;

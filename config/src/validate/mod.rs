@@ -14,6 +14,7 @@ mod admin;
 mod service;
 pub use admin::LEGACY_TOKEN_NAME;
 use admin::{validate_admin, ALLOWED_ADMIN_KEYS};
+mod tls;
 use service::validate_service;
 
 const MAX_WEIGHT: i64 = 1_000_000;
@@ -34,6 +35,11 @@ impl Errs<'_> {
     /// How many errors so far (lets a caller see whether a part added any).
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// The config's origin (its file, when loaded from one).
+    pub(crate) fn origin(&self) -> &str {
+        self.origin
     }
 
     /// Where `path` is, for an error found later.
@@ -105,8 +111,11 @@ fn allowed_keys(path: &[Seg]) -> &'static str {
         ["services", _, "cookie", _] => "name, max_age, secure",
         ["services", _, "timeouts", _] => "connect, response_header, header_read, idle, h2_ping_interval, h2_ping_timeout, client_idle, backend_idle, tunnel_idle, tcp_keepalive, tcp_keepalive_interval, tcp_keepalive_probes",
         ["services", _, "limits", _] => "max_connections, max_header_bytes, max_headers",
-        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded",
-        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check",
+        ["services", _, "listeners", "[]", _] => "listen, pool, mode, proxy_protocol, trust_forwarded, tls",
+        ["services", _, "listeners", "[]", "tls", _] => "certificates, alpn, default_certificate, handshake_timeout, min_version",
+        ["services", _, "listeners", "[]", "tls", "certificates", "[]", _] => "cert, key",
+        ["services", _, "pools", _, _] => "backends, protocol, send_proxy_protocol, health_check, tls",
+        ["services", _, "pools", _, "tls", _] => "ca_file, server_name, cert, key, insecure_skip_verify",
         ["services", _, "pools", _, "backends", "[]", _] => "addr, weight, protocol",
         _ => "see docs/configuration.md",
     }
@@ -299,10 +308,11 @@ fn protocol(
         None => default,
         Some("http1") => Protocol::Http1,
         Some("h2c") => Protocol::H2c,
+        Some("h2") => Protocol::H2,
         Some(other) => {
             errs.push(
                 path,
-                format!("`{other}` is not an upstream protocol; allowed: \"http1\", \"h2c\""),
+                format!("`{other}` is not an upstream protocol; allowed: \"http1\", \"h2c\" (HTTP/2 in cleartext), \"h2\" (HTTP/2 over TLS, with the pool's tls)"),
             );
             default
         }

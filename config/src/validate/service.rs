@@ -153,11 +153,17 @@ fn validate_pools(rs: &RawService, path: &[Seg], errs: &mut Errs<'_>) -> Vec<Poo
             Protocol::Http1,
         );
         let backends = validate_backends(pname, rp, &ppath, pool_proto, errs);
+        let tls = rp
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::validate_upstream_tls(t, &ppath, &backends, errs));
+        super::tls::check_protocols(&backends, tls.is_some(), rp, &ppath, errs);
         pools.push(PoolConfig {
             name: pname.clone(),
             backends,
             send_proxy_protocol: rp.send_proxy_protocol.unwrap_or(false),
             health_check: None,
+            tls,
         });
     }
     pools
@@ -649,12 +655,17 @@ fn validate_listeners(
                 "trust_forwarded applies to http listeners only: a tcp listener forwards no headers (remove it, or set mode = \"http\")",
             );
         }
+        let tls = rl
+            .tls
+            .as_ref()
+            .and_then(|rt| super::tls::validate_tls(rt, &lp, mode, errs));
         listeners.push(ListenerConfig {
             listen,
             pool,
             mode,
             proxy_protocol: rl.proxy_protocol.unwrap_or(false),
             trust_forwarded,
+            tls,
         });
     }
     listeners

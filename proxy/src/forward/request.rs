@@ -99,7 +99,7 @@ pub(super) fn prepare(
         scanned,
         &ctx.client_value,
         ctx.listener.trust_forwarded,
-        "http",
+        ctx.listener.proto,
         parts.uri.authority().unwrap_or(&backend.authority).as_str(),
     );
     if let Some(u) = upgrade {
@@ -112,7 +112,9 @@ pub(super) fn prepare(
             }
             None
         }
-        cutover_config::Protocol::H2c => Some(h2_authority(parts, &mut fwd, backend)),
+        cutover_config::Protocol::H2c | cutover_config::Protocol::H2 => {
+            Some(h2_authority(parts, &mut fwd, backend))
+        }
     };
     target(parts, backend, authority)?;
     Ok(fwd)
@@ -149,10 +151,12 @@ pub(super) fn retarget(
     }
     let authority = match to.protocol {
         cutover_config::Protocol::Http1 => None,
-        cutover_config::Protocol::H2c => Some(match parts.uri.authority() {
-            Some(a) if a.as_str().as_bytes() != from_name => a.clone(),
-            _ => to.authority.clone(),
-        }),
+        cutover_config::Protocol::H2c | cutover_config::Protocol::H2 => {
+            Some(match parts.uri.authority() {
+                Some(a) if a.as_str().as_bytes() != from_name => a.clone(),
+                _ => to.authority.clone(),
+            })
+        }
     };
     target(parts, to, authority)
 }
@@ -194,7 +198,12 @@ fn target(
             .cloned()
             .or_else(|| Some(PathAndQuery::from_static("/")));
         if let Some(authority) = authority {
-            uri.scheme = Some(Scheme::HTTP);
+            // `:scheme` says how cutover reaches the backend.
+            uri.scheme = Some(if backend.protocol == cutover_config::Protocol::H2 {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
             uri.authority = Some(authority);
         }
         parts.uri = Uri::from_parts(uri).map_err(|e| {
@@ -203,7 +212,7 @@ fn target(
     }
     parts.version = match backend.protocol {
         cutover_config::Protocol::Http1 => Version::HTTP_11,
-        cutover_config::Protocol::H2c => Version::HTTP_2,
+        cutover_config::Protocol::H2c | cutover_config::Protocol::H2 => Version::HTTP_2,
     };
     Ok(())
 }

@@ -24,12 +24,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::ConnActivity;
 
-pub(super) struct ClientIo {
-    inner: TcpStream,
+pub(super) struct ClientIo<S> {
+    inner: S,
     activity: Arc<ConnActivity>,
     limit: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -37,8 +36,8 @@ pub(super) struct ClientIo {
     moved: bool,
 }
 
-impl ClientIo {
-    pub(super) fn new(inner: TcpStream, activity: Arc<ConnActivity>, limit: Duration) -> ClientIo {
+impl<S> ClientIo<S> {
+    pub(super) fn new(inner: S, activity: Arc<ConnActivity>, limit: Duration) -> ClientIo<S> {
         ClientIo {
             inner,
             activity,
@@ -91,7 +90,7 @@ impl ClientIo {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,7 +108,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -18,6 +18,7 @@ use cutover_config::{Limits, ListenerMode, Sticky, Timeouts};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::forward::{handle, ConnCtx};
 use crate::metrics::ListenerMetrics;
 use crate::ticket::{Ticket, Tickets};
+use crate::tls::ListenerTls;
 use crate::Shared;
 
 pub(crate) use watchdog::ConnActivity;
@@ -49,6 +51,8 @@ pub struct ListenerSpec {
     pub proxy_protocol: bool,
     /// Append to a client's `X-Forwarded-For` rather than replace it.
     pub trust_forwarded: bool,
+    /// TLS termination (its certificates loaded and checked at start).
+    pub tls: Option<Arc<ListenerTls>>,
 }
 
 pub(crate) struct ListenerCtx {
@@ -64,6 +68,10 @@ pub(crate) struct ListenerCtx {
     pub header_read: Duration,
     pub tcp_keepalive: Option<cutover_config::TcpKeepalive>,
     pub client_idle: Duration,
+    /// TLS termination; `None`: plain TCP.
+    pub tls: Option<Arc<ListenerTls>>,
+    /// `X-Forwarded-Proto`: `https` on a TLS listener.
+    pub proto: &'static str,
     /// Tickets for this listener's connections (and new cookies), in turn.
     pub tickets: Tickets,
     watched: Arc<Watched>,
@@ -201,6 +209,8 @@ pub async fn serve(
         header_read: spec.timeouts.header_read,
         tcp_keepalive: spec.timeouts.tcp_keepalive,
         client_idle: spec.timeouts.client_idle,
+        proto: if spec.tls.is_some() { "https" } else { "http" },
+        tls: spec.tls.clone(),
         tickets: Tickets::new(),
         watched: Arc::default(),
         fd_log: LogEvery::new(),
@@ -329,11 +339,65 @@ async fn serve_conn(
             None => return,
         }
     }
-    if ctx.mode == ListenerMode::Tcp {
-        crate::tcp::serve_conn(stream, client, ctx).await;
-        return;
+    let conn = Conn {
+        client,
+        ctx,
+        builder,
+        shutdown,
+        hold,
+    };
+    match conn.ctx.tls.clone() {
+        None => conn.serve(stream).await,
+        Some(tls) => {
+            if let Some(stream) = tls.accept(stream).await {
+                conn.serve(stream).await;
+            }
+        }
     }
-    serve_http(stream, client, ctx, builder, shutdown, hold).await;
+}
+
+/// A downstream connection's byte stream: a TCP socket, or TLS over one.
+pub(crate) trait Downstream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Downstream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Downstream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// An accepted connection, past its PROXY header, about to be served.
+struct Conn {
+    client: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+    hold: Arc<ConnHold>,
+}
+
+impl Conn {
+    async fn serve<S: Downstream>(self, stream: S) {
+        let Conn {
+            client,
+            ctx,
+            builder,
+            shutdown,
+            hold,
+        } = self;
+        if ctx.mode == ListenerMode::Tcp {
+            crate::tcp::serve_conn(stream, client, ctx).await;
+            return;
+        }
+        serve_http(stream, client, ctx, builder, shutdown, hold).await;
+    }
 }
 
 /// Reads the PROXY header at the start of `stream`: the client it names
@@ -357,8 +421,8 @@ async fn read_proxy_header(
 /// Serves HTTP on a downstream connection until it ends, closing it when
 /// the watchdog asks (or shutdown comes), dropping it when its client left
 /// mid-request.
-async fn serve_http(
-    stream: TcpStream,
+async fn serve_http<S: Downstream>(
+    stream: S,
     client: SocketAddr,
     ctx: Arc<ListenerCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -386,7 +450,7 @@ async fn serve_http(
         hold,
     });
     let svc = service_fn(move |req| handle(req, conn_ctx.clone()));
-    let socket = match socket2::SockRef::from(&stream).try_clone() {
+    let socket = match socket2::SockRef::from(stream.tcp()).try_clone() {
         Ok(s) => Some(s),
         Err(e) => {
             // Served all the same, but the watchdog cannot peek at it.

@@ -24,6 +24,7 @@
 //! connections when its drain deadline passes.
 
 pub mod h1;
+pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use tls::{UpStream, UpstreamTls};
 
 /// An idle keep-alive connection is closed after this long unused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -146,19 +149,19 @@ impl ConnRegistry {
         lock(&self.socks).len()
     }
 
-    fn register(self: &Arc<Self>, stream: TcpStream) -> TrackedIo {
+    fn register(self: &Arc<Self>, stream: UpStream) -> TrackedIo {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.metrics.opened.inc();
         self.metrics.open.inc();
         // A failed dup only means this connection cannot be cut early
         // (nor counted by the drain status): said, at most once a second.
-        match socket2::SockRef::from(&stream).try_clone() {
+        match socket2::SockRef::from(stream.tcp()).try_clone() {
             Ok(dup) => {
                 lock(&self.socks).insert(id, dup);
             }
             Err(e) => {
                 if let Some(held) = self.dup_log.allow() {
-                    let peer = stream.peer_addr().ok();
+                    let peer = stream.tcp().peer_addr().ok();
                     tracing::warn!(?peer, suppressed = held, "cannot duplicate an upstream connection's descriptor ({e}): it cannot be cut at a drain deadline and the drain status does not count it");
                 }
             }
@@ -174,18 +177,18 @@ impl ConnRegistry {
 
 /// An upstream socket that leaves the registry when it closes.
 pub struct TrackedIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpStream>,
     id: u64,
     registry: Arc<ConnRegistry>,
     registered: bool,
 }
 
 impl TrackedIo {
-    fn stream(&self) -> &TcpStream {
+    fn stream(&self) -> &UpStream {
         self.io.inner()
     }
 
-    fn stream_mut(&mut self) -> &mut TcpStream {
+    fn stream_mut(&mut self) -> &mut UpStream {
         self.io.inner_mut()
     }
 
@@ -255,6 +258,8 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("HTTP/2 handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
     #[error("{0}")]
     Request(#[source] hyper::Error),
     #[error("{0}")]
@@ -384,7 +389,7 @@ impl SendError {
         let reason = match &error {
             UpstreamError::Connect(_) => RetryReason::ConnectFailed,
             UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
-            UpstreamError::Handshake(_) => RetryReason::HandshakeFailed,
+            UpstreamError::Handshake(_) | UpstreamError::Tls(_) => RetryReason::HandshakeFailed,
             _ => return SendError::fatal(error),
         };
         let (mut head, body) = req.into_parts();
@@ -415,8 +420,10 @@ pub struct H2Ping {
 
 /// How an [`Upstream`] connects. A backend is reused across snapshots only
 /// while these stay equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
+    /// TLS to the backend (its pool's `tls`); `None`: plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
     pub connect_timeout: Duration,
     /// `None`: no PINGs (`h2_ping_interval = "0s"`).
     pub h2_ping: Option<H2Ping>,
@@ -428,6 +435,7 @@ impl UpstreamSettings {
     /// The settings a service's `timeouts` give its backends.
     pub fn from_timeouts(t: &cutover_config::Timeouts) -> UpstreamSettings {
         UpstreamSettings {
+            tls: None,
             connect_timeout: t.connect,
             h2_ping: t.h2_ping_interval.map(|interval| H2Ping {
                 interval,
@@ -443,6 +451,8 @@ pub struct Upstream {
     /// `addr` parsed once when it is an IP address (no resolver on the
     /// request path); host names are resolved per connect.
     socket_addr: Option<SocketAddr>,
+    /// The name TLS sends by SNI and verifies (pools with `tls`).
+    tls_name: Option<rustls::pki_types::ServerName<'static>>,
     protocol: Protocol,
     settings: UpstreamSettings,
     registry: Arc<ConnRegistry>,
@@ -463,6 +473,7 @@ impl Upstream {
         Upstream {
             addr: addr.to_string(),
             socket_addr: addr.parse().ok(),
+            tls_name: settings.tls.as_ref().and_then(|t| t.server_name(addr)),
             protocol,
             settings,
             registry,
@@ -510,7 +521,7 @@ impl Upstream {
                 Err(Failure::Unsent(e, req)) => Err(SendError::unsent(e, *req, fwd)),
                 Err(Failure::Sent(e)) => Err(SendError::fatal(e)),
             },
-            Protocol::H2c => match self.send_h2(req).await {
+            Protocol::H2c | Protocol::H2 => match self.send_h2(req).await {
                 Ok(resp) => Ok((resp.map(UpstreamBody::Hyper), None)),
                 Err(Failure::Unsent(e, req)) => Err(SendError::unsent(e, *req, fwd)),
                 Err(Failure::Sent(e)) => Err(SendError::fatal(e)),
@@ -622,6 +633,7 @@ impl Upstream {
             }
         };
         let limit = self.settings.connect_timeout;
+        let started = tokio::time::Instant::now();
         let stream = tokio::time::timeout(limit, connecting)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(limit))?
@@ -629,6 +641,25 @@ impl Upstream {
         // Requests and responses are written whole; do not wait for ACKs.
         let _ = stream.set_nodelay(true);
         crate::sockopt::set_keepalive(&stream, self.settings.tcp_keepalive.as_ref());
+        let stream = match &self.settings.tls {
+            None => UpStream::Plain(stream),
+            // The TLS handshake shares the connect timeout.
+            Some(tls) => {
+                let name = self.tls_name.clone().ok_or_else(|| {
+                    UpstreamError::Tls(std::io::Error::other(format!(
+                        "no name to verify {} by: set the pool's tls.server_name",
+                        self.addr
+                    )))
+                })?;
+                let handshake = tls.connect(stream, name, self.protocol);
+                let tls =
+                    tokio::time::timeout_at(crate::time::later_tokio(started, limit), handshake)
+                        .await
+                        .map_err(|_| UpstreamError::ConnectTimeout(limit))?
+                        .map_err(UpstreamError::Tls)?;
+                UpStream::Tls(Box::new(tls))
+            }
+        };
         Ok(self.registry.register(stream))
     }
 
@@ -774,6 +805,7 @@ mod tests {
             addr,
             Protocol::Http1,
             UpstreamSettings {
+                tls: None,
                 connect_timeout: Duration::from_secs(1),
                 h2_ping: None,
                 tcp_keepalive: Some(cutover_config::TcpKeepalive::default()),
@@ -789,7 +821,7 @@ mod tests {
             .expect("bind");
         let up = upstream(&listener.local_addr().expect("addr").to_string());
         let io = up.connect().await.expect("dial");
-        let s = socket2::SockRef::from(io.stream());
+        let s = socket2::SockRef::from(io.stream().tcp());
         let want = cutover_config::TcpKeepalive::default();
         assert!(s.keepalive().expect("SO_KEEPALIVE"));
         assert_eq!(s.tcp_keepalive_time().expect("idle"), want.idle);

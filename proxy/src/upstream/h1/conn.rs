@@ -30,12 +30,7 @@ impl Conn {
     /// Still open, and the backend has sent nothing since the last exchange.
     /// Does not wait; costs no system call when the socket has seen no event.
     pub(in crate::upstream) fn usable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.io.stream().try_read(&mut probe) {
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            // 0: closed; anything else: bytes nobody asked for.
-            Ok(_) => false,
-        }
+        self.io.stream().usable()
     }
 
     pub(super) fn poll_fill(

@@ -205,7 +205,7 @@ async fn mangled_responses_end_in_an_answer_or_an_error() {
         }
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
-        let conn = Conn::new(registry.register(client));
+        let conn = Conn::new(registry.register(crate::upstream::tls::UpStream::Plain(client)));
         let exchange = async {
             let resp = send(conn, &head, &fwd(), &home)
                 .await
@@ -248,9 +248,14 @@ async fn a_response_dripped_byte_by_byte_is_read_whole() {
         server
     });
     let exchange = async {
-        let resp = send(Conn::new(registry.register(client)), &head, &fwd(), &home)
-            .await
-            .map_err(|e| e.error)?;
+        let resp = send(
+            Conn::new(registry.register(crate::upstream::tls::UpStream::Plain(client))),
+            &head,
+            &fwd(),
+            &home,
+        )
+        .await
+        .map_err(|e| e.error)?;
         let (parts, body) = resp.into_parts();
         let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
         Ok::<_, H1Error>((parts, body))

@@ -1,0 +1,125 @@
+//! Certificate rotation without a restart: watches the directories of
+//! every TLS listener's certificate and key files (a directory, not the
+//! files: certbot and cert-manager replace files by renaming, or by
+//! swapping a symlinked directory) and reloads a listener's certificates
+//! when something in one of its directories changed. Bursts are gathered
+//! for [`DEBOUNCE`] first, so a cert and its key written one after the
+//! other are read together. A bad pair keeps the old one (see
+//! [`ListenerTls::reload`]).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_config::TlsConfig;
+use cutover_proxy::tls::{ListenerTls, Reloaded};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+/// How long a burst of file events is gathered before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// One TLS listener: its label (bound address), its live TLS, its config.
+pub struct TlsListener {
+    pub label: String,
+    pub tls: Arc<ListenerTls>,
+    pub config: TlsConfig,
+}
+
+impl TlsListener {
+    /// The directories its files are in.
+    fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.config
+            .certificates
+            .iter()
+            .flat_map(|c| [c.cert.as_path(), c.key.as_path()])
+            .map(dir_of)
+    }
+
+    /// Reloads its certificates and logs what changed.
+    pub fn reload(&self) -> Reloaded {
+        let r = self.tls.reload(&self.config);
+        match &r {
+            Reloaded::Unchanged => {}
+            Reloaded::Rotated => {
+                tracing::info!(listener = %self.label, "TLS certificates rotated; new handshakes use them");
+            }
+            Reloaded::Refused(why) => {
+                tracing::warn!(listener = %self.label, "new TLS certificates refused, the old ones stay: {why}");
+            }
+        }
+        r
+    }
+}
+
+fn dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Watches until `shutdown` turns true. Without a working watcher (no
+/// inotify instance left, say) it logs why and returns: rotation then
+/// needs a reload or a restart.
+pub async fn run(listeners: Arc<Vec<TlsListener>>, mut shutdown: watch::Receiver<bool>) {
+    if listeners.is_empty() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let _ = tx.send(ev.paths);
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch certificate files ({e}); rotating them needs a restart");
+            return;
+        }
+    };
+    let dirs: BTreeSet<PathBuf> = listeners.iter().flat_map(|l| l.dirs()).collect();
+    for d in &dirs {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), "cannot watch for certificate changes ({e})");
+        }
+    }
+    loop {
+        let first = tokio::select! {
+            paths = rx.recv() => match paths {
+                Some(p) => p,
+                None => return,
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut touched: BTreeSet<PathBuf> = first.iter().map(|p| dir_of(p)).collect();
+        let gather = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(gather);
+        loop {
+            tokio::select! {
+                more = rx.recv() => match more {
+                    Some(p) => touched.extend(p.iter().map(|p| dir_of(p))),
+                    None => break,
+                },
+                _ = &mut gather => break,
+            }
+        }
+        for l in listeners.iter() {
+            // Event paths are absolute; configured ones may be relative.
+            let hit = l.dirs().any(|d| {
+                touched.contains(&d)
+                    || std::fs::canonicalize(&d).is_ok_and(|c| touched.contains(&c))
+            });
+            if hit {
+                l.reload();
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! TLS for tests: a certificate authority and leaf certificates made on the
+//! fly with rcgen (ECDSA P-256 unless asked; no private key is checked in),
+//! written as PEM files, and a TLS client over a loopback socket that says
+//! which certificate the server chose.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::client::{bounded, DEFAULT_TIMEOUT};
+
+/// A test certificate authority.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// A leaf certificate and its key, PEM.
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa { cert, key }
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf for `names` (DNS names, wildcards allowed), valid now.
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        self.leaf_with(names, KeyPair::generate().expect("leaf key"), false)
+    }
+
+    /// A leaf whose validity ended in 2020.
+    pub fn expired_leaf(&self, names: &[&str]) -> Leaf {
+        self.leaf_with(names, KeyPair::generate().expect("leaf key"), true)
+    }
+
+    fn leaf_with(&self, names: &[&str], key: KeyPair, expired: bool) -> Leaf {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("leaf params");
+        if let Some(n) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, n);
+        }
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf certificate");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl Leaf {
+    /// Writes `STEM.pem` and `STEM.key` in `dir`; their paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+}
+
+/// A client config that trusts `ca_pem` and offers `alpn`.
+pub fn client_config(ca_pem: &str, alpn: &[&str]) -> Arc<ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.expect("CA PEM"))
+            .expect("CA into the root store");
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A client config that accepts any certificate (to see which one a
+/// server picks for a name it does not cover, or without SNI).
+pub fn any_cert_config(alpn: &[&str]) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A TLS connection to `addr` with SNI `sni` (`None`: no SNI; the client
+/// then names the server by its IP address, which sends none).
+pub async fn connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    sni: Option<&str>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string())
+            .map_err(|e| std::io::Error::other(format!("bad SNI name {n}: {e}")))?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let tcp = crate::raw::connect(addr).await;
+    bounded(
+        "TLS handshake",
+        DEFAULT_TIMEOUT,
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+}
+
+/// The DNS names of the certificate the server presented on `tls`.
+pub fn served_names(tls: &TlsStream<TcpStream>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, conn) = tls.get_ref();
+    let Some(der) = conn.peer_certificates().and_then(|c| c.first()) else {
+        return Vec::new();
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The protocol ALPN agreed on `tls`, if any.
+pub fn alpn(tls: &TlsStream<TcpStream>) -> Option<String> {
+    let (_, conn) = tls.get_ref();
+    conn.alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+}
+
+/// A backend that speaks only TLS (HTTP/1.1 and HTTP/2 by ALPN) with
+/// `leaf`; answers with its pool and the version it saw.
+pub async fn backend(leaf: &Leaf, pool: &'static str) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("test TLS backend");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("test TLS backend");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("test TLS backend")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("test TLS backend");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test TLS backend");
+    let addr = listener.local_addr().expect("test TLS backend");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("x-pool", pool)
+                                .header("x-seen-version", format!("{:?}", req.version()))
+                                .body(http_body_util::Full::new(Bytes::from_static(
+                                    b"tls backend\n",
+                                )))
+                                .expect("test TLS backend"),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
