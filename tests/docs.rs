@@ -37,15 +37,11 @@ async fn docs_metrics_md_lists_exactly_the_families_a_running_cutover_exports() 
         .families();
     // The TLS families exist once a listener terminates TLS.
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = tls::TestCa::new("docs CA")
+    let pair = tls::TestCa::new("docs CA")
         .leaf(&["docs.test"])
         .write(dir.path(), "docs");
     let with_tls = Harness::new()
-        .listener(&format!(
-            "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}] }}",
-            cert.display().to_string(),
-            key.display().to_string()
-        ))
+        .listener(&tls::listener_table(&[pair], ""))
         .start()
         .await;
     let tls_families = Metrics::scrape(with_tls.admin)

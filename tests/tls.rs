@@ -19,14 +19,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Two certificates (`a.test` and `*.b.test` with `b.test`) in `dir`; the
 /// listener's `tls` table naming them, plus `extra` keys.
 fn two_certs(ca: &TestCa, dir: &Path, extra: &str) -> String {
-    let (a_cert, a_key) = ca.leaf(&["a.test"]).write(dir, "a");
-    let (b_cert, b_key) = ca.leaf(&["b.test", "*.b.test"]).write(dir, "b");
+    let a = ca.leaf(&["a.test"]).write(dir, "a");
+    let b = ca.leaf(&["b.test", "*.b.test"]).write(dir, "b");
+    tls::listener_table(&[a, b], extra)
+}
+
+/// A harness whose main listener serves `two_certs` with `extra`.
+async fn two_cert_harness(ca: &TestCa, dir: &Path, extra: &str) -> Running {
+    Harness::new()
+        .listener(&two_certs(ca, dir, extra))
+        .start()
+        .await
+}
+
+/// `cutover_tls_handshakes_total` of `h`'s main listener for `result`.
+fn handshakes(h: &Running, result: &str) -> String {
     format!(
-        "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}, {{ cert = {:?}, key = {:?} }}]{extra} }}",
-        a_cert.display().to_string(),
-        a_key.display().to_string(),
-        b_cert.display().to_string(),
-        b_key.display().to_string(),
+        r#"cutover_tls_handshakes_total{{listener="{}",result="{result}"}}"#,
+        h.proxy
     )
 }
 
@@ -65,10 +75,7 @@ where
 async fn the_certificate_is_chosen_by_sni_with_the_first_as_default() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let h = Harness::new()
-        .listener(&two_certs(&ca, dir.path(), ""))
-        .start()
-        .await;
+    let h = two_cert_harness(&ca, dir.path(), "").await;
     assert_eq!(served(&h, Some("a.test")).await, ["a.test"]);
     assert_eq!(served(&h, Some("b.test")).await, ["b.test", "*.b.test"]);
     assert_eq!(served(&h, Some("x.b.test")).await, ["b.test", "*.b.test"]);
@@ -84,14 +91,11 @@ async fn the_certificate_is_chosen_by_sni_with_the_first_as_default() {
         (status, pool.as_str(), xfp.as_str()),
         (200, "blue", "https")
     );
-    let line = |r: &str| {
-        format!(
-            r#"cutover_tls_handshakes_total{{listener="{}",result="{r}"}}"#,
-            h.proxy
-        )
-    };
-    assert_eq!(metric(h.admin, &line("no_sni_match")).await, Some(1.0));
-    assert_eq!(metric(h.admin, &line("ok")).await, Some(5.0));
+    assert_eq!(
+        metric(h.admin, &handshakes(&h, "no_sni_match")).await,
+        Some(1.0)
+    );
+    assert_eq!(metric(h.admin, &handshakes(&h, "ok")).await, Some(5.0));
     let expiry = format!(
         r#"cutover_tls_certificate_expiry_seconds{{listener="{}",name="a.test"}}"#,
         h.proxy
@@ -108,14 +112,7 @@ async fn the_certificate_is_chosen_by_sni_with_the_first_as_default() {
 async fn default_certificate_names_the_one_for_clients_without_a_match() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let h = Harness::new()
-        .listener(&two_certs(
-            &ca,
-            dir.path(),
-            ", default_certificate = \"b.test\"",
-        ))
-        .start()
-        .await;
+    let h = two_cert_harness(&ca, dir.path(), ", default_certificate = \"b.test\"").await;
     assert_eq!(served(&h, None).await, ["b.test", "*.b.test"]);
     assert_eq!(served(&h, Some("nope.test")).await, ["b.test", "*.b.test"]);
     assert_eq!(served(&h, Some("a.test")).await, ["a.test"]);
@@ -125,10 +122,7 @@ async fn default_certificate_names_the_one_for_clients_without_a_match() {
 async fn http2_is_negotiated_by_alpn_and_a_switch_applies_to_the_next_request_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let h = Harness::new()
-        .listener(&two_certs(&ca, dir.path(), ""))
-        .start()
-        .await;
+    let h = two_cert_harness(&ca, dir.path(), "").await;
     let config = tls::client_config(&ca.pem(), &["h2", "http/1.1"]);
     let stream = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();
     assert_eq!(tls::alpn(&stream).as_deref(), Some("h2"));
@@ -162,20 +156,7 @@ async fn http2_is_negotiated_by_alpn_and_a_switch_applies_to_the_next_request_on
 async fn plain_http_garbage_and_stalled_handshakes_close_only_their_connection() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let h = Harness::new()
-        .listener(&two_certs(
-            &ca,
-            dir.path(),
-            ", handshake_timeout = \"300ms\"",
-        ))
-        .start()
-        .await;
-    let line = |r: &str| {
-        format!(
-            r#"cutover_tls_handshakes_total{{listener="{}",result="{r}"}}"#,
-            h.proxy
-        )
-    };
+    let h = two_cert_harness(&ca, dir.path(), ", handshake_timeout = \"300ms\"").await;
     // A handshake that never finishes, held open across the others.
     let mut stalled = raw::connect(h.proxy).await;
     stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
@@ -210,9 +191,9 @@ async fn plain_http_garbage_and_stalled_handshakes_close_only_their_connection()
     assert_eq!(n, 0, "the stalled handshake got bytes");
     let took = opened.elapsed();
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
-    assert_eq!(metric(h.admin, &line("not_tls")).await, Some(2.0));
-    assert_eq!(metric(h.admin, &line("timeout")).await, Some(1.0));
-    assert_eq!(metric(h.admin, &line("ok")).await, Some(1.0));
+    assert_eq!(metric(h.admin, &handshakes(&h, "not_tls")).await, Some(2.0));
+    assert_eq!(metric(h.admin, &handshakes(&h, "timeout")).await, Some(1.0));
+    assert_eq!(metric(h.admin, &handshakes(&h, "ok")).await, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,13 +306,9 @@ fn replace(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) {
 async fn certificates_rotate_without_a_restart_and_a_bad_pair_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
     let h = Harness::new()
-        .listener(&format!(
-            "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}] }}",
-            cert.display().to_string(),
-            key.display().to_string()
-        ))
+        .listener(&tls::listener_table(&[pair], ""))
         .start()
         .await;
     // A keep-alive TLS connection opened before the rotation.

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -85,6 +84,22 @@ impl Leaf {
     }
 }
 
+/// A listener's `tls` inline table serving the `(cert, key)` pairs, with
+/// `extra` keys (`, handshake_timeout = "300ms"`).
+pub fn listener_table(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
+    let certs: Vec<String> = pairs
+        .iter()
+        .map(|(c, k)| {
+            format!(
+                "{{ cert = {:?}, key = {:?} }}",
+                c.display().to_string(),
+                k.display().to_string()
+            )
+        })
+        .collect();
+    format!("tls = {{ certificates = [{}]{extra} }}", certs.join(", "))
+}
+
 /// A client config that trusts `ca_pem` and offers `alpn`.
 pub fn client_config(ca_pem: &str, alpn: &[&str]) -> Arc<ClientConfig> {
     use rustls_pki_types::pem::PemObject;
@@ -110,7 +125,7 @@ pub fn any_cert_config(alpn: &[&str]) -> Arc<ClientConfig> {
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+        .with_custom_certificate_verifier(cutover_proxy::upstream::tls::accept_any())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Arc::new(config)
@@ -222,52 +237,4 @@ pub async fn backend(leaf: &Leaf, pool: &'static str) -> std::net::SocketAddr {
         }
     });
     addr
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -45,7 +45,7 @@ impl UpstreamTls {
         let builder = if cfg.insecure_skip_verify {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                .with_custom_certificate_verifier(accept_any())
         } else {
             builder.with_root_certificates(roots(cfg)?)
         };
@@ -275,8 +275,14 @@ impl AsyncWrite for UpStream {
     }
 }
 
-/// Accepts any certificate: `insecure_skip_verify`, which validation
-/// allows only for pools whose backends are all on loopback.
+/// A verifier that accepts any certificate (signatures are still
+/// checked): `insecure_skip_verify`, which validation allows only for pools
+/// whose backends are all on loopback, and tests that look at which
+/// certificate a server chose.
+pub fn accept_any() -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+    Arc::new(AcceptAny(crate::tls::provider()))
+}
+
 #[derive(Debug)]
 struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
 
