@@ -21,7 +21,10 @@
 //! Every connection is also recorded in a [`ConnRegistry`] with a duplicate
 //! of its socket (`try_clone`, a second descriptor for the same socket),
 //! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
-//! connections when its drain deadline passes.
+//! connections when its drain deadline passes. A cut connection fails every
+//! read and write from then on with [`DrainCut`] (one relaxed load per
+//! read, compared with the cut count the connection was registered at), so
+//! the request or body it fails is told apart from a backend's failure.
 
 pub mod h1;
 
@@ -113,6 +116,10 @@ impl<C> IdleList<C> {
 pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
+    /// How many times [`ConnRegistry::cut_all`] ran: a connection
+    /// registered when it was lower has been cut (changed and read
+    /// under the `socks` lock at registration and cut).
+    cuts: AtomicU64,
     metrics: UpstreamMetrics,
     /// A failed dup (out of descriptors) is logged through this.
     dup_log: crate::server::LogEvery,
@@ -123,6 +130,7 @@ impl ConnRegistry {
         ConnRegistry {
             socks: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
             metrics,
             dup_log: crate::server::LogEvery::new(),
         }
@@ -132,9 +140,11 @@ impl ConnRegistry {
         &self.metrics
     }
 
-    /// Shuts down every open connection; returns how many there were.
+    /// Shuts down every open connection, marking them cut (see
+    /// [`DrainCut`]); returns how many there were.
     pub fn cut_all(&self) -> usize {
         let socks = lock(&self.socks);
+        self.cuts.fetch_add(1, Ordering::Relaxed);
         for s in socks.values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
@@ -152,41 +162,112 @@ impl ConnRegistry {
         self.metrics.open.inc();
         // A failed dup only means this connection cannot be cut early
         // (nor counted by the drain status): said, at most once a second.
-        match socket2::SockRef::from(&stream).try_clone() {
+        let epoch = match socket2::SockRef::from(&stream).try_clone() {
             Ok(dup) => {
-                lock(&self.socks).insert(id, dup);
+                let mut socks = lock(&self.socks);
+                socks.insert(id, dup);
+                self.cuts.load(Ordering::Relaxed)
             }
             Err(e) => {
                 if let Some(held) = self.dup_log.allow() {
                     let peer = stream.peer_addr().ok();
                     tracing::warn!(?peer, suppressed = held, "cannot duplicate an upstream connection's descriptor ({e}): it cannot be cut at a drain deadline and the drain status does not count it");
                 }
+                // Never cut, so never failed as cut.
+                u64::MAX
             }
-        }
+        };
         TrackedIo {
             io: TokioIo::new(stream),
             id,
+            epoch,
             registry: self.clone(),
             registered: true,
         }
     }
 }
 
+/// Why an upstream connection failed: cutover cut it at its pool's drain
+/// deadline ([`ConnRegistry::cut_all`]). Carried inside an `io::Error`
+/// (kind `ConnectionAborted`) through hyper's and h2's errors; h2 keeps
+/// only its text, so [`is_drain_cut`] knows it by either.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", DrainCut::TEXT)]
+pub struct DrainCut;
+
+impl DrainCut {
+    const TEXT: &'static str = "cutover cut the connection at the pool's drain deadline";
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, DrainCut)
+    }
+}
+
+/// Whether `err`, or an error in its source chain, is a [`DrainCut`].
+/// Walks the chain: for the error path only.
+#[cold]
+pub fn is_drain_cut(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<DrainCut>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps: look inside.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if inner.is::<DrainCut>() || inner.to_string() == DrainCut::TEXT {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// An upstream socket that leaves the registry when it closes.
 pub struct TrackedIo {
     io: TokioIo<TcpStream>,
     id: u64,
+    /// The registry's cut count when this connection was registered.
+    epoch: u64,
     registry: Arc<ConnRegistry>,
     registered: bool,
 }
 
 impl TrackedIo {
+    /// Cut at a drain deadline (and still registered: a tunnel's
+    /// connection, forgotten, is never cut with its backend).
+    pub(crate) fn was_cut(&self) -> bool {
+        self.registered && self.registry.cuts.load(Ordering::Relaxed) > self.epoch
+    }
+
+    /// `polled`, or a [`DrainCut`] error once the connection was cut.
+    #[inline]
+    pub(crate) fn unless_cut<T>(
+        &self,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(_) if self.was_cut() => Poll::Ready(Err(DrainCut::io())),
+            polled => polled,
+        }
+    }
+
     fn stream(&self) -> &TcpStream {
         self.io.inner()
     }
 
     fn stream_mut(&mut self) -> &mut TcpStream {
         self.io.inner_mut()
+    }
+
+    /// A failed write's error: a [`DrainCut`] once the connection was cut.
+    #[cold]
+    pub(crate) fn cut_or(&self, e: std::io::Error) -> std::io::Error {
+        if self.was_cut() {
+            DrainCut::io()
+        } else {
+            e
+        }
     }
 
     /// Leaves the registry: this connection is no longer cut with its backend
@@ -212,7 +293,10 @@ impl Read for TrackedIo {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        // A read cannot be told to be the end of the stream here (hyper's
+        // cursor is gone after the read): any read once cut fails.
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.unless_cut(polled)
     }
 }
 
@@ -222,7 +306,10 @@ impl Write for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.cut_or(e))),
+            polled => polled,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -242,7 +329,10 @@ impl Write for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.cut_or(e))),
+            polled => polled,
+        }
     }
 }
 
@@ -526,7 +616,8 @@ impl Upstream {
         if let Some(conn) = self.direct.take() {
             match h1::send(conn, head, fwd, &self.direct).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.retry => {
+                // A connection cut at the drain deadline is not replaced.
+                Err(e) if e.retry && !is_drain_cut(&e.error) => {
                     self.registry
                         .metrics
                         .count_retry(RetryReason::StaleConnection);
@@ -748,6 +839,8 @@ impl SendError {
         let reason = match &e.error {
             UpstreamError::Connect(_) => RetryReason::ConnectFailed,
             UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
+            // Cut at the drain deadline: the pool is done, not retried.
+            _ if is_drain_cut(&e.error) => return SendError::fatal(e.error),
             _ if e.unanswered && h1::idempotent(&head.method) => RetryReason::Reset,
             _ => return SendError::fatal(e.error),
         };

@@ -147,7 +147,7 @@ pub async fn send(
     conn.buf.clear();
     if let Err(e) = written {
         return Err(SendError {
-            error: H1Error::Write(e),
+            error: H1Error::Write(conn.io.cut_or(e)),
             retry: reused,
             unanswered: true,
         });
