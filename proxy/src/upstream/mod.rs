@@ -198,7 +198,7 @@ pub struct DrainCut;
 impl DrainCut {
     const TEXT: &'static str = "cutover cut the connection at the pool's drain deadline";
 
-    fn io() -> std::io::Error {
+    pub(crate) fn io() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::ConnectionAborted, DrainCut)
     }
 }
@@ -212,8 +212,13 @@ pub fn is_drain_cut(err: &(dyn std::error::Error + 'static)) -> bool {
         if e.is::<DrainCut>() {
             return true;
         }
-        // `io::Error::source` skips the error it wraps: look inside.
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        // `io::Error::source` skips the error it wraps, and `h2::Error`
+        // has no source: look inside both.
+        let io = match e.downcast_ref::<h2::Error>() {
+            Some(h2) => h2.get_io(),
+            None => e.downcast_ref::<std::io::Error>(),
+        };
+        if let Some(inner) = io.and_then(|io| io.get_ref()) {
             if inner.is::<DrainCut>() || inner.to_string() == DrainCut::TEXT {
                 return true;
             }
