@@ -234,7 +234,10 @@ async fn a_grpc_call_cut_before_its_answer_gets_a_trailers_only_unavailable() {
         message.contains("pool blue was drained"),
         "grpc-message: {message}"
     );
-    assert!(answer.bytes.is_empty(), "a trailers-only answer has no body");
+    assert!(
+        answer.bytes.is_empty(),
+        "a trailers-only answer has no body"
+    );
     assert_eq!(drain_cuts(h.admin).await, Some(1.0));
 }
 
@@ -315,7 +318,12 @@ async fn an_http2_stream_cut_after_its_head_is_still_reset() {
     assert_eq!(resp.status(), StatusCode::OK);
     switch(h.admin, "green").await;
     // Not gRPC: no trailers to end it with; a reset says it was cut short.
-    let end = bounded("the cut stream", DEFAULT_TIMEOUT, resp.into_body().collect()).await;
+    let end = bounded(
+        "the cut stream",
+        DEFAULT_TIMEOUT,
+        resp.into_body().collect(),
+    )
+    .await;
     assert!(end.is_err(), "a cut stream must not look complete");
 }
 
@@ -345,7 +353,8 @@ impl RawWsBackend {
             }
             let head = String::from_utf8_lossy(&head).to_string();
             let key = raw::header_value(&head, "sec-websocket-key").unwrap();
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let answer = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
             );

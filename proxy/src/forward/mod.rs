@@ -154,11 +154,7 @@ pub(crate) async fn handle(
 /// an HTTP/1.1 one a 503 saying the pool was drained, and its connection
 /// is closed after it. Counted and logged like any failure.
 #[cold]
-fn drain_cut(
-    failed: Failed,
-    ctx: &ConnCtx,
-    h2: bool,
-) -> Result<Response<ProxyBody>, h2::Error> {
+fn drain_cut(failed: Failed, ctx: &ConnCtx, h2: bool) -> Result<Response<ProxyBody>, h2::Error> {
     let grpc = match &failed.books {
         Books::Request(guard) => guard.grpc.then(|| guard.pool.clone()),
         _ => None,

@@ -896,6 +896,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cut_connection_fails_as_a_drain_cut_and_a_later_one_does_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up = upstream(&listener.local_addr().expect("addr").to_string());
+        let cut = up.connect().await.expect("dial");
+        assert!(!cut.was_cut());
+        assert_eq!(up.registry.cut_all(), 1);
+        assert!(cut.was_cut());
+        let mut conn = h1::Conn::new(cut);
+        let err = std::future::poll_fn(|cx| conn.poll_fill(cx, 64))
+            .await
+            .expect_err("a read once cut fails");
+        assert!(is_drain_cut(&err), "{err}");
+        // Opened after the cut: not cut.
+        let mut later = up.connect().await.expect("dial");
+        assert!(!later.was_cut());
+        // The backend's side of `later` is the second one accepted.
+        let _first = listener.accept().await.expect("accept");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        let _ = peer.shutdown().await;
+        drop(peer);
+        let mut buf = [0u8; 8];
+        let n = later.stream_mut().read(&mut buf).await;
+        assert!(matches!(n, Ok(0) | Err(_)));
+        assert!(!later.was_cut(), "a backend's close is not a cut");
+    }
+
+    #[test]
+    fn a_drain_cut_is_found_through_hyper_and_h2_errors() {
+        use std::error::Error as _;
+        let io = DrainCut::io();
+        assert!(is_drain_cut(&io));
+        let h1 = UpstreamError::H1(h1::H1Error::Read(DrainCut::io()));
+        assert!(is_drain_cut(&h1));
+        assert!(h1.source().is_some());
+        // h2 keeps an io error's text only, in an io error of its own (its
+        // `get_io`, as it has no `source`): tests/drain_cut.rs goes through h2.
+        let text = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, DrainCut::TEXT);
+        assert!(is_drain_cut(&text));
+        let other = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(!is_drain_cut(&other));
+        assert!(!is_drain_cut(&UpstreamError::H1(h1::H1Error::Closed)));
+    }
+
+    #[tokio::test]
     async fn idle_connections_past_the_timeout_are_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
