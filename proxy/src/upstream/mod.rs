@@ -21,10 +21,11 @@
 //! Every connection is also recorded in a [`ConnRegistry`] with a duplicate
 //! of its socket (`try_clone`, a second descriptor for the same socket),
 //! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
-//! connections when its drain deadline passes. A cut connection fails every
-//! read and write from then on with [`DrainCut`] (one relaxed load per
-//! read, compared with the cut count the connection was registered at), so
-//! the request or body it fails is told apart from a backend's failure.
+//! connections when its drain deadline passes. A cut connection's end of
+//! stream and failures become [`DrainCut`] errors (a relaxed load of the
+//! backend's cut count, on those only: a read that brings bytes costs a
+//! length compare), so the request or body it fails is told apart from a
+//! backend's failure.
 
 pub mod h1;
 
@@ -46,7 +47,6 @@ use hyper::body::Incoming;
 /// A request body as it goes to a backend.
 pub type ReqBody = crate::body::RequestBody;
 use hyper::client::conn::{http1, http2, TrySendError};
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -178,7 +178,7 @@ impl ConnRegistry {
             }
         };
         TrackedIo {
-            io: TokioIo::new(stream),
+            io: stream,
             id,
             epoch,
             registry: self.clone(),
@@ -228,9 +228,10 @@ pub fn is_drain_cut(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An upstream socket that leaves the registry when it closes.
+/// An upstream socket that leaves the registry when it closes. hyper's
+/// connections get it as `TokioIo<TrackedIo>`.
 pub struct TrackedIo {
-    io: TokioIo<TcpStream>,
+    io: TcpStream,
     id: u64,
     /// The registry's cut count when this connection was registered.
     epoch: u64,
@@ -245,8 +246,9 @@ impl TrackedIo {
         self.registered && self.registry.cuts.load(Ordering::Relaxed) > self.epoch
     }
 
-    /// `polled`, or a [`DrainCut`] error once the connection was cut.
-    #[inline]
+    /// `polled` (the end of the stream or a failure), or a [`DrainCut`]
+    /// error if the connection was cut.
+    #[cold]
     pub(crate) fn unless_cut<T>(
         &self,
         polled: Poll<std::io::Result<T>>,
@@ -258,14 +260,14 @@ impl TrackedIo {
     }
 
     fn stream(&self) -> &TcpStream {
-        self.io.inner()
+        &self.io
     }
 
     fn stream_mut(&mut self) -> &mut TcpStream {
-        self.io.inner_mut()
+        &mut self.io
     }
 
-    /// A failed write's error: a [`DrainCut`] once the connection was cut.
+    /// A failed write's error: a [`DrainCut`] if the connection was cut.
     #[cold]
     pub(crate) fn cut_or(&self, e: std::io::Error) -> std::io::Error {
         if self.was_cut() {
@@ -292,20 +294,25 @@ impl Drop for TrackedIo {
     }
 }
 
-impl Read for TrackedIo {
+impl tokio::io::AsyncRead for TrackedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        // A read cannot be told to be the end of the stream here (hyper's
-        // cursor is gone after the read): any read once cut fails.
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.unless_cut(polled)
+        match polled {
+            // Bytes came, or not yet: nothing more to do.
+            Poll::Ready(Ok(())) if buf.filled().len() > before => polled,
+            Poll::Pending => polled,
+            // The end of the stream or a failure: a drain cut's, maybe.
+            polled => self.unless_cut(polled),
+        }
     }
 }
 
-impl Write for TrackedIo {
+impl tokio::io::AsyncWrite for TrackedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -732,7 +739,7 @@ impl Upstream {
         let io = self.connect().await?;
         // The HTTP/1 handshake does no I/O; it only sets up the connection.
         let (conn, task) = http1::Builder::new()
-            .handshake::<_, ReqBody>(io)
+            .handshake::<_, ReqBody>(TokioIo::new(io))
             .await
             .map_err(UpstreamError::Handshake)?;
         tokio::spawn(async move {
@@ -779,7 +786,7 @@ impl Upstream {
                 .keep_alive_while_idle(true);
         }
         let (conn, task) = builder
-            .handshake::<_, ReqBody>(io)
+            .handshake::<_, ReqBody>(TokioIo::new(io))
             .await
             .map_err(UpstreamError::Handshake)?;
         let (addr, timeouts) = (
@@ -903,24 +910,31 @@ mod tests {
             .expect("bind");
         let up = upstream(&listener.local_addr().expect("addr").to_string());
         let cut = up.connect().await.expect("dial");
+        let mut cut_too = up.connect().await.expect("dial");
         assert!(!cut.was_cut());
-        assert_eq!(up.registry.cut_all(), 1);
+        assert_eq!(up.registry.cut_all(), 2);
         assert!(cut.was_cut());
+        // cutover's own client's read...
         let mut conn = h1::Conn::new(cut);
         let err = std::future::poll_fn(|cx| conn.poll_fill(cx, 64))
             .await
             .expect_err("a read once cut fails");
         assert!(is_drain_cut(&err), "{err}");
+        // ... and hyper's (through `AsyncRead`).
+        let mut buf = [0u8; 8];
+        let err = cut_too.read(&mut buf).await.expect_err("cut");
+        assert!(is_drain_cut(&err), "{err}");
         // Opened after the cut: not cut.
         let mut later = up.connect().await.expect("dial");
         assert!(!later.was_cut());
-        // The backend's side of `later` is the second one accepted.
+        // The backend's side of `later` is the third one accepted.
         let _first = listener.accept().await.expect("accept");
+        let _second = listener.accept().await.expect("accept");
         let (mut peer, _) = listener.accept().await.expect("accept");
         let _ = peer.shutdown().await;
         drop(peer);
         let mut buf = [0u8; 8];
-        let n = later.stream_mut().read(&mut buf).await;
+        let n = later.read(&mut buf).await;
         assert!(matches!(n, Ok(0) | Err(_)));
         assert!(!later.was_cut(), "a backend's close is not a cut");
     }
