@@ -42,6 +42,9 @@ pub(crate) struct RequestGuard {
     /// The HTTP/1.1 upstream connection of this request, back to the
     /// backend's idle list once the response body has been read whole.
     pub upstream: Option<H1Conn>,
+    /// A gRPC exchange over HTTP/2 (request and answer): a drain cut ends
+    /// it with gRPC trailers rather than a reset.
+    pub grpc: bool,
 }
 
 impl RequestGuard {
@@ -61,6 +64,7 @@ impl RequestGuard {
             access: None,
             bytes: 0,
             upstream: None,
+            grpc: false,
         }
     }
 
@@ -196,15 +200,32 @@ fn backend_idle(
     Box::new(BackendIdle(limit))
 }
 
+/// The backend's body failed because cutover cut its connection at the
+/// pool's drain deadline: counted as such, the connection dropped. A gRPC
+/// stream gets the trailers to end it with (`grpc-status: 14`); any other
+/// response is cut as today (a reset, or an HTTP/1.1 connection closed).
+#[cold]
+fn drain_cut(guard: &mut RequestGuard) -> Option<http::HeaderMap> {
+    tracing::debug!(pool = %guard.pool.name, grpc = guard.grpc, "response body cut at the pool's drain deadline");
+    guard
+        .pool
+        .metrics
+        .count_error(crate::error::ErrorKind::DrainCut);
+    guard.upstream = None;
+    guard
+        .grpc
+        .then(|| crate::grpc::unavailable(&guard.pool.name))
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.project() {
+        match self.as_mut().project() {
             ProxyBodyProj::Upstream { inner, guard, idle } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
@@ -222,6 +243,14 @@ impl Body for ProxyBody {
                     // The backend's body failed (cut short, badly framed, reset):
                     // the client's response is cut too, and it counts as a
                     // bad response. Its connection is unusable: dropped.
+                    Poll::Ready(Some(Err(e))) if crate::upstream::is_drain_cut(&**e) => {
+                        if let Some(trailers) = drain_cut(guard) {
+                            // The stream ends here; dropping the guard
+                            // closes the request's books.
+                            self.set(ProxyBody::Full { data: None });
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                    }
                     Poll::Ready(Some(Err(e))) => {
                         tracing::debug!(pool = %guard.pool.name, "response body from the backend failed: {e}");
                         guard

@@ -42,10 +42,13 @@ pub enum ErrorKind {
     NoBackend,
     /// Every backend of the pool is down (active health checks).
     NoHealthyBackend,
+    /// cutover cut the upstream connection at the pool's drain deadline
+    /// (the pool lost all its traffic in a change).
+    DrainCut,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::BadRequest,
         ErrorKind::ClientAborted,
         ErrorKind::Connect,
@@ -53,6 +56,7 @@ impl ErrorKind {
         ErrorKind::BadResponse,
         ErrorKind::NoBackend,
         ErrorKind::NoHealthyBackend,
+        ErrorKind::DrainCut,
     ];
 
     /// Who caused a failure of this kind.
@@ -62,7 +66,9 @@ impl ErrorKind {
             ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::BadResponse => {
                 ErrorSource::Backend
             }
-            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend => ErrorSource::Cutover,
+            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend | ErrorKind::DrainCut => {
+                ErrorSource::Cutover
+            }
         }
     }
 
@@ -75,6 +81,7 @@ impl ErrorKind {
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::NoBackend => "no_backend",
             ErrorKind::NoHealthyBackend => "no_healthy_backend",
+            ErrorKind::DrainCut => "drain_cut",
         }
     }
 
@@ -91,6 +98,7 @@ impl ErrorKind {
             }
             ErrorKind::NoBackend => "no backend to send to",
             ErrorKind::NoHealthyBackend => "no backend is up",
+            ErrorKind::DrainCut => "the pool was drained (its drain deadline passed); retry",
         }
     }
 
@@ -101,7 +109,9 @@ impl ErrorKind {
             ErrorKind::ClientAborted => StatusCode::BAD_REQUEST,
             ErrorKind::Connect | ErrorKind::BadResponse => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoBackend | ErrorKind::NoHealthyBackend | ErrorKind::DrainCut => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -201,6 +211,14 @@ impl ProxyError {
     /// bad response. The upstream error becomes the cause.
     pub fn from_upstream(err: UpstreamError, backend: &str, pool: &str) -> ProxyError {
         let (kind, message) = match &err {
+            // Checked first: a cut fails the request as a reset would.
+            e if crate::upstream::is_drain_cut(e) => {
+                let cut = ProxyError::new(
+                    ErrorKind::DrainCut,
+                    format!("backend {backend} (pool {pool}) was cut at the pool's drain deadline before it answered"),
+                );
+                return cut.public(drained(pool)).caused_by(err);
+            }
             UpstreamError::ConnectTimeout(_) => (
                 ErrorKind::Timeout,
                 format!("backend {backend} (pool {pool}) did not accept the connection in time"),
@@ -236,6 +254,12 @@ impl ProxyError {
         };
         ProxyError::new(kind, message).caused_by(err)
     }
+}
+
+/// What a client is told of a request cut at its pool's drain deadline
+/// (an HTTP/1.1 503's body, a gRPC `grpc-message`).
+pub fn drained(pool: &str) -> String {
+    format!("pool {pool} was drained (its drain deadline passed); retry")
 }
 
 /// "outer: inner: innermost", skipping repeats.

@@ -35,6 +35,7 @@ fn header_bit(name: &HeaderName) -> u16 {
         "host" => HOST_BIT,
         "x-cutover-token" => TOKEN_BIT,
         "http2-settings" => H2_SETTINGS_BIT,
+        "content-type" => CONTENT_TYPE_BIT,
         _ => 0,
     }
 }
@@ -59,6 +60,8 @@ static X_CUTOVER_TOKEN: HeaderName = HeaderName::from_static("x-cutover-token");
 /// cutover never forwards: a connection-specific header in any case.
 const H2_SETTINGS_BIT: u16 = 1 << 13;
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+/// `Content-Type`: not rewritten, only looked at (for gRPC) when present.
+const CONTENT_TYPE_BIT: u16 = 1 << 14;
 
 /// Whether `a` and `b` are equal, in a time that depends only on their
 /// lengths (not on where they differ): for secrets a client sends. A
@@ -100,6 +103,11 @@ impl Scan {
     /// Has a `Host` header.
     pub fn has_host(self) -> bool {
         self.0 & HOST_BIT != 0
+    }
+
+    /// Has a `Content-Type` header.
+    pub fn has_content_type(self) -> bool {
+        self.0 & CONTENT_TYPE_BIT != 0
     }
 }
 

@@ -15,6 +15,7 @@ mod forward;
 pub mod fuzzing {
     pub use crate::upstream::h1::fuzzing::{read_response, BodyFraming, End, H1Outcome};
 }
+mod grpc;
 pub mod headers;
 pub mod metrics;
 pub mod outlier;

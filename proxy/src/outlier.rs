@@ -53,9 +53,12 @@ impl Failure {
     }
 
     /// The failure an upstream error counts as; `None` when the backend
-    /// is not to blame (the client's request body failed).
+    /// is not to blame (the client's request body failed, or cutover cut
+    /// the connection at a drain deadline).
     pub fn of(err: &UpstreamError) -> Option<Failure> {
         Some(match err {
+            // cutover cut it (the drain deadline): not the backend's doing.
+            e if crate::upstream::is_drain_cut(e) => return None,
             UpstreamError::ConnectTimeout(_) => Failure::ConnectTimeout,
             UpstreamError::Connect(io) => Failure::of_connect(io),
             UpstreamError::Handshake(_) | UpstreamError::Tls(_) => Failure::ConnectFailed,

@@ -4,8 +4,9 @@
 //! its own registry. After a routing change, a tunnel whose ticket now maps
 //! to another pool (or whose backend left its pool) is marked draining: it
 //! may finish by itself until the service's drain deadline, then cutover
-//! closes both sides (for WebSocket, with a close frame 1001 to the client
-//! when the byte stream is at a frame boundary).
+//! closes both sides (for WebSocket, with a close frame 1001 to each side
+//! whose byte stream is at a frame boundary: unmasked to the client,
+//! masked to the backend).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -350,8 +351,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<'_, R> {
     }
 }
 
-/// Tracks WebSocket frame boundaries in the server-to-client byte stream, so
-/// that a close frame is only ever injected between frames.
+/// Tracks WebSocket frame boundaries in one direction's byte stream (masked
+/// client-to-server frames or unmasked server-to-client ones), so that a
+/// close frame is only ever injected between frames.
 #[derive(Debug, Default)]
 pub struct WsFrames {
     /// Bytes of the current frame header seen so far.
@@ -405,10 +407,69 @@ impl WsFrames {
 /// WebSocket close frame, status 1001 (going away), server to client (unmasked).
 pub const WS_CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xe9];
 
+/// The same close frame (1001) as a client sends it to a server: masked
+/// with `key` (RFC 6455 5.3: every client-to-server frame is masked, with
+/// a fresh key each).
+pub fn ws_close_going_away_masked(key: [u8; 4]) -> [u8; 8] {
+    let code = [0x03, 0xe9];
+    [
+        0x88,
+        0x80 | 0x02,
+        key[0],
+        key[1],
+        key[2],
+        key[3],
+        code[0] ^ key[0],
+        code[1] ^ key[1],
+    ]
+}
+
+/// One direction of a tunnel: copies `from` to `to` until `from` ends or
+/// `to` fails, then shuts `to` down. `writing` is true while a write is
+/// under way; with `frames`, the bytes written are fed to it (WebSocket).
+async fn copy_one_way<R, W>(
+    from: &mut R,
+    to: &mut W,
+    writing: &mut bool,
+    mut frames: Option<&mut WsFrames>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        *writing = true;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        *writing = false;
+        if let Some(f) = frames.as_deref_mut() {
+            f.feed(&buf[..n]);
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Ends one side of a tunnel cut by cutover: `close_frame` first when
+/// given (the side's stream is between WebSocket frames), then a shutdown,
+/// each write given at most a second.
+async fn close_side<W: AsyncWrite + Unpin>(to: &mut W, close_frame: Option<&[u8]>) {
+    const LIMIT: Duration = Duration::from_secs(1);
+    if let Some(frame) = close_frame {
+        let _ = tokio::time::timeout(LIMIT, to.write_all(frame)).await;
+    }
+    let _ = tokio::time::timeout(LIMIT, to.shutdown()).await;
+}
+
 /// Pumps bytes both ways until both directions end, the drain deadline
 /// passes, or nothing was read either way for the tunnel's `tunnel_idle`
 /// (counted in `cutover_idle_timeouts_total{reason="tunnel"}`). Half-closes are passed on. With `websocket`, a close frame 1001
-/// goes to the client at the deadline when the stream is between frames.
+/// goes to each side at the deadline whose stream is between frames: to
+/// the client as a server sends it, to the backend masked as a client does.
 /// `prefix` holds bytes the backend already sent that were read before the
 /// tunnel began (hyper's read buffer at the upgrade); they go to the client first.
 pub async fn pump<C, B>(
@@ -426,41 +487,26 @@ pub async fn pump<C, B>(
     let (br, mut bw) = tokio::io::split(backend);
     let activity = Activity::new();
     let (mut cr, mut br) = (activity.watch(cr), activity.watch(br));
-    let mut frames = WsFrames::default();
-    let mut writing = false;
+    // Per direction: frame boundaries (WebSocket) and a write under way.
+    let (mut down_frames, mut up_frames) = (WsFrames::default(), WsFrames::default());
+    let (mut down_writing, mut up_writing) = (false, false);
     let ended = {
-        let up = async {
-            let _ = tokio::io::copy(&mut cr, &mut bw).await;
-            let _ = bw.shutdown().await;
-        };
+        let up_tracked = websocket.then_some(&mut up_frames);
+        let up = copy_one_way(&mut cr, &mut bw, &mut up_writing, up_tracked);
         let down = async {
             if !prefix.is_empty() {
-                writing = true;
+                down_writing = true;
                 if cw.write_all(&prefix).await.is_err() {
                     let _ = cw.shutdown().await;
                     return;
                 }
-                writing = false;
+                down_writing = false;
                 if websocket {
-                    frames.feed(&prefix);
+                    down_frames.feed(&prefix);
                 }
             }
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match br.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                writing = true;
-                if cw.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-                writing = false;
-                if websocket {
-                    frames.feed(&buf[..n]);
-                }
-            }
-            let _ = cw.shutdown().await;
+            let tracked = websocket.then_some(&mut down_frames);
+            copy_one_way(&mut br, &mut cw, &mut down_writing, tracked).await;
         };
         let idle = guard.idle;
         tokio::select! {
@@ -476,13 +522,13 @@ pub async fn pump<C, B>(
         } else {
             guard.pool.metrics.idle_timeouts.tunnel.inc();
         }
-        if websocket && !writing && frames.at_boundary() {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), cw.write_all(&WS_CLOSE_GOING_AWAY))
-                    .await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), cw.shutdown()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), bw.shutdown()).await;
+        let to_client = websocket && !down_writing && down_frames.at_boundary();
+        let to_backend = websocket && !up_writing && up_frames.at_boundary();
+        let masked = ws_close_going_away_masked(fastrand::u32(..).to_ne_bytes());
+        tokio::join!(
+            close_side(&mut cw, to_client.then_some(&WS_CLOSE_GOING_AWAY[..])),
+            close_side(&mut bw, to_backend.then_some(&masked[..])),
+        );
     }
 }
 
@@ -512,5 +558,19 @@ mod tests {
         assert!(!f.at_boundary());
         f.feed(&[9]);
         assert!(f.at_boundary());
+    }
+
+    #[test]
+    fn the_close_frame_to_a_backend_is_masked_and_says_1001() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let frame = ws_close_going_away_masked(key);
+        assert_eq!(frame[0], 0x88, "FIN and opcode close");
+        assert_eq!(frame[1], 0x82, "masked, 2 payload bytes");
+        assert_eq!(&frame[2..6], &key);
+        let code = [frame[6] ^ key[0], frame[7] ^ key[1]];
+        assert_eq!(u16::from_be_bytes(code), 1001);
+        let mut f = WsFrames::default();
+        f.feed(&frame);
+        assert!(f.at_boundary(), "one whole frame");
     }
 }

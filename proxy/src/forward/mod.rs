@@ -17,7 +17,6 @@ mod retry;
 mod route;
 mod upgrade;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +26,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestGuard};
-use crate::error::{error_chain, ProxyError};
+use crate::error::{error_chain, ErrorKind, ProxyError};
 use crate::headers;
 use crate::server::{ConnActivity, ConnHold, ListenerCtx};
 use crate::snapshot::{Pool, Service};
@@ -53,14 +52,17 @@ pub(crate) struct ConnCtx {
 /// phase. Every failure goes through [`Failed::respond`]. (One async
 /// function, not a pipeline of them: each nested future would move the
 /// request and the response once more, which callgrind counts as ~3% more
-/// instructions per request.)
+/// instructions per request.) The one error is an HTTP/2 stream cut at its
+/// pool's drain deadline before its answer: hyper resets it with the
+/// error's reason, `REFUSED_STREAM` ([`drain_cut`]).
 pub(crate) async fn handle(
     mut req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, h2::Error> {
     let start = Instant::now();
     ctx.activity.begin();
-    if req.version() == Version::HTTP_2 {
+    let h2 = req.version() == Version::HTTP_2;
+    if h2 {
         ctx.activity.mark_h2();
     }
     // 1. The one snapshot read; the pool and an available backend in it.
@@ -76,6 +78,8 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::new(pool, backend.clone(), start, ctx.activity.clone());
     // 2-3. The request as the backend gets it; an upgrade, if asked for.
     let scanned = headers::Scan::of(req.headers());
+    // Only an HTTP/2 request with a `content-type` pays a lookup.
+    guard.grpc = h2 && scanned.has_content_type() && crate::grpc::is_grpc(req.headers());
     if let Err(err) = request::check_head(&mut req, scanned) {
         return Ok(Failed::request(err, guard, &service).respond(&ctx));
     }
@@ -123,6 +127,9 @@ pub(crate) async fn handle(
     };
     let (resp, conn) = match response::received(sent, &backend, &guard.pool, &service) {
         Ok(received) => received,
+        Err(err) if err.kind == ErrorKind::DrainCut => {
+            return drain_cut(Failed::request(err, guard, &service), &ctx, h2)
+        }
         Err(err) => return Ok(Failed::request(err.noted(retried), guard, &service).respond(&ctx)),
     };
     // 5. The answer, or a tunnel when the backend agreed to an upgrade.
@@ -145,6 +152,30 @@ pub(crate) async fn handle(
         }
         _ => response::forward(resp, conn, &service, &route, &ctx, guard),
     })
+}
+
+/// A request cut at its pool's drain deadline before any answer came, told
+/// so in a way its client reads as safe to retry: a gRPC request gets a
+/// trailers-only answer with `grpc-status: 14` (UNAVAILABLE); another
+/// HTTP/2 request a `REFUSED_STREAM` reset (RFC 9113 8.7: not processed);
+/// an HTTP/1.1 one a 503 saying the pool was drained, and its connection
+/// is closed after it. Counted and logged like any failure.
+#[cold]
+fn drain_cut(failed: Failed, ctx: &ConnCtx, h2: bool) -> Result<Response<ProxyBody>, h2::Error> {
+    let grpc = match &failed.books {
+        Books::Request(guard) => guard.grpc.then(|| guard.pool.clone()),
+        _ => None,
+    };
+    let mut resp = failed.respond(ctx);
+    if let Some(pool) = grpc {
+        return Ok(crate::grpc::trailers_only(&pool.name));
+    }
+    if h2 {
+        return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
+    }
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(resp)
 }
 
 /// The request body as it goes upstream: an HTTP/2 client's, when there

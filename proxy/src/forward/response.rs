@@ -89,6 +89,11 @@ pub(super) fn forward(
         a.status = parts.status.as_u16();
     }
     guard.upstream = conn;
+    // A gRPC request's answer is gRPC too, unless the backend said otherwise
+    // (an error page): only gRPC requests pay this lookup.
+    if guard.grpc && !crate::grpc::is_grpc(&parts.headers) {
+        guard.grpc = false;
+    }
     // No body to read (204, 304, HEAD, Content-Length: 0): hyper will not
     // poll it, so the connection is free now.
     if http_body::Body::is_end_stream(&body) {

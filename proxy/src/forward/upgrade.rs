@@ -150,10 +150,10 @@ async fn pump(on_client: OnUpgrade, on_backend: OnUpgrade, tunnel: TunnelGuard, 
     };
     // Take the backend socket out of hyper's hands: the tunnel drains by
     // its own rules, not with the backend's pool.
-    match b.downcast::<crate::upstream::TrackedIo>() {
-        Ok(mut parts) => {
-            parts.io.forget();
-            let backend = TokioIo::new(parts.io);
+    match b.downcast::<TokioIo<crate::upstream::TrackedIo>>() {
+        Ok(parts) => {
+            let mut backend = parts.io.into_inner();
+            backend.forget();
             crate::tunnel::pump(TokioIo::new(c), backend, tunnel, websocket, parts.read_buf).await
         }
         Err(b) => {

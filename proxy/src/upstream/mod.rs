@@ -21,7 +21,11 @@
 //! Every connection is also recorded in a [`ConnRegistry`] with a duplicate
 //! of its socket (`try_clone`, a second descriptor for the same socket),
 //! whose only use is `shutdown(Both)`: cutover cuts a retired backend's
-//! connections when its drain deadline passes.
+//! connections when its drain deadline passes. A cut connection's end of
+//! stream and failures become [`DrainCut`] errors (a relaxed load of the
+//! backend's cut count, on those only: a read that brings bytes costs a
+//! length compare), so the request or body it fails is told apart from a
+//! backend's failure.
 
 pub mod h1;
 pub mod tls;
@@ -44,7 +48,6 @@ use hyper::body::Incoming;
 /// A request body as it goes to a backend.
 pub type ReqBody = crate::body::RequestBody;
 use hyper::client::conn::{http1, http2, TrySendError};
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -116,6 +119,10 @@ impl<C> IdleList<C> {
 pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
+    /// How many times [`ConnRegistry::cut_all`] ran: a connection
+    /// registered when it was lower has been cut (changed and read
+    /// under the `socks` lock at registration and cut).
+    cuts: AtomicU64,
     metrics: UpstreamMetrics,
     /// A failed dup (out of descriptors) is logged through this.
     dup_log: crate::server::LogEvery,
@@ -126,6 +133,7 @@ impl ConnRegistry {
         ConnRegistry {
             socks: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
             metrics,
             dup_log: crate::server::LogEvery::new(),
         }
@@ -135,9 +143,11 @@ impl ConnRegistry {
         &self.metrics
     }
 
-    /// Shuts down every open connection; returns how many there were.
+    /// Shuts down every open connection, marking them cut (see
+    /// [`DrainCut`]); returns how many there were.
     pub fn cut_all(&self) -> usize {
         let socks = lock(&self.socks);
+        self.cuts.fetch_add(1, Ordering::Relaxed);
         for s in socks.values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
@@ -155,41 +165,119 @@ impl ConnRegistry {
         self.metrics.open.inc();
         // A failed dup only means this connection cannot be cut early
         // (nor counted by the drain status): said, at most once a second.
-        match socket2::SockRef::from(stream.tcp()).try_clone() {
+        let epoch = match socket2::SockRef::from(stream.tcp()).try_clone() {
             Ok(dup) => {
-                lock(&self.socks).insert(id, dup);
+                let mut socks = lock(&self.socks);
+                socks.insert(id, dup);
+                self.cuts.load(Ordering::Relaxed)
             }
             Err(e) => {
                 if let Some(held) = self.dup_log.allow() {
                     let peer = stream.tcp().peer_addr().ok();
                     tracing::warn!(?peer, suppressed = held, "cannot duplicate an upstream connection's descriptor ({e}): it cannot be cut at a drain deadline and the drain status does not count it");
                 }
+                // Never cut, so never failed as cut.
+                u64::MAX
             }
-        }
+        };
         TrackedIo {
-            io: TokioIo::new(stream),
+            io: stream,
             id,
+            epoch,
             registry: self.clone(),
             registered: true,
         }
     }
 }
 
-/// An upstream socket that leaves the registry when it closes.
+/// Why an upstream connection failed: cutover cut it at its pool's drain
+/// deadline ([`ConnRegistry::cut_all`]). Carried inside an `io::Error`
+/// (kind `ConnectionAborted`) through hyper's and h2's errors; h2 keeps
+/// only its text, so [`is_drain_cut`] knows it by either.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", DrainCut::TEXT)]
+pub struct DrainCut;
+
+impl DrainCut {
+    const TEXT: &'static str = "cutover cut the connection at the pool's drain deadline";
+
+    pub(crate) fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, DrainCut)
+    }
+}
+
+/// Whether `err`, or an error in its source chain, is a [`DrainCut`].
+/// Walks the chain: for the error path only.
+#[cold]
+pub fn is_drain_cut(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<DrainCut>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps, and `h2::Error`
+        // has no source: look inside both.
+        let io = match e.downcast_ref::<h2::Error>() {
+            Some(h2) => h2.get_io(),
+            None => e.downcast_ref::<std::io::Error>(),
+        };
+        if let Some(inner) = io.and_then(|io| io.get_ref()) {
+            if inner.is::<DrainCut>() || inner.to_string() == DrainCut::TEXT {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// An upstream socket that leaves the registry when it closes. hyper's
+/// connections get it as `TokioIo<TrackedIo>`.
 pub struct TrackedIo {
-    io: TokioIo<UpStream>,
+    io: UpStream,
     id: u64,
+    /// The registry's cut count when this connection was registered.
+    epoch: u64,
     registry: Arc<ConnRegistry>,
     registered: bool,
 }
 
 impl TrackedIo {
+    /// Cut at a drain deadline (and still registered: a tunnel's
+    /// connection, forgotten, is never cut with its backend).
+    pub(crate) fn was_cut(&self) -> bool {
+        self.registered && self.registry.cuts.load(Ordering::Relaxed) > self.epoch
+    }
+
+    /// `polled` (the end of the stream or a failure), or a [`DrainCut`]
+    /// error if the connection was cut.
+    #[cold]
+    pub(crate) fn unless_cut<T>(
+        &self,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(_) if self.was_cut() => Poll::Ready(Err(DrainCut::io())),
+            polled => polled,
+        }
+    }
+
     fn stream(&self) -> &UpStream {
-        self.io.inner()
+        &self.io
     }
 
     fn stream_mut(&mut self) -> &mut UpStream {
-        self.io.inner_mut()
+        &mut self.io
+    }
+
+    /// A failed write's error: a [`DrainCut`] if the connection was cut.
+    #[cold]
+    pub(crate) fn cut_or(&self, e: std::io::Error) -> std::io::Error {
+        if self.was_cut() {
+            DrainCut::io()
+        } else {
+            e
+        }
     }
 
     /// Leaves the registry: this connection is no longer cut with its backend
@@ -209,23 +297,34 @@ impl Drop for TrackedIo {
     }
 }
 
-impl Read for TrackedIo {
+impl tokio::io::AsyncRead for TrackedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        match polled {
+            // Bytes came, or not yet: nothing more to do.
+            Poll::Ready(Ok(())) if buf.filled().len() > before => polled,
+            Poll::Pending => polled,
+            // The end of the stream or a failure: a drain cut's, maybe.
+            polled => self.unless_cut(polled),
+        }
     }
 }
 
-impl Write for TrackedIo {
+impl tokio::io::AsyncWrite for TrackedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.cut_or(e))),
+            polled => polled,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -245,7 +344,10 @@ impl Write for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.cut_or(e))),
+            polled => polled,
+        }
     }
 }
 
@@ -537,7 +639,8 @@ impl Upstream {
         if let Some(conn) = self.direct.take() {
             match h1::send(conn, head, fwd, &self.direct).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if e.retry => {
+                // A connection cut at the drain deadline is not replaced.
+                Err(e) if e.retry && !is_drain_cut(&e.error) => {
                     self.registry
                         .metrics
                         .count_retry(RetryReason::StaleConnection);
@@ -667,7 +770,7 @@ impl Upstream {
         let io = self.connect().await?;
         // The HTTP/1 handshake does no I/O; it only sets up the connection.
         let (conn, task) = http1::Builder::new()
-            .handshake::<_, ReqBody>(io)
+            .handshake::<_, ReqBody>(TokioIo::new(io))
             .await
             .map_err(UpstreamError::Handshake)?;
         tokio::spawn(async move {
@@ -714,7 +817,7 @@ impl Upstream {
                 .keep_alive_while_idle(true);
         }
         let (conn, task) = builder
-            .handshake::<_, ReqBody>(io)
+            .handshake::<_, ReqBody>(TokioIo::new(io))
             .await
             .map_err(UpstreamError::Handshake)?;
         let (addr, timeouts) = (
@@ -779,6 +882,8 @@ impl SendError {
         let reason = match &e.error {
             UpstreamError::Connect(_) => RetryReason::ConnectFailed,
             UpstreamError::ConnectTimeout(_) => RetryReason::ConnectTimeout,
+            // Cut at the drain deadline: the pool is done, not retried.
+            _ if is_drain_cut(&e.error) => return SendError::fatal(e.error),
             _ if e.unanswered && h1::idempotent(&head.method) => RetryReason::Reset,
             _ => return SendError::fatal(e.error),
         };
@@ -827,6 +932,60 @@ mod tests {
         assert_eq!(s.tcp_keepalive_time().expect("idle"), want.idle);
         assert_eq!(s.tcp_keepalive_interval().expect("interval"), want.interval);
         assert_eq!(s.tcp_keepalive_retries().expect("probes"), want.probes);
+    }
+
+    #[tokio::test]
+    async fn a_cut_connection_fails_as_a_drain_cut_and_a_later_one_does_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up = upstream(&listener.local_addr().expect("addr").to_string());
+        let cut = up.connect().await.expect("dial");
+        let mut cut_too = up.connect().await.expect("dial");
+        assert!(!cut.was_cut());
+        assert_eq!(up.registry.cut_all(), 2);
+        assert!(cut.was_cut());
+        // cutover's own client's read...
+        let mut conn = h1::Conn::new(cut);
+        let err = std::future::poll_fn(|cx| conn.poll_fill(cx, 64))
+            .await
+            .expect_err("a read once cut fails");
+        assert!(is_drain_cut(&err), "{err}");
+        // ... and hyper's (through `AsyncRead`).
+        let mut buf = [0u8; 8];
+        let err = cut_too.read(&mut buf).await.expect_err("cut");
+        assert!(is_drain_cut(&err), "{err}");
+        // Opened after the cut: not cut.
+        let mut later = up.connect().await.expect("dial");
+        assert!(!later.was_cut());
+        // The backend's side of `later` is the third one accepted.
+        let _first = listener.accept().await.expect("accept");
+        let _second = listener.accept().await.expect("accept");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        let _ = peer.shutdown().await;
+        drop(peer);
+        let mut buf = [0u8; 8];
+        let n = later.read(&mut buf).await;
+        assert!(matches!(n, Ok(0) | Err(_)));
+        assert!(!later.was_cut(), "a backend's close is not a cut");
+    }
+
+    #[test]
+    fn a_drain_cut_is_found_through_hyper_and_h2_errors() {
+        use std::error::Error as _;
+        let io = DrainCut::io();
+        assert!(is_drain_cut(&io));
+        let h1 = UpstreamError::H1(h1::H1Error::Read(DrainCut::io()));
+        assert!(is_drain_cut(&h1));
+        assert!(h1.source().is_some());
+        // h2 keeps an io error's text only, in an io error of its own (its
+        // `get_io`, as it has no `source`): tests/drain_cut.rs goes through h2.
+        let text = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, DrainCut::TEXT);
+        assert!(is_drain_cut(&text));
+        let other = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(!is_drain_cut(&other));
+        assert!(!is_drain_cut(&UpstreamError::H1(h1::H1Error::Closed)));
     }
 
     #[tokio::test]

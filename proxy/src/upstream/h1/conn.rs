@@ -33,7 +33,7 @@ impl Conn {
         self.io.stream().usable()
     }
 
-    pub(super) fn poll_fill(
+    pub(in crate::upstream) fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
         want: usize,
@@ -41,7 +41,13 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < want / 4 {
             self.buf.reserve(want);
         }
-        tokio_util::io::poll_read_buf(Pin::new(self.io.stream_mut()), cx, &mut self.buf)
+        let polled =
+            tokio_util::io::poll_read_buf(Pin::new(self.io.stream_mut()), cx, &mut self.buf);
+        match polled {
+            // The end of the stream or a failure: a drain cut's, maybe.
+            Poll::Ready(Ok(0) | Err(_)) => self.io.unless_cut(polled),
+            polled => polled,
+        }
     }
 }
 

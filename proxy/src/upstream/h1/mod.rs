@@ -147,7 +147,7 @@ pub async fn send(
     conn.buf.clear();
     if let Err(e) = written {
         return Err(SendError {
-            error: H1Error::Write(e),
+            error: H1Error::Write(conn.io.cut_or(e)),
             retry: reused,
             unanswered: true,
         });
@@ -183,6 +183,10 @@ pub async fn send(
         }
         let before = conn.buf.len();
         match conn.io.stream_mut().read_buf(&mut conn.buf).await {
+            // Cut at the drain deadline: said so, not as the backend's close.
+            Ok(0) | Err(_) if conn.io.was_cut() => {
+                return Err(fail(H1Error::Read(super::DrainCut::io()), answered))
+            }
             Ok(0) if !answered => return Err(fail(H1Error::Closed, false)),
             Ok(0) => return Err(fail(H1Error::TruncatedHead, true)),
             Ok(_) => answered = true,
