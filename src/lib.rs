@@ -7,6 +7,8 @@ pub mod cli;
 pub mod ctl;
 pub mod demo;
 pub mod fds;
+pub mod listeners;
 pub mod logging;
+pub mod reload;
 
 pub use app::{App, StartError};

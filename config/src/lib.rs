@@ -11,7 +11,7 @@ pub mod model;
 pub mod raw;
 mod validate;
 
-pub use diff::{diff, ConfigDiff};
+pub use diff::{describe, diff, ConfigDiff, ReloadPlan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use validate::check_backend_addr as validate_backend_addr;

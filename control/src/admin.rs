@@ -119,6 +119,7 @@ impl Admin {
             &["route", "code"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        controller.set_listeners(listeners.clone());
         Ok(Admin {
             controller,
             shared,
@@ -250,6 +251,10 @@ impl Admin {
                 ),
                 _ => ("audit", method_not_allowed("GET")),
             },
+            ["v1", "reload"] => match method {
+                Method::POST => ("reload", self.reload(&req, peer).await),
+                _ => ("reload", method_not_allowed("POST")),
+            },
             ["v1", "services", service, op] => {
                 let service = service.to_string();
                 self.service_route(req, peer, service, op, method, path)
@@ -378,7 +383,7 @@ impl Admin {
     }
 
     pub fn status(&self) -> Value {
-        let mut v = status::status_json(&self.controller, &self.listeners);
+        let mut v = status::status_json(&self.controller, &self.controller.listeners());
         v["ready"] = json!(self.ready.load(Ordering::Relaxed));
         for (name, f) in &self.extra {
             v[*name] = f();
@@ -415,6 +420,29 @@ impl Admin {
         match self.controller.apply(request).await {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
             Err(e) => error(e.status(), e.to_string()),
+        }
+    }
+}
+
+impl Admin {
+    /// `POST /v1/reload`: reads and applies the config file; 200 with the
+    /// report, 422 with why nothing changed. (The audit of reloads is the
+    /// controller's reload hook.)
+    async fn reload(&self, req: &Request<Incoming>, peer: SocketAddr) -> Resp {
+        if !is_json(req) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a reload needs `Content-Type: application/json` (the body may be empty)",
+            );
+        }
+        let trigger = format!("POST /v1/reload from {peer}");
+        match self.controller.request_reload(trigger).await {
+            Some(Ok(report)) => json_response(StatusCode::OK, &json!(report)),
+            Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            None => error(
+                StatusCode::NOT_IMPLEMENTED,
+                "this cutover was not started from a config file: nothing to reload",
+            ),
         }
     }
 }

@@ -37,6 +37,8 @@ pub mod names {
     pub const RETRIES: &str = "cutover_retries_total";
     pub const EJECTIONS: &str = "cutover_ejections_total";
     pub const IDLE_TIMEOUTS: &str = "cutover_idle_timeouts_total";
+    pub const CONFIG_RELOADS: &str = "cutover_config_reloads_total";
+    pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "cutover_config_last_reload_success";
 }
 
 /// Status classes used as the `code` label.
@@ -117,6 +119,15 @@ impl ProxyMetrics {
     }
 
     /// `cutover_failovers_total{service, from, to}`, resolved once per pair.
+    /// Drops `cutover_backend_up` for a backend a reload removed (its
+    /// last value would otherwise stay exported for ever).
+    pub fn forget_backend(&self, service: &str, pool: &str, backend: &str) {
+        let _ = self
+            .health
+            .backend_up
+            .remove_label_values(&[service, pool, backend]);
+    }
+
     pub fn failover(&self, service: &str, from: &str, to: &str) -> IntCounter {
         self.health
             .failovers

@@ -15,14 +15,7 @@ use crate::ticket::Ticket;
 
 /// Serves one accepted tcp-listener connection (after any PROXY header).
 pub(crate) async fn serve_conn(mut stream: TcpStream, client: SocketAddr, ctx: Arc<ListenerCtx>) {
-    let Some(service) = ctx
-        .shared
-        .snapshot
-        .load()
-        .services
-        .get(ctx.service_index)
-        .cloned()
-    else {
+    let Some(service) = ctx.service_in(&ctx.shared.snapshot.load()).cloned() else {
         return;
     };
     let (pool_idx, ticket) = match &ctx.fixed_pool {
