@@ -241,12 +241,20 @@ fn format_reload(v: &Value) -> String {
     let lines = |key: &str| -> Vec<String> {
         v[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|l| l.as_str()).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (changes, restart) = (lines("changes"), lines("needs_restart"));
     let mut out = if changes.is_empty() {
-        format!("config reloaded: nothing changed (generation {})", v["generation"])
+        format!(
+            "config reloaded: nothing changed (generation {})",
+            v["generation"]
+        )
     } else {
         format!(
             "config reloaded: generation {}, {} change(s)",

@@ -141,7 +141,10 @@ fn load(proxy: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_changes_nothing_and_the_fixed_one_is_live_within_two_seconds() {
-    let (b, g) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (b, g) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let web = "split = { blue = 100, green = 0 }\ndrain_timeout = \"30s\"";
     let h = Running::start(&config(web, &[b.addr], &[g.addr], "")).await;
     let proxy = h.listener("web", 0).unwrap();
@@ -229,7 +232,10 @@ async fn ws_on(proxy: SocketAddr, backend: &TestBackend) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_added_serves_and_a_removed_one_finishes_its_work_and_drains_its_tunnels() {
-    let (b1, b2) = (TestBackend::start("blue").await, TestBackend::start("blue").await);
+    let (b1, b2) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("blue").await,
+    );
     let (g1, g2, g3) = (
         TestBackend::start("green").await,
         TestBackend::start("green").await,
@@ -263,7 +269,10 @@ async fn a_backend_added_serves_and_a_removed_one_finishes_its_work_and_drains_i
     let reloaded = Instant::now();
     // New requests reach the new green backend, never the removed blue one.
     let g3_serves = eventually(Duration::from_secs(5), || async {
-        get_once(preview, "/", &[]).await.unwrap().header("x-backend")
+        get_once(preview, "/", &[])
+            .await
+            .unwrap()
+            .header("x-backend")
             == Some(&g3.addr.to_string())
     })
     .await;
@@ -292,7 +301,11 @@ async fn a_backend_added_serves_and_a_removed_one_finishes_its_work_and_drains_i
     let up = |a: SocketAddr, pool: &str| {
         m.value(
             "cutover_backend_up",
-            &[("service", "web"), ("pool", pool), ("backend", &a.to_string())],
+            &[
+                ("service", "web"),
+                ("pool", pool),
+                ("backend", &a.to_string()),
+            ],
         )
     };
     assert_eq!(up(b1.addr, "blue"), None);
@@ -360,18 +373,21 @@ async fn a_service_added_with_a_listener_serves_and_when_removed_stops_accepting
     // ...the request in flight finishes, the idle connection is closed.
     let a2 = in_flight.await.unwrap().unwrap();
     assert_eq!(a2.status, StatusCode::OK);
-    let closed = eventually(Duration::from_secs(5), || async {
-        idle.is_closed()
-    })
-    .await;
-    assert!(closed, "the idle connection of the removed listener stays open");
+    let closed = eventually(Duration::from_secs(5), || async { idle.is_closed() }).await;
+    assert!(
+        closed,
+        "the idle connection of the removed listener stays open"
+    );
     assert_eq!(h.status().await["services"].as_array().unwrap().len(), 1);
     assert_eq!(get_once(web_proxy, "/", &[]).await.unwrap().pool(), "blue");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_a_listener_that_cannot_be_bound_changes_nothing_and_says_why() {
-    let (b, g) = (TestBackend::start("blue").await, TestBackend::start("green").await);
+    let (b, g) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
     let web = "split = { blue = 100, green = 0 }";
     let h = Running::start(&config(web, &[b.addr], &[g.addr], "")).await;
     let before = h.status().await;
@@ -383,7 +399,12 @@ async fn a_reload_with_a_listener_that_cannot_be_bound_changes_nothing_and_says_
         b.addr
     );
     // The split changes too: it must not apply either.
-    let text = config("split = { blue = 0, green = 100 }", &[b.addr], &[g.addr], &api);
+    let text = config(
+        "split = { blue = 0, green = 100 }",
+        &[b.addr],
+        &[g.addr],
+        &api,
+    );
     std::fs::write(&h.path, text).unwrap();
     let (s, v) = admin(h.admin, "POST", "/v1/reload", None).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");

@@ -19,7 +19,7 @@ use cutover_config::Config;
 use cutover_proxy::metrics::names;
 use cutover_proxy::outlier::Signal;
 use cutover_proxy::{Ejection, Health, ProxyMetrics, Snapshot};
-use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -105,9 +105,10 @@ pub(crate) struct ControlMetrics {
     pub(crate) effective_share: GaugeVec,
     generation: IntGauge,
     changes: IntCounterVec,
-    /// `cutover_config_reloads_total{result}` and
+    /// `cutover_config_reloads_total{result="ok"|"error"}` and
     /// `cutover_config_last_reload_success`.
-    pub(crate) reloads: IntCounterVec,
+    pub(crate) reloads_ok: IntCounter,
+    pub(crate) reloads_error: IntCounter,
     pub(crate) last_reload_ok: IntGauge,
 }
 
@@ -833,7 +834,8 @@ impl ControlMetrics {
             effective_share,
             generation,
             changes,
-            reloads,
+            reloads_ok: reloads.with_label_values(&["ok"]),
+            reloads_error: reloads.with_label_values(&["error"]),
             last_reload_ok,
         })
     }

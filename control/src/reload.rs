@@ -158,7 +158,7 @@ impl Controller {
             trigger,
             "config reload failed; the running config stays: {error}"
         );
-        self.metrics.reloads.with_label_values(&["error"]).inc();
+        self.metrics.reloads_error.inc();
         self.metrics.last_reload_ok.set(0);
         let hook = {
             let mut st = self.reloads.lock();
@@ -178,7 +178,7 @@ impl Controller {
             tracing::warn!(trigger = %report.trigger, "config reload: {line} (needs a restart; not applied)");
         }
         tracing::info!(trigger = %report.trigger, generation = report.generation, changes = report.changes.len(), needs_restart = report.needs_restart.len(), "config reloaded");
-        self.metrics.reloads.with_label_values(&["ok"]).inc();
+        self.metrics.reloads_ok.inc();
         self.metrics.last_reload_ok.set(1);
         let hook = {
             let mut st = self.reloads.lock();

@@ -112,11 +112,19 @@ impl Tunnels {
 
     /// Re-evaluates every tunnel against a new snapshot: tunnels that now
     /// belong elsewhere start draining; tunnels that belong again stop.
-    pub fn rebalance(&self, snap: &Snapshot) {
+    /// A tunnel whose service `snap` no longer has (a config reload
+    /// removed it) drains under that service's `drain_timeout` in `prev`
+    /// (at once when `prev` does not have it either).
+    pub fn rebalance(&self, prev: &Snapshot, snap: &Snapshot) {
         let now = Instant::now();
         for e in self.lock().values_mut() {
             let Some((_, service)) = snap.service(&e.service) else {
-                e.set_draining(true, Some(now));
+                if !e.draining {
+                    let deadline = prev.service(&e.service).map_or(now, |(_, s)| {
+                        crate::time::later_tokio(now, s.config.drain_timeout)
+                    });
+                    e.set_draining(true, Some(deadline));
+                }
                 continue;
             };
             let drain_timeout = service.config.drain_timeout;
