@@ -183,9 +183,11 @@ async fn a_bad_config_changes_nothing_and_the_fixed_one_is_live_within_two_secon
     assert_eq!(st["services"][0]["split"]["blue"], 100);
     assert_eq!(get_once(proxy, "/", &[]).await.unwrap().pool(), "blue");
 
-    // Fixed: live within two seconds, no restart.
+    // Fixed: live within two seconds, no restart. Its timeouts changed
+    // too: the listener's accept loop restarts on the same socket with the
+    // new ones, and the backends get new upstream connections.
     let fixed = config(
-        "split = { blue = 0, green = 100 }\ndrain_timeout = \"30s\"",
+        "split = { blue = 0, green = 100 }\ndrain_timeout = \"30s\"\ntimeouts = { idle = \"90s\", connect = \"3s\" }",
         &[b.addr],
         &[g.addr],
         "",
@@ -200,6 +202,7 @@ async fn a_bad_config_changes_nothing_and_the_fixed_one_is_live_within_two_secon
     assert!(written.elapsed() < Duration::from_secs(2));
     let st = h.status().await;
     assert!(st["config"]["last_error"].is_null(), "{st}");
+    assert_eq!(h.listener("web", 0), Some(proxy), "the same socket");
     assert_eq!(
         metric(h.admin, "cutover_config_last_reload_success").await,
         Some(1.0)
@@ -427,4 +430,59 @@ async fn a_reload_with_a_listener_that_cannot_be_bound_changes_nothing_and_says_
     assert_eq!(get_once(proxy, "/", &[]).await.unwrap().pool(), "blue");
     assert!(h.listener("api", 0).is_none());
     drop(taken);
+}
+
+/// 100 ms checks, 50 ms timeout, 2 to come up, 2 to go down.
+const CHECKS: &str = r#"health_check = { path = "/health", interval = "100ms", timeout = "50ms", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+
+async fn backend_state(h: &Running, addr: SocketAddr) -> Option<String> {
+    let st = h.status().await;
+    st["services"][0]["pools"]
+        .as_array()?
+        .iter()
+        .flat_map(|p| p["backends"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["addr"] == addr.to_string().as_str())
+        .and_then(|b| b["state"].as_str().map(String::from))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_checker_checks_added_backends_and_stops_checking_removed_ones() {
+    let (b1, b2, g) = (
+        TestBackend::start("blue").await,
+        TestBackend::start("blue").await,
+        TestBackend::start("green").await,
+    );
+    b2.set_health(500);
+    let web = format!("split = {{ blue = 100, green = 0 }}\n{CHECKS}");
+    let h = Running::start(&config(&web, &[b1.addr], &[g.addr], "")).await;
+    replace(&h.path, &config(&web, &[b1.addr, b2.addr], &[g.addr], ""));
+    let down = eventually(Duration::from_secs(5), || async {
+        backend_state(&h, b2.addr).await.as_deref() == Some("down")
+    })
+    .await;
+    assert!(down, "the added backend was never checked");
+    assert_eq!(backend_state(&h, b1.addr).await.as_deref(), Some("up"));
+    // Removed: no more checks (each opens a connection).
+    replace(&h.path, &config(&web, &[b1.addr], &[g.addr], ""));
+    let gone = eventually(Duration::from_secs(5), || async {
+        backend_state(&h, b2.addr).await.is_none()
+    })
+    .await;
+    assert!(gone);
+    let settled = eventually(Duration::from_secs(2), || async {
+        let before = b2.connections.load(Ordering::Relaxed);
+        holds_for(Duration::from_millis(400), || async {
+            b2.connections.load(Ordering::Relaxed) == before
+        })
+        .await
+    })
+    .await;
+    assert!(settled, "the removed backend is still checked");
+    // The one that stayed is still checked and up.
+    let checked = b1.connections.load(Ordering::Relaxed);
+    let more = eventually(Duration::from_secs(2), || async {
+        b1.connections.load(Ordering::Relaxed) > checked
+    })
+    .await;
+    assert!(more, "the backend that stayed is no longer checked");
 }

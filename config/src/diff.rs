@@ -1,6 +1,6 @@
 //! The difference between two validated configs: what a reload changes.
 
-use crate::model::{Config, PoolConfig, ServiceConfig};
+use crate::model::{Config, ListenerConfig, PoolConfig, ServiceConfig};
 
 /// What changed between an old and a new config.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -200,8 +200,8 @@ fn describe_service(o: &ServiceConfig, n: &ServiceConfig, out: &mut Vec<String>)
             fmt_split(n)
         ));
     }
-    for nl in &n.listeners {
-        match o.listeners.iter().find(|l| l.listen == nl.listen) {
+    for (i, nl) in n.listeners.iter().enumerate() {
+        match same_listener(&n.listeners, i, &o.listeners) {
             None => out.push(format!("services.{name}.listeners: {} added", nl.listen)),
             Some(ol) if ol != nl => {
                 out.push(format!("services.{name}.listeners: {} changed", nl.listen))
@@ -209,8 +209,8 @@ fn describe_service(o: &ServiceConfig, n: &ServiceConfig, out: &mut Vec<String>)
             Some(_) => {}
         }
     }
-    for ol in &o.listeners {
-        if !n.listeners.iter().any(|l| l.listen == ol.listen) {
+    for (i, ol) in o.listeners.iter().enumerate() {
+        if same_listener(&o.listeners, i, &n.listeners).is_none() {
             out.push(format!("services.{name}.listeners: {} removed", ol.listen));
         }
     }
@@ -218,6 +218,19 @@ fn describe_service(o: &ServiceConfig, n: &ServiceConfig, out: &mut Vec<String>)
     if !changed.is_empty() {
         out.push(format!("services.{name}: {} changed", changed.join(", ")));
     }
+}
+
+/// The listener of `other` that is `list[i]` across a reload: the one
+/// with the same address, and for several on one address (port 0) the
+/// same rank among them.
+fn same_listener<'a>(
+    list: &[ListenerConfig],
+    i: usize,
+    other: &'a [ListenerConfig],
+) -> Option<&'a ListenerConfig> {
+    let addr = list.get(i)?.listen;
+    let rank = list[..i].iter().filter(|l| l.listen == addr).count();
+    other.iter().filter(|l| l.listen == addr).nth(rank)
 }
 
 fn describe_pool(service: &str, o: &PoolConfig, n: &PoolConfig, out: &mut Vec<String>) {
@@ -343,6 +356,20 @@ mod tests {
         );
         let back = describe(&b2, &a);
         assert!(back.changes.contains(&"services.api: removed".to_string()));
+    }
+
+    #[test]
+    fn listeners_on_one_address_are_matched_by_rank() {
+        let text = |pool: &str| {
+            format!("[services.web]\nsplit = {{ blue = 1, green = 0 }}\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n[[services.web.listeners]]\nlisten = \"127.0.0.1:0\"\n{pool}\n[services.web.pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[services.web.pools.green]\nbackends = [\"127.0.0.1:2\"]\n")
+        };
+        let a = crate::parse("t.toml", &text("pool = \"green\"")).unwrap();
+        assert!(describe(&a, &a.clone()).changes.is_empty());
+        let b = crate::parse("t.toml", &text("")).unwrap();
+        assert_eq!(
+            describe(&a, &b).changes,
+            vec!["services.web.listeners: 127.0.0.1:0 changed"]
+        );
     }
 
     #[test]

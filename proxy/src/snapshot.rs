@@ -1295,3 +1295,7 @@ mod tests {
         assert!(pool(&[0, 0]).pick().is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_reload_tests.rs"]
+mod reload_tests;
