@@ -39,7 +39,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// False once shutdown has begun: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
-    /// Bound listeners, for `/v1/status`: (service, address, preview pool).
+    /// Bound listeners at start: (service, address, preview pool).
+    /// `/v1/status` shows the controller's list, which reloads update.
     pub listeners: Vec<(String, SocketAddr, Option<String>)>,
     pub extra: Vec<(&'static str, StatusExtra)>,
     requests: IntCounterVec,

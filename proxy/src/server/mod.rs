@@ -254,7 +254,6 @@ pub async fn serve_with(
     };
     // What the connections and the watchdog watch: true once closing.
     let (closing_tx, shutdown) = watch::channel(close.borrow().is_some());
-    let default_drain = spec.drain_timeout;
     let mut close2 = close.clone();
     let _closing = AbortOnDrop(tokio::spawn(async move {
         let _ = close2.wait_for(Option::is_some).await;
@@ -299,8 +298,18 @@ pub async fn serve_with(
         accept(&tcp, &ctx, &builder, &permits, &mut conns, &shutdown, stop).await;
     }
     drop(tcp);
-    // Connections open when accepting stopped run until they end, or
-    // until the owner closes them.
+    finish(conns, &mut close, &label, spec.drain_timeout).await;
+}
+
+/// After the accept loop: the connections it accepted run until they end,
+/// or until the owner closes them (then they drain until its deadline;
+/// `default_drain` when the owner went).
+async fn finish(
+    mut conns: JoinSet<()>,
+    close: &mut watch::Receiver<Option<Duration>>,
+    label: &str,
+    default_drain: Duration,
+) {
     let deadline = loop {
         if let Some(d) = *close.borrow() {
             break d;
@@ -310,7 +319,7 @@ pub async fn serve_with(
             changed = close.changed() => if changed.is_err() { break default_drain },
         }
     };
-    drain(conns, &label, deadline).await;
+    drain(conns, label, deadline).await;
 }
 
 /// hyper's server for a listener with these limits: HTTP/1.1 and HTTP/2.
