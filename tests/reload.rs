@@ -486,3 +486,17 @@ async fn the_health_checker_checks_added_backends_and_stops_checking_removed_one
     .await;
     assert!(more, "the backend that stayed is no longer checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_is_a_post_and_needs_a_config_file() {
+    // The harness starts cutover from a config text, not a file.
+    let h = Harness::new().start().await;
+    let (s, v) = h.api("POST", "/v1/reload", None).await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("not started from a config file"));
+    let (s, _) = h.api("GET", "/v1/reload", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -619,7 +619,7 @@ fn not_found(path: &str) -> Resp {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/services/NAME/drain, GET /v1/audit, GET /metrics, GET /healthz, GET /readyz"
+            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/services/NAME/drain, GET /v1/audit, POST /v1/reload, GET /metrics, GET /healthz, GET /readyz"
         ),
     )
 }
