@@ -47,7 +47,7 @@ fn routing(c: &mut Criterion) {
         let snap = swap.load_full();
         let pool = snap.services[0].pools[0].clone();
         group.bench_with_input(BenchmarkId::new("pick", n), &n, |b, _| {
-            b.iter(|| black_box(pool.pick().map(|b| b.weight)))
+            b.iter(|| black_box(pool.pick().map(|b| b.in_flight())))
         });
     }
     group.bench_function("snapshot_load", |b| {

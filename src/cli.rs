@@ -211,6 +211,10 @@ pub enum CtlCommand {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Reload the config file now (POST /v1/reload) and print what changed,
+    /// what needs a restart, or why nothing changed (exit 1).
+    #[command(after_help = "Example:\n  cutover ctl reload")]
+    Reload,
     /// Check that cutover is ready to serve (GET /readyz): exit 0 when it is,
     /// 1 with a one-line reason otherwise. For container health checks.
     #[command(

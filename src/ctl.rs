@@ -226,6 +226,7 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             audit_path(service.as_deref(), *limit, since.as_deref()),
             None,
         ),
+        CtlCommand::Reload => (Method::POST, "/v1/reload".to_string(), None),
         CtlCommand::Split {
             service,
             weights,
@@ -278,6 +279,7 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             CtlCommand::Status => format_status(&v),
             CtlCommand::Audit { .. } => format_audit(&v),
             CtlCommand::Drain { .. } => format_drain(&v),
+            CtlCommand::Reload => format_reload(&v),
             _ => format_change(&v),
         }
     };
@@ -293,6 +295,42 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
         return wait_drained(args, service, &v, timeout.as_deref()).await;
     }
     Ok(shown)
+}
+
+/// A reload's report: the generation, one line per change, and what
+/// needs a restart.
+fn format_reload(v: &Value) -> String {
+    let lines = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (changes, restart) = (lines("changes"), lines("needs_restart"));
+    let mut out = if changes.is_empty() {
+        format!(
+            "config reloaded: nothing changed (generation {})",
+            v["generation"]
+        )
+    } else {
+        format!(
+            "config reloaded: generation {}, {} change(s)",
+            v["generation"],
+            changes.len()
+        )
+    };
+    for c in changes {
+        out.push_str(&format!("\n  {c}"));
+    }
+    for r in restart {
+        out.push_str(&format!("\n  needs a restart (not applied): {r}"));
+    }
+    out
 }
 
 fn split_str(v: &Value) -> String {

@@ -7,7 +7,9 @@ pub mod cli;
 pub mod ctl;
 pub mod demo;
 pub mod fds;
+pub mod listeners;
 pub mod logging;
+pub mod reload;
 pub mod tls_watch;
 
 pub use app::{App, StartError};

@@ -89,24 +89,37 @@ async fn shutdown_signal(mut signals: Signals) {
     });
 }
 
-/// SIGHUP's default action ends the process; a `kill -HUP` meant as
-/// "reload" must not take the front door down. Until reload exists, it is
-/// logged and otherwise ignored. Must run inside the runtime.
-fn ignore_sighup() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::warn!("SIGHUP received: reloading is not supported yet; nothing changed (restart to apply a new config)");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will end the process"),
+/// SIGHUP reloads the config file (the systemd unit's `ExecReload`). Its
+/// default action ends the process, so it is caught from the start (made
+/// before anything serves); `reload_on_sighup` acts on it once the app
+/// runs. Must run inside the runtime.
+#[cfg(unix)]
+fn catch_sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP ({e}); it will end the process");
+            None
         }
     }
+}
+
+#[cfg(unix)]
+fn reload_on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
+    reloader: Option<std::sync::Arc<cutover::reload::Reloader>>,
+) {
+    let (Some(mut hup), Some(reloader)) = (hup, reloader) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config file");
+            // The outcome is logged (and counted) by the reload itself.
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -166,11 +179,14 @@ fn main() -> ExitCode {
             };
             rt.block_on(async {
                 let signals = Signals::install();
-                ignore_sighup();
-                let app = match App::start(cfg).await {
+                #[cfg(unix)]
+                let hup = catch_sighup();
+                let app = match App::start_watching(&config, cfg).await {
                     Ok(a) => a,
                     Err(e) => return fail(e),
                 };
+                #[cfg(unix)]
+                reload_on_sighup(hup, app.reloader());
                 shutdown_signal(signals).await;
                 app.shutdown().await;
                 ExitCode::SUCCESS

@@ -17,6 +17,8 @@ use cutover_proxy::tls::{ListenerTls, Reloaded};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
+use crate::listeners::Listeners;
+
 /// How long a burst of file events is gathered before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -60,13 +62,13 @@ fn dir_of(file: &Path) -> PathBuf {
     }
 }
 
-/// Watches until `shutdown` turns true. Without a working watcher (no
-/// inotify instance left, say) it logs why and returns: rotation then
-/// needs a reload or a restart.
-pub async fn run(listeners: Arc<Vec<TlsListener>>, mut shutdown: watch::Receiver<bool>) {
-    if listeners.is_empty() {
-        return;
-    }
+/// Watches until `shutdown` turns true, following the TLS listeners
+/// `served` has (a reload adds, removes and changes them). Without a
+/// working watcher (no inotify instance left, say) it logs why and
+/// returns: rotation then needs a reload (SIGHUP, `POST /v1/reload`) or a
+/// restart.
+pub(crate) async fn run(served: Arc<Listeners>, mut shutdown: watch::Receiver<bool>) {
+    let mut changed = served.subscribe_tls();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -76,28 +78,42 @@ pub async fn run(listeners: Arc<Vec<TlsListener>>, mut shutdown: watch::Receiver
     let mut watcher = match watcher {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!("cannot watch certificate files ({e}); rotating them needs a restart");
+            tracing::warn!(
+                "cannot watch certificate files ({e}); rotating them needs a reload or a restart"
+            );
             return;
         }
     };
-    let dirs: BTreeSet<PathBuf> = listeners.iter().flat_map(|l| l.dirs()).collect();
-    for d in &dirs {
-        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %d.display(), "cannot watch for certificate changes ({e})");
-        }
-    }
+    let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut listeners = Vec::new();
     loop {
+        // The directories of the TLS listeners served now.
+        if changed.has_changed().unwrap_or(false) || listeners.is_empty() {
+            changed.borrow_and_update();
+            listeners = served.tls_listeners();
+            let dirs: BTreeSet<PathBuf> = listeners.iter().flat_map(|l| l.dirs()).collect();
+            for gone in watched.difference(&dirs) {
+                let _ = watcher.unwatch(gone);
+            }
+            for d in dirs.difference(&watched) {
+                if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %d.display(), "cannot watch for certificate changes ({e})");
+                }
+            }
+            watched = dirs;
+        }
         let first = tokio::select! {
             paths = rx.recv() => match paths {
                 Some(p) => p,
                 None => return,
             },
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
+            c = changed.changed() => {
+                if c.is_err() {
                     return;
                 }
                 continue;
             }
+            _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let mut touched: BTreeSet<PathBuf> = first.iter().map(|p| dir_of(p)).collect();
         let gather = tokio::time::sleep(DEBOUNCE);
@@ -111,7 +127,7 @@ pub async fn run(listeners: Arc<Vec<TlsListener>>, mut shutdown: watch::Receiver
                 _ = &mut gather => break,
             }
         }
-        for l in listeners.iter() {
+        for l in &listeners {
             // Event paths are absolute; configured ones may be relative.
             let hit = l.dirs().any(|d| {
                 touched.contains(&d)

@@ -254,10 +254,10 @@ fn systemd_unit_passes_systemd_analyze_verify() {
             "the unit has no `{needed}` line"
         );
     }
-    // SIGHUP does not reload the config yet (issue 17).
-    assert!(!unit
+    // `systemctl reload` sends SIGHUP, which reloads the config file.
+    assert!(unit
         .lines()
-        .any(|l| l.trim_start().starts_with("ExecReload")));
+        .any(|l| l.trim() == "ExecReload=/bin/kill -HUP $MAINPID"));
 
     let probe = Command::new("systemd-analyze").arg("--version").output();
     if !probe.is_ok_and(|o| o.status.success()) {

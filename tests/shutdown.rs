@@ -1,6 +1,7 @@
 //! The real binary under signals: SIGTERM in the order a load balancer
 //! needs (`/readyz` 503 at once, listeners accepting for `shutdown_delay`,
-//! then the drain, the admin API up to the end), and SIGHUP not killing it.
+//! then the drain, the admin API up to the end), and SIGHUP reloading the
+//! config without killing it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -10,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cutover_test_support::process::{cutover_json_logs, spawn_cutover, Bound, Reaped};
-use cutover_test_support::{eventually, get_once, holds_for, probe, TestBackend};
+use cutover_test_support::{eventually, get_once, holds_for, metric, probe, TestBackend};
 
 /// `cutover run` on a config with one listener whose pools both go to
 /// `backend`, and `extra` at the top; ready when this returns.
@@ -148,6 +149,50 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_shutdown_delay_then_dra
     .await;
     assert!(exited, "cutover did not exit after the drain");
     assert!(exit.unwrap().success(), "exit status {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_and_ctl_reload_prints_the_result() {
+    let blue = TestBackend::start("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, bound) = start(&dir, blue.addr, "").await;
+    let admin = bound.admin;
+    let ok = format!("{}{{result=\"ok\"}}", "cutover_config_reloads_total");
+    assert_eq!(metric(admin, &ok).await, Some(0.0), "no reload yet");
+    // The file is unchanged (the watch sees nothing): only SIGHUP reloads.
+    signal(&child, "HUP");
+    let reloaded = eventually(Duration::from_secs(5), || async {
+        metric(admin, &ok).await == Some(1.0)
+    })
+    .await;
+    assert!(reloaded, "SIGHUP did not reload the config");
+    // A timeout changes in the file; `ctl reload` applies it and says so.
+    let path = dir.path().join("c.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[services.web]\n",
+        "[services.web]\ntimeouts = { connect = \"2s\" }\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["ctl", "--admin", &format!("http://{admin}"), "reload"])
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The watch may have applied it first: then ctl finds nothing left.
+    assert!(
+        stdout.contains(
+            "config reloaded: generation 2, 1 change(s)\n  services.web: timeouts changed"
+        ) || stdout.contains("config reloaded: nothing changed (generation 2)"),
+        "{stdout}"
+    );
+    assert!(serves(bound.listeners[0]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ pub mod raw;
 pub mod secrets;
 mod validate;
 
-pub use diff::{diff, ConfigDiff};
+pub use diff::{describe, diff, ConfigDiff, ReloadPlan};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use model::*;
 pub use validate::check_backend_addr as validate_backend_addr;

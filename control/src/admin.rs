@@ -43,7 +43,8 @@ pub struct Admin {
     auth: ArcSwap<Auth>,
     /// False once shutdown has begun: `/readyz` answers 503.
     pub ready: Arc<AtomicBool>,
-    /// Bound listeners, for `/v1/status`: (service, address, preview pool).
+    /// Bound listeners at start: (service, address, preview pool).
+    /// `/v1/status` shows the controller's list, which reloads update.
     pub listeners: Vec<(String, SocketAddr, Option<String>)>,
     pub extra: Vec<(&'static str, StatusExtra)>,
     requests: IntCounterVec,
@@ -145,6 +146,7 @@ impl Admin {
             },
         ]
         .map(|r| auth_failures.with_label_values(&[r.label()]));
+        controller.set_listeners(listeners.clone());
         Ok(Admin {
             controller,
             shared,
@@ -336,6 +338,10 @@ impl Admin {
                 Method::GET => ("audit", self.audit(req.uri().query()).await),
                 _ => ("audit", method_not_allowed("GET")),
             },
+            ["v1", "reload"] => match method {
+                Method::POST => ("reload", self.reload(&req, peer, &caller.actor).await),
+                _ => ("reload", method_not_allowed("POST")),
+            },
             ["v1", "services", service, op] => {
                 let service = service.to_string();
                 self.service_route(req, (peer, caller), service, op, method, path)
@@ -485,7 +491,7 @@ impl Admin {
     }
 
     pub fn status(&self) -> Value {
-        let mut v = status::status_json(&self.controller, &self.listeners);
+        let mut v = status::status_json(&self.controller, &self.controller.listeners());
         v["ready"] = json!(self.ready.load(Ordering::Relaxed));
         for (name, f) in &self.extra {
             v[*name] = f();
@@ -539,6 +545,29 @@ impl Admin {
         match self.controller.apply(request).await {
             Ok(outcome) => json_response(StatusCode::OK, &json!(outcome)),
             Err(e) => error(e.status(), e.to_string()),
+        }
+    }
+}
+
+impl Admin {
+    /// `POST /v1/reload`: reads and applies the config file; 200 with the
+    /// report, 422 with why nothing changed. (The audit of reloads is the
+    /// controller's reload hook.)
+    async fn reload(&self, req: &Request<Incoming>, peer: SocketAddr, actor: &str) -> Resp {
+        if !is_json(req) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a reload needs `Content-Type: application/json` (the body may be empty)",
+            );
+        }
+        let trigger = format!("POST /v1/reload by {actor} from {peer}");
+        match self.controller.request_reload(trigger).await {
+            Some(Ok(report)) => json_response(StatusCode::OK, &json!(report)),
+            Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            None => error(
+                StatusCode::NOT_IMPLEMENTED,
+                "this cutover was not started from a config file: nothing to reload",
+            ),
         }
     }
 }
@@ -781,7 +810,7 @@ fn not_found(path: &str) -> Resp {
     error(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/services/NAME/drain, GET /v1/audit, GET /metrics, GET /healthz, GET /readyz"
+            "no such endpoint `{path}`; endpoints: GET /v1/status, PUT /v1/services/NAME/split, POST /v1/services/NAME/switch, POST /v1/services/NAME/rollback, GET /v1/services/NAME/drain, GET /v1/audit, POST /v1/reload, GET /metrics, GET /healthz, GET /readyz"
         ),
     )
 }

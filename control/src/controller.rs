@@ -17,7 +17,7 @@ use cutover_config::Config;
 use cutover_proxy::metrics::names;
 use cutover_proxy::outlier::Signal;
 use cutover_proxy::{Ejection, Health, ProxyMetrics, Snapshot};
-use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -84,9 +84,9 @@ pub struct ChangeOutcome {
 }
 
 pub(crate) struct Inner {
-    config: Config,
+    pub(crate) config: Config,
     /// Per service (aligned with config.services): split before the last change.
-    previous: Vec<Option<Vec<u32>>>,
+    pub(crate) previous: Vec<Option<Vec<u32>>>,
 }
 
 /// A change worked out, not yet written nor swapped in.
@@ -108,42 +108,51 @@ enum Planned {
     Change(Plan),
 }
 
-struct ControlMetrics {
-    split_weight: IntGaugeVec,
-    effective_share: GaugeVec,
+pub(crate) struct ControlMetrics {
+    pub(crate) split_weight: IntGaugeVec,
+    pub(crate) effective_share: GaugeVec,
     generation: IntGauge,
     changes: IntCounterVec,
+    /// `cutover_config_reloads_total{result="ok"|"error"}` and
+    /// `cutover_config_last_reload_success`.
+    pub(crate) reloads_ok: IntCounter,
+    pub(crate) reloads_error: IntCounter,
+    pub(crate) last_reload_ok: IntGauge,
 }
 
 /// Writes the state file (blocking: it fsyncs); [`state::save`] but in tests.
-type StateWriter = Arc<dyn Fn(&Path, &PersistedState) -> Result<(), ControlError> + Send + Sync>;
+pub(crate) type StateWriter =
+    Arc<dyn Fn(&Path, &PersistedState) -> Result<(), ControlError> + Send + Sync>;
 
 pub struct Controller {
     pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
-    proxy_metrics: Arc<ProxyMetrics>,
-    audit: Arc<AuditLog>,
-    metrics: ControlMetrics,
-    state_path: Option<PathBuf>,
-    writer: StateWriter,
+    pub(crate) proxy_metrics: Arc<ProxyMetrics>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) metrics: ControlMetrics,
+    pub(crate) state_path: Option<PathBuf>,
+    pub(crate) writer: StateWriter,
     /// Held by an operator change from its validation to its swap, across
     /// the state-file write: changes reach the disk, and the snapshot, in
     /// the order they were accepted, and two changes in a row never leave
     /// the older one on disk.
-    changes: tokio::sync::Mutex<()>,
+    pub(crate) changes: tokio::sync::Mutex<()>,
     /// Held only for short, non-blocking critical sections (never across
     /// an await): the swaps of changes and of health and ejections.
     inner: Mutex<Inner>,
-    generation_tx: watch::Sender<u64>,
+    pub(crate) generation_tx: watch::Sender<u64>,
     /// Backends' failure streaks wake the ejector through this.
-    outlier: Arc<Signal>,
+    pub(crate) outlier: Arc<Signal>,
     /// Counts routing changes: operator changes and ramp steps that moved
     /// tickets (for the tunnel drainer).
     pub(crate) routing_tx: watch::Sender<u64>,
     /// Wakes the slow start task when a ramp begins.
     pub(crate) ramp_wake: Notify,
+    /// The last config reload's outcome (`/v1/status` `config`), the
+    /// audit hook and the listeners the app serves.
+    pub(crate) reloads: crate::reload::ReloadState,
 }
 
-fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
+pub(crate) fn named(pools: &[String], split: &[u32]) -> Vec<(String, u32)> {
     pools.iter().cloned().zip(split.iter().copied()).collect()
 }
 
@@ -155,7 +164,7 @@ fn as_map(pairs: &[(String, u32)]) -> serde_json::Map<String, serde_json::Value>
 }
 
 /// `pairs` aligned to `pools` when it names exactly those pools.
-fn align(pools: &[String], pairs: &[(String, u32)]) -> Option<Vec<u32>> {
+pub(crate) fn align(pools: &[String], pairs: &[(String, u32)]) -> Option<Vec<u32>> {
     if pairs.len() != pools.len() {
         return None;
     }
@@ -253,7 +262,9 @@ impl Controller {
             outlier,
             routing_tx,
             ramp_wake: Notify::new(),
+            reloads: crate::reload::ReloadState::new(),
         };
+        c.metrics.last_reload_ok.set(1);
         c.update_metrics();
         Ok(c)
     }
@@ -366,7 +377,7 @@ impl Controller {
         result
     }
 
-    fn persist_error(&self, source: std::io::Error) -> ControlError {
+    pub(crate) fn persist_error(&self, source: std::io::Error) -> ControlError {
         ControlError::Persist {
             path: self
                 .state_path
@@ -551,6 +562,15 @@ impl Controller {
                 next
             })
         })
+    }
+
+    /// Whether the snapshot in force has this backend up by its active
+    /// checks (true for an unknown one: backends start up).
+    pub fn backend_is_up(&self, service: &str, pool: &str, backend: &str) -> bool {
+        let snap = self.snapshot.load();
+        locate(&snap, service, pool, backend)
+            .and_then(|(s, p, b)| Some(snap.services[s].pools.get(p)?.health().get(b)?.is_up()))
+            .unwrap_or(true)
     }
 
     /// An active check of this backend passed: its ejection (if any) is
@@ -875,11 +895,27 @@ impl ControlMetrics {
         registry.register(Box::new(effective_share.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(changes.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                names::CONFIG_RELOADS,
+                "Config reloads, by result (ok, error)",
+            ),
+            &["result"],
+        )?;
+        let last_reload_ok = IntGauge::new(
+            names::CONFIG_LAST_RELOAD_SUCCESS,
+            "Whether the last config reload succeeded (1) or failed (0); 1 at start",
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
         Ok(ControlMetrics {
             split_weight,
             effective_share,
             generation,
             changes,
+            reloads_ok: reloads.with_label_values(&["ok"]),
+            reloads_error: reloads.with_label_values(&["error"]),
+            last_reload_ok,
         })
     }
 }

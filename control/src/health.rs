@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::controller::Controller;
@@ -49,8 +49,47 @@ struct Target {
 
 /// Runs the checks of every backend of every pool that has a
 /// `health_check`, until `shutdown` turns true (or its sender goes).
-/// Returns at once when nothing is checked.
-pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
+/// After a config reload it re-reads its targets: new backends are
+/// checked, removed ones no longer, and a backend whose check is the same
+/// keeps its task (and its run of results).
+pub async fn run(controller: Arc<Controller>, mut shutdown: watch::Receiver<bool>) {
+    let mut reloads = controller.subscribe_reloads();
+    let mut tasks = JoinSet::new();
+    let mut running: Vec<(TargetKey, AbortHandle)> = Vec::new();
+    loop {
+        running = sync_targets(&controller, &mut tasks, running, &shutdown);
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            changed = reloads.changed() => if changed.is_err() { break },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// What makes a check task the same across a reload.
+type TargetKey = (
+    String,
+    String,
+    String,
+    Protocol,
+    HealthCheck,
+    Option<cutover_config::UpstreamTlsConfig>,
+);
+
+fn key(t: &Target) -> TargetKey {
+    (
+        t.service.clone(),
+        t.pool.clone(),
+        t.addr.clone(),
+        t.protocol,
+        t.check.clone(),
+        t.tls.as_ref().map(|t| t.config().clone()),
+    )
+}
+
+/// Every backend the config in force checks.
+fn targets(controller: &Controller) -> Vec<Target> {
     let config = controller.config();
     let metrics = controller.proxy_metrics();
     let snapshot = controller.snapshot().load_full();
@@ -59,7 +98,7 @@ pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
         let p = s.pools.iter().find(|p| p.name == pool)?;
         p.backends.iter().find(|b| b.addr == addr)?.tls().cloned()
     };
-    let mut tasks = JoinSet::new();
+    let mut out = Vec::new();
     for sc in &config.services {
         for pc in &sc.pools {
             let Some(check) = &pc.health_check else {
@@ -67,7 +106,7 @@ pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
             };
             let pm = metrics.pool(&sc.name, &pc.name);
             for bc in &pc.backends {
-                let target = Target {
+                out.push(Target {
                     service: sc.name.clone(),
                     pool: pc.name.clone(),
                     addr: bc.addr.clone(),
@@ -76,15 +115,46 @@ pub async fn run(controller: Arc<Controller>, shutdown: watch::Receiver<bool>) {
                     check: check.clone(),
                     ok: pm.health_ok.clone(),
                     failed: pm.health_failed.clone(),
-                };
-                tasks.spawn(watch_backend(target, controller.clone(), shutdown.clone()));
+                });
             }
         }
     }
-    if !tasks.is_empty() {
-        tracing::info!(backends = tasks.len(), "active health checks started");
+    out
+}
+
+/// Stops the tasks of targets the config no longer has and starts those
+/// of new ones; returns what runs now.
+fn sync_targets(
+    controller: &Arc<Controller>,
+    tasks: &mut JoinSet<()>,
+    running: Vec<(TargetKey, AbortHandle)>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<(TargetKey, AbortHandle)> {
+    let wanted = targets(controller);
+    let keys: Vec<TargetKey> = wanted.iter().map(key).collect();
+    let (mut kept, stopped): (Vec<_>, Vec<_>) =
+        running.into_iter().partition(|(k, _)| keys.contains(k));
+    for (_, handle) in &stopped {
+        handle.abort();
     }
-    while tasks.join_next().await.is_some() {}
+    let before = kept.len();
+    for (target, k) in wanted.into_iter().zip(keys) {
+        if kept.iter().any(|(r, _)| *r == k) {
+            continue;
+        }
+        let handle = tasks.spawn(watch_backend(target, controller.clone(), shutdown.clone()));
+        kept.push((k, handle));
+    }
+    let started = kept.len() - before;
+    if started > 0 || !stopped.is_empty() {
+        tracing::info!(
+            backends = kept.len(),
+            started,
+            stopped = stopped.len(),
+            "active health checks started"
+        );
+    }
+    kept
 }
 
 /// `d` scaled by a random factor in [lo, hi).
@@ -100,6 +170,8 @@ async fn watch_backend(
 ) {
     let hc = &target.check;
     let mut state = Thresholds::new(hc.healthy_threshold, hc.unhealthy_threshold);
+    // A task started by a reload picks up where the backend stands.
+    state.up = controller.backend_is_up(&target.service, &target.pool, &target.addr);
     let mut next = later_tokio(Instant::now(), jittered(hc.interval, 0.0, 1.0));
     loop {
         tokio::select! {

@@ -224,14 +224,14 @@ impl Ejector {
 /// available (up and not ejected).
 fn pool_counts(p: &Pool, bi: usize) -> (usize, usize, usize) {
     let (mut n, mut ejected, mut others) = (0, 0, 0);
-    for (i, ((b, h), e)) in p
-        .backends
+    for (i, ((w, h), e)) in p
+        .weights()
         .iter()
         .zip(p.health())
         .zip(p.ejections())
         .enumerate()
     {
-        if b.weight == 0 {
+        if *w == 0 {
             continue;
         }
         n += 1;

@@ -41,7 +41,7 @@ pub fn status_json(
                         "ejections_waived": p.ejections_waived(),
                         "backends": p.backends.iter().zip(p.health()).zip(p.ejections()).enumerate()
                             .map(|(j, ((b, h), e))| {
-                                let mut v = backend_json(b, h, e.as_ref());
+                                let mut v = backend_json(b, p.configured_weight(j), h, e.as_ref());
                                 v["effective_weight"] = json!(p.effective_weight(j));
                                 if p.warmup(j).is_some() {
                                     v["warming"] = json!(true);
@@ -75,6 +75,7 @@ pub fn status_json(
         "run_id": controller.run_id(),
         "services": services,
         "last_change": controller.audit().last(),
+        "config": controller.config_status(),
     })
 }
 
@@ -82,10 +83,10 @@ pub fn status_json(
 /// failure's `reason` and `since`, and `ejected_until` if it is ejected
 /// too), else `ejected` (with the ejection's `reason`, `since` and
 /// `until`, to the millisecond: ejections can be short), else `up`.
-fn backend_json(b: &Backend, h: &Health, e: Option<&Ejection>) -> Value {
+fn backend_json(b: &Backend, weight: u32, h: &Health, e: Option<&Ejection>) -> Value {
     let mut v = json!({
         "addr": b.addr,
-        "weight": b.weight,
+        "weight": weight,
         "protocol": b.protocol.as_str(),
         "in_flight": b.in_flight(),
         "state": h.as_str(),
@@ -135,7 +136,6 @@ mod tests {
         let b = Backend::new(
             "10.0.1.12:8080",
             cutover_config::Protocol::Http1,
-            1,
             cutover_proxy::upstream::UpstreamSettings::from_timeouts(
                 &cutover_config::Timeouts::default(),
             ),
@@ -147,10 +147,10 @@ mod tests {
             since,
             until: since + Duration::from_secs(10),
         };
-        let up = backend_json(&b, &Health::Up, None);
+        let up = backend_json(&b, 1, &Health::Up, None);
         assert_eq!(up["state"], "up");
         assert!(up.get("reason").is_none() && up.get("until").is_none());
-        let ejected = backend_json(&b, &Health::Up, Some(&e));
+        let ejected = backend_json(&b, 1, &Health::Up, Some(&e));
         assert_eq!(ejected["state"], "ejected");
         assert_eq!(ejected["reason"], "5 consecutive failures: connect refused");
         assert_eq!(ejected["since"], "2027-01-15T08:00:00.250Z");
@@ -159,7 +159,7 @@ mod tests {
             reason: "answered 500".into(),
             since,
         };
-        let both = backend_json(&b, &down, Some(&e));
+        let both = backend_json(&b, 1, &down, Some(&e));
         assert_eq!(both["state"], "down");
         assert_eq!(both["reason"], "answered 500");
         assert_eq!(both["since"], "2027-01-15T08:00:00Z");

@@ -87,7 +87,7 @@ pub async fn follow_changes(shared: Arc<Shared>, mut routing: watch::Receiver<u6
             }
         }
         let snap = shared.snapshot.load_full();
-        shared.tunnels.rebalance(&snap);
+        shared.tunnels.rebalance(&prev, &snap);
         for (service, backend) in retired(&prev, &snap) {
             let deadline = service.config.drain_timeout;
             let name = service.config.name.clone();

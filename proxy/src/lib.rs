@@ -34,7 +34,7 @@ pub mod upstream;
 pub use error::{ErrorSource, ProxyError};
 pub use metrics::ProxyMetrics;
 pub use outlier::Ejection;
-pub use server::{serve, ListenerSpec};
+pub use server::{serve, serve_with, ListenerControl, ListenerSpec};
 pub use snapshot::{Backend, Health, Pool, Service, Snapshot};
 pub use ticket::Ticket;
 

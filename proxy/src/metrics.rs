@@ -43,6 +43,8 @@ pub mod names {
     pub const TLS_HANDSHAKES: &str = "cutover_tls_handshakes_total";
     pub const TLS_CERTIFICATE_EXPIRY: &str = "cutover_tls_certificate_expiry_seconds";
     pub const TLS_CERTIFICATE_RELOADS: &str = "cutover_tls_certificate_reloads_total";
+    pub const CONFIG_RELOADS: &str = "cutover_config_reloads_total";
+    pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "cutover_config_last_reload_success";
 }
 
 /// Status classes used as the `code` label.
@@ -126,6 +128,15 @@ impl ProxyMetrics {
     }
 
     /// `cutover_failovers_total{service, from, to}`, resolved once per pair.
+    /// Drops `cutover_backend_up` for a backend a reload removed (its
+    /// last value would otherwise stay exported for ever).
+    pub fn forget_backend(&self, service: &str, pool: &str, backend: &str) {
+        let _ = self
+            .health
+            .backend_up
+            .remove_label_values(&[service, pool, backend]);
+    }
+
     pub fn failover(&self, service: &str, from: &str, to: &str) -> IntCounter {
         self.health
             .failovers

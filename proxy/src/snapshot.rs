@@ -96,6 +96,10 @@ pub struct Pool {
     /// Send a PROXY v2 header to backends on tcp-listener connections.
     pub send_proxy_protocol: bool,
     pub backends: Vec<Arc<Backend>>,
+    /// Each backend's configured weight, aligned with `backends`: held by
+    /// the pool, not the backend, so a reload that re-weights a backend
+    /// keeps its `Arc<Backend>` (its connections and in-flight counts).
+    weights: Vec<u32>,
     /// Each backend's health, aligned with `backends`.
     health: Vec<Health>,
     /// Each backend's passive ejection, if any, aligned with `backends`.
@@ -124,7 +128,6 @@ pub struct Backend {
     pub addr: String,
     pub authority: Authority,
     pub protocol: Protocol,
-    pub weight: u32,
     in_flight: AtomicI64,
     pub(crate) upstream: Upstream,
     /// Consecutive failures, for passive ejection.
@@ -381,6 +384,17 @@ impl Service {
                     .iter()
                     .map(|bc| carried(bc).unwrap_or((Health::Up, None)))
                     .unzip();
+                // Warm-ups too (a reload in the middle of one goes on).
+                let warmups: Vec<Option<Warmup>> = pc
+                    .backends
+                    .iter()
+                    .map(|bc| {
+                        let p = prev_pool.as_ref()?;
+                        let i = p.backends.iter().position(|b| b.addr == bc.addr)?;
+                        p.warmups.get(i).copied().flatten()
+                    })
+                    .collect();
+                let weights: Vec<u32> = pc.backends.iter().map(|bc| bc.weight).collect();
                 let backends: Vec<Arc<Backend>> = pc
                     .backends
                     .iter()
@@ -391,7 +405,6 @@ impl Service {
                                 .find(|b| {
                                     b.addr == bc.addr
                                         && b.protocol == bc.protocol
-                                        && b.weight == bc.weight
                                         && b.settings == settings
                                 })
                                 .cloned()
@@ -400,7 +413,6 @@ impl Service {
                             Arc::new(Backend::new(
                                 &bc.addr,
                                 bc.protocol,
-                                bc.weight,
                                 settings.clone(),
                                 pool_metrics.upstream.clone(),
                             ))
@@ -410,10 +422,10 @@ impl Service {
                 Arc::new(Pool::assemble(
                     pc.name.clone(),
                     pc.send_proxy_protocol,
-                    backends,
+                    (backends, weights),
                     health,
                     ejections,
-                    Vec::new(),
+                    warmups,
                     pool_metrics,
                 ))
             })
@@ -432,7 +444,7 @@ impl Service {
         if sc.cookie.secure {
             cookie_attributes.push_str("; Secure");
         }
-        Service {
+        let built = Service {
             override_header: sc
                 .override_header
                 .as_deref()
@@ -445,7 +457,36 @@ impl Service {
             cookie_attributes,
             failovers,
             outlier: outlier.clone(),
+        };
+        match prev_service {
+            Some(prev) => built.carried_from(&prev),
+            None => built,
         }
+    }
+
+    /// This (rebuilt) service with where tickets map now taken from `prev`
+    /// when both have the same pools in the same order: the same split
+    /// keeps its slow start ramp, if one runs; a new split is in force at
+    /// once, and a pool that loses its last tickets gets fresh backends,
+    /// as after [`Snapshot::with_split`].
+    fn carried_from(mut self, prev: &Service) -> Service {
+        let same_pools = self.pools.len() == prev.pools.len()
+            && self
+                .pools
+                .iter()
+                .zip(&prev.pools)
+                .all(|(a, b)| a.name == b.name);
+        if !same_pools {
+            return self;
+        }
+        if self.split.weights() == prev.split.weights() {
+            self.effective = prev.effective.clone();
+            self.ramp = prev.ramp.clone();
+            return self;
+        }
+        let to = self.split.bounds().clone();
+        self.effective = prev.effective.clone();
+        self.with_effective(to, None)
     }
 
     pub fn name(&self) -> &str {
@@ -563,13 +604,18 @@ impl Service {
 
 impl Pool {
     /// A pool whose backends are all up.
-    pub fn new(name: String, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Pool {
+    pub fn new(
+        name: String,
+        backends: Vec<Arc<Backend>>,
+        weights: Vec<u32>,
+        metrics: PoolMetrics,
+    ) -> Pool {
         let health = vec![Health::Up; backends.len()];
         let ejections = vec![None; backends.len()];
         Pool::assemble(
             name,
             false,
-            backends,
+            (backends, weights),
             health,
             ejections,
             Vec::new(),
@@ -577,34 +623,37 @@ impl Pool {
         )
     }
 
-    /// A pool with its backends' health, ejections and warm-ups (aligned
-    /// with `backends`; missing ones are up, not ejected and warm): the
+    /// A pool with its backends (and their weights), health, ejections and
+    /// warm-ups (aligned with `backends`; missing ones are up, not ejected
+    /// and warm; a missing weight is 0): the
     /// weighted draw covers the available backends only, each by its
     /// effective weight, and `cutover_backend_up` follows.
     fn assemble(
         name: String,
         send_proxy_protocol: bool,
-        backends: Vec<Arc<Backend>>,
+        (backends, mut weights): (Vec<Arc<Backend>>, Vec<u32>),
         mut health: Vec<Health>,
         mut ejections: Vec<Option<Ejection>>,
         mut warmups: Vec<Option<Warmup>>,
         metrics: PoolMetrics,
     ) -> Pool {
+        weights.resize(backends.len(), 0);
         health.resize(backends.len(), Health::Up);
         ejections.resize(backends.len(), None);
         warmups.resize(backends.len(), None);
         // Ejections are waived when only ejected backends could serve.
         let could_serve = |ejected: bool| {
-            backends
+            weights
                 .iter()
                 .zip(health.iter().zip(&ejections))
-                .any(|(b, (h, e))| b.weight > 0 && h.is_up() && e.is_some() == ejected)
+                .any(|(w, (h, e))| *w > 0 && h.is_up() && e.is_some() == ejected)
         };
         let ejections_waived = !could_serve(false) && could_serve(true);
         let mut pool = Pool {
             name,
             send_proxy_protocol,
             backends,
+            weights,
             health,
             ejections,
             ejections_waived,
@@ -618,10 +667,11 @@ impl Pool {
         let mut available = 0;
         let mut cum_weights = Vec::with_capacity(pool.backends.len());
         for (i, b) in pool.backends.iter().enumerate() {
+            let weight = pool.weights[i];
             let w = match (pool.is_available(i), pool.warmups[i]) {
                 (false, _) => 0,
-                (true, Some(warm)) => warm.weight(b.weight),
-                (true, None) => u64::from(b.weight) * WEIGHT_SCALE,
+                (true, Some(warm)) => warm.weight(weight),
+                (true, None) => u64::from(weight) * WEIGHT_SCALE,
             };
             if w > 0 {
                 available += 1;
@@ -659,7 +709,7 @@ impl Pool {
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
-            self.backends.clone(),
+            (self.backends.clone(), self.weights.clone()),
             health,
             ejections,
             warmups,
@@ -684,7 +734,7 @@ impl Pool {
         Pool::assemble(
             self.name.clone(),
             self.send_proxy_protocol,
-            backends,
+            (backends, self.weights.clone()),
             self.health.clone(),
             self.ejections.clone(),
             self.warmups.clone(),
@@ -700,6 +750,17 @@ impl Pool {
         let up = self.health.get(i).is_some_and(Health::is_up);
         let ejected = self.ejections.get(i).is_some_and(Option::is_some);
         up && (!ejected || self.ejections_waived)
+    }
+
+    /// Backend `i`'s configured weight in this pool (0 for no such backend).
+    #[inline]
+    pub fn configured_weight(&self, i: usize) -> u32 {
+        self.weights.get(i).copied().unwrap_or(0)
+    }
+
+    /// Each backend's configured weight, aligned with `backends`.
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
     }
 
     /// Each backend's health, aligned with `backends`.
@@ -741,7 +802,7 @@ impl Pool {
 
     /// Every backend that could get traffic (positive weight) is down.
     pub fn all_down(&self) -> bool {
-        self.available == 0 && self.backends.iter().any(|b| b.weight > 0)
+        self.available == 0 && self.weights.iter().any(|w| *w > 0)
     }
 
     /// Why nothing can be picked: `all 2 backends of pool green are down:
@@ -751,8 +812,9 @@ impl Pool {
             .backends
             .iter()
             .zip(&self.health)
-            .filter(|(b, _)| b.weight > 0)
-            .map(|(b, h)| match h {
+            .zip(&self.weights)
+            .filter(|(_, w)| **w > 0)
+            .map(|((b, h), _)| match h {
                 Health::Down { reason, .. } => format!("{} {reason}", b.addr),
                 Health::Up => format!("{} unavailable", b.addr),
             })
@@ -804,7 +866,7 @@ impl Pool {
                 && b.protocol == protocol
                 && !tried.iter().any(|t| Arc::ptr_eq(t, b));
             if usable {
-                u64::from(b.weight)
+                u64::from(self.configured_weight(i))
             } else {
                 0
             }
@@ -849,7 +911,10 @@ impl Pool {
         let (wa, wb) = if self.warming {
             self.weights_of(a, b)
         } else {
-            (u64::from(ba.weight), u64::from(bb.weight))
+            (
+                u64::from(self.configured_weight(a)),
+                u64::from(self.configured_weight(b)),
+            )
         };
         // load_a / w_a <= load_b / w_b, without division.
         let la = ba.in_flight() as i128 * i128::from(wb);
@@ -886,7 +951,6 @@ impl Backend {
     pub fn new(
         addr: &str,
         protocol: Protocol,
-        weight: u32,
         settings: UpstreamSettings,
         metrics: UpstreamMetrics,
     ) -> Backend {
@@ -897,7 +961,6 @@ impl Backend {
             authority: Authority::try_from(addr)
                 .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
             protocol,
-            weight,
             in_flight: AtomicI64::new(0),
             upstream: Upstream::new(addr, protocol, settings.clone(), connections.clone()),
             passive: Passive::default(),
@@ -911,7 +974,6 @@ impl Backend {
         Backend::new(
             &self.addr,
             self.protocol,
-            self.weight,
             self.settings.clone(),
             self.connections.metrics().clone(),
         )
@@ -952,11 +1014,10 @@ mod tests {
         let backends = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
+            .map(|(i, _)| {
                 Arc::new(Backend::new(
                     &format!("127.0.0.1:{}", 1000 + i),
                     Protocol::Http1,
-                    *w,
                     UpstreamSettings {
                         tls: None,
                         connect_timeout: std::time::Duration::from_secs(1),
@@ -967,7 +1028,7 @@ mod tests {
                 ))
             })
             .collect();
-        Pool::new("p".into(), backends, pm)
+        Pool::new("p".into(), backends, weights.to_vec(), pm)
     }
 
     #[tokio::test]
@@ -1268,3 +1329,7 @@ mod tests {
         assert!(pool(&[0, 0]).pick().is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_reload_tests.rs"]
+mod reload_tests;

@@ -20,14 +20,7 @@ pub(crate) async fn serve_conn<S: Downstream>(
     client: SocketAddr,
     ctx: Arc<ListenerCtx>,
 ) {
-    let Some(service) = ctx
-        .shared
-        .snapshot
-        .load()
-        .services
-        .get(ctx.service_index)
-        .cloned()
-    else {
+    let Some(service) = ctx.service_in(&ctx.shared.snapshot.load()).cloned() else {
         return;
     };
     let (pool_idx, ticket) = match &ctx.fixed_pool {

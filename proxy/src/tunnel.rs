@@ -36,10 +36,14 @@ impl Entry {
     /// the service's `drain_timeout`) when its ticket now maps to another
     /// pool, its backend left its pool or its service is gone; it stops
     /// draining when it belongs again.
-    fn evaluate(&mut self, snap: &Snapshot, since: Instant) {
+    fn evaluate(&mut self, snap: &Snapshot, since: Instant, gone_drain: Option<Duration>) {
         let Some((_, service)) = snap.service(&self.service) else {
-            // Its service is gone: closed at once.
-            self.set_draining(true, Some(since));
+            // Its service is gone (a reload removed it): drains under the
+            // old service's `drain_timeout` (`gone_drain`), else at once.
+            if !self.draining {
+                let deadline = gone_drain.map_or(since, |d| crate::time::later_tokio(since, d));
+                self.set_draining(true, Some(deadline));
+            }
             return;
         };
         let target = match self.ticket {
@@ -169,7 +173,7 @@ impl Tunnels {
                 Some((generation, at)) if generation == snap.generation => at,
                 _ => now,
             };
-            entry.evaluate(&snap, since);
+            entry.evaluate(&snap, since, None);
             reg.entries.insert(id, entry);
         }
         TunnelGuard {
@@ -186,14 +190,20 @@ impl Tunnels {
 
     /// Re-evaluates every tunnel against a new snapshot: tunnels that now
     /// belong elsewhere start draining; tunnels that belong again stop.
-    pub fn rebalance(&self, snap: &Snapshot) {
+    /// A tunnel whose service `snap` no longer has (a config reload
+    /// removed it) drains under that service's `drain_timeout` in `prev`
+    /// (at once when `prev` does not have it either).
+    pub fn rebalance(&self, prev: &Snapshot, snap: &Snapshot) {
         let now = Instant::now();
         let mut reg = self.lock();
         if reg.changed.map(|(g, _)| g) != Some(snap.generation) {
             reg.changed = Some((snap.generation, now));
         }
         for e in reg.entries.values_mut() {
-            e.evaluate(snap, now);
+            let gone = prev
+                .service(&e.service)
+                .map(|(_, s)| s.config.drain_timeout);
+            e.evaluate(snap, now, gone);
         }
     }
 

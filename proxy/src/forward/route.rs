@@ -32,7 +32,7 @@ pub(super) struct Routed {
 pub(super) fn route<B>(req: &Request<B>, ctx: &ConnCtx) -> Result<Routed, Failed> {
     let service = {
         let snap = ctx.listener.shared.snapshot.load();
-        snap.services.get(ctx.listener.service_index).cloned()
+        ctx.listener.service_in(&snap).cloned()
     };
     let Some(service) = service else {
         let err = ProxyError::plain(

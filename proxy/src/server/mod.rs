@@ -11,6 +11,7 @@ mod client_io;
 mod watchdog;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::forward::{handle, ConnCtx};
 use crate::metrics::ListenerMetrics;
+use crate::snapshot::{Service, Snapshot};
 use crate::ticket::{Ticket, Tickets};
 use crate::tls::ListenerTls;
 use crate::Shared;
@@ -36,7 +38,7 @@ use watchdog::{watchdog, Ask, Watched};
 const HYPER_MAX_HEADERS: usize = 100;
 
 /// What a listener serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSpec {
     /// The service this listener belongs to.
     pub service: String,
@@ -57,7 +59,11 @@ pub struct ListenerSpec {
 
 pub(crate) struct ListenerCtx {
     pub shared: Arc<Shared>,
-    pub service_index: usize,
+    /// The service this listener serves, by name: a reload may add or
+    /// remove services, which moves the others in the snapshot.
+    pub service: String,
+    /// Where `service` was in the snapshot last time it was looked up.
+    service_index: AtomicUsize,
     pub fixed_pool: Option<String>,
     pub label: String,
     pub metrics: ListenerMetrics,
@@ -78,6 +84,28 @@ pub(crate) struct ListenerCtx {
     /// Descriptor trouble (failed accepts, failed dups) is logged through
     /// this: at most once per second per listener.
     fd_log: LogEvery,
+}
+
+impl ListenerCtx {
+    /// This listener's service in `snap`: where it was last time (a
+    /// relaxed load and a name compare, no allocation), else looked up by
+    /// name (after a reload that moved it). `None` once it is gone.
+    #[inline]
+    pub(crate) fn service_in<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Service>> {
+        let i = self.service_index.load(Ordering::Relaxed);
+        match snap.services.get(i) {
+            Some(s) if s.config.name == self.service => Some(s),
+            _ => self.find_service(snap),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_service<'a>(&self, snap: &'a Snapshot) -> Option<&'a Arc<Service>> {
+        let (i, s) = snap.service(&self.service)?;
+        self.service_index.store(i, Ordering::Relaxed);
+        Some(s)
+    }
 }
 
 /// Lets a message through at most once per [`LogEvery::PERIOD`], and
@@ -184,8 +212,52 @@ pub async fn serve(
     tcp: TcpListener,
     spec: ListenerSpec,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let drain = spec.drain_timeout;
+    let (close_tx, close) = watch::channel(None);
+    let mut stop = shutdown.clone();
+    // The one signal does both: stop accepting, then close and drain.
+    let _forward = AbortOnDrop(tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        close_tx.send_replace(Some(drain));
+    }));
+    serve_with(
+        tcp,
+        spec,
+        shared,
+        ListenerControl {
+            stop_accepting: shutdown,
+            close,
+        },
+    )
+    .await
+}
+
+/// How a listener's owner stops it (a config reload, the shutdown).
+pub struct ListenerControl {
+    /// Turns true (or its sender goes): stop accepting. The connections
+    /// open go on with the settings they started with (a reload that
+    /// restarts the accept loop with new settings uses this alone).
+    pub stop_accepting: watch::Receiver<bool>,
+    /// Turns `Some(deadline)` (or its sender goes: the spec's
+    /// `drain_timeout`): stop accepting, close open connections
+    /// gracefully, and cut those still open after `deadline`.
+    pub close: watch::Receiver<Option<Duration>>,
+}
+
+/// Serves `tcp` until `control` says to stop accepting, then lets the
+/// open connections run until they end or `control` closes them.
+pub async fn serve_with(
+    tcp: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    control: ListenerControl,
+) {
+    let ListenerControl {
+        mut stop_accepting,
+        mut close,
+    } = control;
     let label = tcp
         .local_addr()
         .map(|a| a.to_string())
@@ -197,10 +269,18 @@ pub async fn serve(
             return;
         }
     };
+    // What the connections and the watchdog watch: true once closing.
+    let (closing_tx, shutdown) = watch::channel(close.borrow().is_some());
+    let mut close2 = close.clone();
+    let _closing = AbortOnDrop(tokio::spawn(async move {
+        let _ = close2.wait_for(Option::is_some).await;
+        closing_tx.send_replace(true);
+    }));
     let ctx = Arc::new(ListenerCtx {
         metrics: shared.metrics.listener(&label),
         shared,
-        service_index,
+        service: spec.service.clone(),
+        service_index: AtomicUsize::new(service_index),
         fixed_pool: spec.pool.clone(),
         label: label.clone(),
         mode: spec.mode,
@@ -226,11 +306,39 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(spec.limits.max_connections));
     let mut conns = JoinSet::new();
     tracing::info!(listener = %label, service = %spec.service, pool = ?spec.pool, mode = spec.mode.as_str(), proxy_protocol = spec.proxy_protocol, "listening");
-    if !*shutdown.borrow() {
-        accept(&tcp, &ctx, &builder, &permits, &mut conns, &mut shutdown).await;
+    let mut shutdown2 = shutdown.clone();
+    if !*stop_accepting.borrow() && !*shutdown.borrow() {
+        let stop = async {
+            tokio::select! {
+                _ = stop_accepting.wait_for(|s| *s) => {}
+                _ = shutdown2.wait_for(|s| *s) => {}
+            }
+        };
+        accept(&tcp, &ctx, &builder, &permits, &mut conns, &shutdown, stop).await;
     }
     drop(tcp);
-    drain(conns, &label, spec.drain_timeout).await;
+    finish(conns, &mut close, &label, spec.drain_timeout).await;
+}
+
+/// After the accept loop: the connections it accepted run until they end,
+/// or until the owner closes them (then they drain until its deadline;
+/// `default_drain` when the owner went).
+async fn finish(
+    mut conns: JoinSet<()>,
+    close: &mut watch::Receiver<Option<Duration>>,
+    label: &str,
+    default_drain: Duration,
+) {
+    let deadline = loop {
+        if let Some(d) = *close.borrow() {
+            break d;
+        }
+        tokio::select! {
+            next = conns.join_next() => if next.is_none() { return },
+            changed = close.changed() => if changed.is_err() { break default_drain },
+        }
+    };
+    drain(conns, label, deadline).await;
 }
 
 /// hyper's server for a listener with these limits: HTTP/1.1 and HTTP/2.
@@ -261,16 +369,18 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts connections on `tcp` and spawns their tasks into `conns`, up to
-/// `permits`, until `shutdown` turns true (or its sender is dropped).
+/// `permits`, until `stop` completes. Connections get `shutdown` (closing).
 async fn accept(
     tcp: &TcpListener,
     ctx: &Arc<ListenerCtx>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     permits: &Arc<Semaphore>,
     conns: &mut JoinSet<()>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
     let label = &ctx.label;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = tcp.accept() => match accepted {
@@ -287,11 +397,7 @@ async fn accept(
                 Err(e) => tokio::time::sleep(accept_failed(ctx, &e)).await,
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
+            _ = &mut stop => break,
         }
     }
 }
@@ -430,11 +536,7 @@ async fn serve_http<S: Downstream>(
     hold: Arc<ConnHold>,
 ) {
     let sticky = ctx
-        .shared
-        .snapshot
-        .load()
-        .services
-        .get(ctx.service_index)
+        .service_in(&ctx.shared.snapshot.load())
         .map(|s| s.config.sticky);
     let ticket = match sticky {
         Some(Sticky::ClientIp) => Ticket::from_ip(client.ip()),

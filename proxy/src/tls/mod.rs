@@ -168,6 +168,14 @@ pub enum Handshake {
     Closed,
 }
 
+/// Two listeners' TLS are the same only if they are the same object (a
+/// listener's settings compare equal while they share it).
+impl PartialEq for ListenerTls {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
 impl std::fmt::Debug for ListenerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerTls")
