@@ -126,6 +126,21 @@ pub fn describe(old: &Config, new: &Config) -> ReloadPlan {
     if old.admin.token != new.admin.token {
         restart.push("admin.token changed".into());
     }
+    if old.admin.tokens != new.admin.tokens || old.admin.metrics_public != new.admin.metrics_public
+    {
+        restart.push("admin.tokens or admin.metrics_public changed".into());
+    }
+    if (
+        &old.admin.audit_log,
+        old.admin.audit_max_bytes,
+        old.admin.audit_keep,
+    ) != (
+        &new.admin.audit_log,
+        new.admin.audit_max_bytes,
+        new.admin.audit_keep,
+    ) {
+        restart.push("admin.audit_log, audit_max_bytes or audit_keep changed".into());
+    }
     if old.state_file != new.state_file {
         let p = |p: &Option<std::path::PathBuf>| {
             p.as_ref()
@@ -387,6 +402,17 @@ mod tests {
                 "workers: one per core -> 2",
                 "admin.listen: 127.0.0.1:9901 -> 127.0.0.1:9999",
                 "state_file: none -> /tmp/x.json",
+            ]
+        );
+        let c = config(
+            "[admin]\nmetrics_public = true\naudit_keep = 9\n[[admin.tokens]]\nname = \"bot\"\nrole = \"viewer\"\nsecret_env = \"BOT\"",
+            "",
+        );
+        assert_eq!(
+            describe(&a, &c).needs_restart,
+            vec![
+                "admin.tokens or admin.metrics_public changed",
+                "admin.audit_log, audit_max_bytes or audit_keep changed",
             ]
         );
     }
