@@ -441,3 +441,31 @@ async fn a_backend_certificate_from_another_ca_is_a_502_naming_the_verification_
         a.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_session_on_tls13_and_tls12() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let h = two_cert_harness(&ca, dir.path(), "").await;
+    for (version, config) in [
+        ("TLS 1.3", tls::client_config(&ca.pem(), &[])),
+        ("TLS 1.2", tls::client_config_tls12(&ca.pem())),
+    ] {
+        // The first connection is a full handshake; a request read to its
+        // end makes sure the client has taken the server's ticket.
+        let first = tls::connect(h.proxy, config.clone(), Some("a.test"))
+            .await
+            .unwrap();
+        assert!(
+            !tls::resumed(&first),
+            "{version}: the first handshake resumed"
+        );
+        assert_eq!(get_over(first, "/").await.0, 200);
+        let again = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();
+        assert!(
+            tls::resumed(&again),
+            "{version}: the second handshake was a full one"
+        );
+        assert_eq!(get_over(again, "/").await.0, 200, "{version}");
+    }
+}

@@ -102,6 +102,19 @@ pub fn listener_table(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
 
 /// A client config that trusts `ca_pem` and offers `alpn`.
 pub fn client_config(ca_pem: &str, alpn: &[&str]) -> Arc<ClientConfig> {
+    client_config_for(ca_pem, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] speaking only TLS 1.2.
+pub fn client_config_tls12(ca_pem: &str) -> Arc<ClientConfig> {
+    client_config_for(ca_pem, &[], &[&rustls::version::TLS12])
+}
+
+fn client_config_for(
+    ca_pem: &str,
+    alpn: &[&str],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -110,7 +123,7 @@ pub fn client_config(ca_pem: &str, alpn: &[&str]) -> Arc<ClientConfig> {
             .expect("CA into the root store");
     }
     let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -175,6 +188,12 @@ pub fn served_names(tls: &TlsStream<TcpStream>) -> Vec<String> {
         }
     }
     names
+}
+
+/// Whether `tls`'s handshake resumed an earlier session.
+pub fn resumed(tls: &TlsStream<TcpStream>) -> bool {
+    let (_, conn) = tls.get_ref();
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 /// The protocol ALPN agreed on `tls`, if any.
