@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::audit::{AuditLog, AuditRecord, AuditSettings, ACCEPTED, FAILED, REFUSED};
 use crate::error::ControlError;
-use crate::state::{self, PersistedService, PersistedState, STATE_VERSION};
+use crate::state::{self, PersistedState};
 
 /// A requested change of one service's split.
 #[derive(Debug, Clone)]
@@ -835,33 +835,19 @@ fn persisted_state(
     generation: u64,
     previous: &[Option<Vec<u32>>],
 ) -> PersistedState {
-    PersistedState {
-        version: STATE_VERSION,
-        generation,
-        services: config
-            .services
-            .iter()
-            .zip(&snap.services)
-            .zip(previous)
-            .enumerate()
-            .map(|(i, ((sc, s), prev))| {
-                let pools: Vec<String> = s.pools.iter().map(|p| p.name.clone()).collect();
-                let split = if i == changed.0 {
-                    changed.1
-                } else {
-                    s.split.weights()
-                };
-                PersistedService {
-                    name: sc.name.clone(),
-                    split: named(&pools, split),
-                    previous: prev.as_ref().map(|p| named(&pools, p)),
-                    file_split: named(&pools, &sc.split),
-                }
-            })
-            .collect(),
-        // The audit log has it now (older state files had it here).
-        audit: Default::default(),
-    }
+    let splits: Vec<Vec<u32>> = snap
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i == changed.0 {
+                changed.1.to_vec()
+            } else {
+                s.split.weights().to_vec()
+            }
+        })
+        .collect();
+    crate::reload::persisted_all(config, &splits, generation, previous)
 }
 
 impl ControlMetrics {

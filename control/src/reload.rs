@@ -392,7 +392,7 @@ pub(crate) fn reload_splits(
 }
 
 /// The state file's content for `config` with `splits` in force.
-fn persisted_all(
+pub(crate) fn persisted_all(
     config: &Config,
     splits: &[Vec<u32>],
     generation: u64,
