@@ -101,6 +101,24 @@ async fn h2_client(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest
     send
 }
 
+/// The pool that answers a plain GET on `send`'s connection (which a cut
+/// stream must have left usable).
+async fn next_pool(
+    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    what: &str,
+) -> String {
+    let answer = bounded(what, DEFAULT_TIMEOUT, async {
+        send.ready().await.unwrap();
+        let req = Request::get(format!("http://{HOST}/"))
+            .version(Version::HTTP_2)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        read(send.send_request(req).await.unwrap()).await.unwrap()
+    })
+    .await;
+    answer.pool().to_string()
+}
+
 /// A unary-request, server-streaming gRPC call.
 fn grpc_call() -> Request<Full<Bytes>> {
     Request::builder()
@@ -196,16 +214,10 @@ async fn a_grpc_stream_cut_at_the_drain_deadline_ends_with_grpc_status_unavailab
     );
     assert_eq!(drain_cuts(h.admin).await, Some(1.0));
     // The connection is fine: the next call goes to green.
-    let next = bounded("a request after the cut", DEFAULT_TIMEOUT, async {
-        send.ready().await.unwrap();
-        let req = Request::get(format!("http://{HOST}/"))
-            .version(Version::HTTP_2)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        read(send.send_request(req).await.unwrap()).await.unwrap()
-    })
-    .await;
-    assert_eq!(next.pool(), "green");
+    assert_eq!(
+        next_pool(&mut send, "a request after the cut").await,
+        "green"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,16 +279,7 @@ async fn an_http2_request_cut_before_its_answer_is_refused_so_it_may_be_retried(
     }
     assert_eq!(drain_cuts(h.admin).await, Some(1.0));
     // Only the stream was reset: the connection serves the retry (green).
-    let again = bounded("the retry", DEFAULT_TIMEOUT, async {
-        send.ready().await.unwrap();
-        let req = Request::get(format!("http://{HOST}/"))
-            .version(Version::HTTP_2)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        read(send.send_request(req).await.unwrap()).await.unwrap()
-    })
-    .await;
-    assert_eq!(again.pool(), "green");
+    assert_eq!(next_pool(&mut send, "the retry").await, "green");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

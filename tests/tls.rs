@@ -24,6 +24,19 @@ fn two_certs(ca: &TestCa, dir: &Path, extra: &str) -> String {
     tls::listener_table(&[a, b], extra)
 }
 
+/// An HTTP/2 connection over `stream`, its task spawned.
+async fn h2_over<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 /// A harness whose main listener serves `two_certs` with `extra`.
 async fn two_cert_harness(ca: &TestCa, dir: &Path, extra: &str) -> Running {
     Harness::new()
@@ -126,11 +139,7 @@ async fn http2_is_negotiated_by_alpn_and_a_switch_applies_to_the_next_request_on
     let config = tls::client_config(&ca.pem(), &["h2", "http/1.1"]);
     let stream = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();
     assert_eq!(tls::alpn(&stream).as_deref(), Some("h2"));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_over(stream).await;
     let mut get = async || {
         let req = http::Request::get("https://a.test/")
             .body(Empty::<Bytes>::new())
@@ -314,11 +323,7 @@ async fn certificates_rotate_without_a_restart_and_a_bad_pair_keeps_the_old_one(
     // A keep-alive TLS connection opened before the rotation.
     let config = tls::client_config(&ca.pem(), &["h2"]);
     let stream = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_over(stream).await;
     let mut get = async || {
         let req = http::Request::get("https://a.test/")
             .body(Empty::<Bytes>::new())
