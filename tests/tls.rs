@@ -473,4 +473,10 @@ async fn a_returning_client_resumes_its_session_on_tls13_and_tls12() {
         );
         assert_eq!(get_over(again, "/").await.0, 200, "{version}");
     }
+    // One resumption per version, counted for the operator.
+    let resumed = format!(
+        r#"cutover_tls_resumed_handshakes_total{{listener="{}"}}"#,
+        h.proxy
+    );
+    assert_eq!(metric(h.admin, &resumed).await, Some(2.0));
 }

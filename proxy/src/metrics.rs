@@ -41,6 +41,7 @@ pub mod names {
     pub const AUDIT_REFUSED_DROPPED: &str = "cutover_audit_refused_dropped_total";
     pub const AUDIT_WRITE_ERRORS: &str = "cutover_audit_write_errors_total";
     pub const TLS_HANDSHAKES: &str = "cutover_tls_handshakes_total";
+    pub const TLS_RESUMED: &str = "cutover_tls_resumed_handshakes_total";
     pub const TLS_CERTIFICATE_EXPIRY: &str = "cutover_tls_certificate_expiry_seconds";
     pub const TLS_CERTIFICATE_RELOADS: &str = "cutover_tls_certificate_reloads_total";
     pub const CONFIG_RELOADS: &str = "cutover_config_reloads_total";
@@ -165,6 +166,7 @@ impl ProxyMetrics {
             timeout: h("timeout"),
             not_tls: h("not_tls"),
             error: h("error"),
+            resumed: self.tls.resumed.with_label_values(&[listener]),
             reload_ok: self.tls.reloads.with_label_values(&[listener, "ok"]),
             reload_error: self.tls.reloads.with_label_values(&[listener, "error"]),
             expiry: self.tls.expiry.clone(),
@@ -190,6 +192,7 @@ impl ProxyMetrics {
 /// TLS handshakes by result, and when each listener's certificates expire.
 struct TlsFamilies {
     handshakes: IntCounterVec,
+    resumed: IntCounterVec,
     expiry: IntGaugeVec,
     reloads: IntCounterVec,
 }
@@ -203,6 +206,13 @@ impl TlsFamilies {
                     "TLS handshakes on TLS listeners, by result: ok, no_sni_match, bad_version, timeout, not_tls, error",
                 ),
                 &["listener", "result"],
+            )?,
+            resumed: IntCounterVec::new(
+                Opts::new(
+                    names::TLS_RESUMED,
+                    "TLS handshakes on TLS listeners that resumed a session (ticket or session ID) instead of a full handshake",
+                ),
+                &["listener"],
             )?,
             expiry: IntGaugeVec::new(
                 Opts::new(
@@ -223,6 +233,7 @@ impl TlsFamilies {
 
     fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.handshakes.clone()))?;
+        registry.register(Box::new(self.resumed.clone()))?;
         registry.register(Box::new(self.expiry.clone()))?;
         registry.register(Box::new(self.reloads.clone()))?;
         Ok(())
@@ -621,6 +632,8 @@ pub struct TlsMetrics {
     /// Not TLS at all (plain HTTP to a TLS port gets a 400).
     pub not_tls: IntCounter,
     pub error: IntCounter,
+    /// Successful handshakes that resumed a session.
+    pub resumed: IntCounter,
     pub reload_ok: IntCounter,
     pub reload_error: IntCounter,
     expiry: IntGaugeVec,

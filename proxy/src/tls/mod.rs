@@ -288,6 +288,11 @@ impl ListenerTls {
             Handshake::Closed => return None,
         };
         counter.inc();
+        if let Some(tls) = &out {
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                self.metrics.resumed.inc();
+            }
+        }
         out
     }
 }
