@@ -17,6 +17,7 @@ written to benches/results/<date>-<commit>[-quick].md (+ .points.tsv).
 
   benches/load/run.py            # full run: 3 rounds, 2 s warm-up + 10 s per point (~28 min)
   benches/load/run.py --quick    # smoke check: 1 round, short runs, fewer points (~3 min)
+  benches/load/run.py --tls      # the TLS points instead: over TLS, and handshakes per second (~13 min)
   benches/load/run.py --help     # the other flags and the environment variables
 """
 
@@ -55,8 +56,8 @@ def git(*args):
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
 
 
-def result_name(quick):
-    """<date>-<commit>[-dirty][-quick]: BENCH_COMMIT names the commit when the tree is not a git checkout."""
+def result_name(quick, tls=False):
+    """<date>-<commit>[-dirty][-tls][-quick]: BENCH_COMMIT names the commit when the tree is not a git checkout."""
     commit = os.environ.get("BENCH_COMMIT")
     dirty = ""
     if not commit:
@@ -65,18 +66,18 @@ def result_name(quick):
         if git("diff", "--quiet", "HEAD", "--").returncode == 1:
             dirty = "-dirty"
     date = time.strftime("%Y-%m-%d", time.gmtime())
-    return date, commit + dirty, "%s-%s%s%s" % (date, commit, dirty, "-quick" if quick else "")
+    return date, commit + dirty, "%s-%s%s%s%s" % (date, commit, dirty, "-tls" if tls else "", "-quick" if quick else "")
 
 
 def compare(s, lab, points, tools_):
     """The comparison: every round, then the table and the results files."""
-    date, commit, name = result_name(s.quick)
+    date, commit, name = result_name(s.quick, s.tls)
     lab.start_backends()
     log("backends up (nginx %s, pinned to CPU 1); proxies on CPU 0: cutover (%s, --workers 1), nginx %s, "
         "HAProxy %s" % (tools_.nginx_version, lab.cutover_bin, tools_.nginx_version, tools_.haproxy_version))
     points.rounds()
     head = report.header(s, tools_, "%s, commit %s" % (date, commit), points.repeats, points.idle_waits)
-    text = report.render(head, points.rows, points.flips, s.rate)
+    text = report.render(head, points.rows, points.flips, s.rate, points.tls_seen if s.tls else None)
     results = REPO / "benches/results"
     results.mkdir(parents=True, exist_ok=True)
     (results / (name + ".md")).write_text(text)
@@ -93,7 +94,7 @@ def main(argv):
     try:
         found = tools.Tools(s)
         cutover_bin = tools.build_cutover(s)
-        conf.write_configs(procs.work, s.ports, found.nginx_version, cutover_bin)
+        conf.write_configs(procs.work, s.ports, found.nginx_version, cutover_bin, s.tls)
         lab = Lab(s, procs, cutover_bin)
         points = Points(s, lab, found.oha)
         if s.profile:

@@ -42,25 +42,68 @@ def backend_conf(work, n, port, status_port, body, h2_server=""):
                   body=body, h2_server=h2_server, status_port=status_port)
 
 
-def nginx_proxy_conf(work, ports, nginx_version, backends):
+def ngx_tls_listen(nginx_version, port):
+    """A TLS listener offering h2 and http/1.1 by ALPN, in the nginx version's syntax."""
+    if version_tuple(nginx_version) <= (1, 25, 1):
+        return "listen 127.0.0.1:%d ssl http2;" % port
+    return "listen 127.0.0.1:%d ssl; http2 on;" % port
+
+
+def nginx_tls_servers(work, ports, nginx_version):
+    """The two TLS servers (ECDSA P-256 and RSA-2048) of the nginx proxy."""
+    return "".join(
+        render("nginx-proxy-tls.conf", listen_tls=ngx_tls_listen(nginx_version, port),
+               cert=os.path.join(work, kind + ".pem"), key=os.path.join(work, kind + ".key"))
+        for kind, port in (("ec", ports.ngx_tls_ec), ("rsa", ports.ngx_tls_rsa)))
+
+
+def nginx_proxy_conf(work, ports, nginx_version, backends, tls=False):
     servers = " ".join("server 127.0.0.1:%d;" % p for p in backends)
     return render("nginx-proxy.conf", head=nginx_head(work, "ngx"), servers=servers,
-                  port_h1=ports.ngx_h1, listen_h2=ngx_h2_listen(nginx_version, ports.ngx_h2))
+                  port_h1=ports.ngx_h1, listen_h2=ngx_h2_listen(nginx_version, ports.ngx_h2),
+                  tls_servers=nginx_tls_servers(work, ports, nginx_version) if tls else "")
 
 
-def write_configs(work, ports, nginx_version, cutover_bin):
+# (file stem, openssl req -newkey argument): the same certificates for every proxy
+CERTIFICATES = (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                ("rsa", ["-newkey", "rsa:2048"]))
+
+
+def write_certificates(work):
+    """Self-signed certificates for bench.test, made here (no key is checked in):
+    KIND.pem and KIND.key for nginx and cutover, KIND.combined.pem for HAProxy."""
+    for kind, newkey in CERTIFICATES:
+        pem, key = os.path.join(work, kind + ".pem"), os.path.join(work, kind + ".key")
+        r = subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=bench.test",
+                            "-addext", "subjectAltName=DNS:bench.test", "-keyout", key, "-out", pem],
+                           capture_output=True, text=True)
+        if r.returncode:
+            die("openssl could not make the %s certificate: %s" % (kind, r.stderr.strip()))
+        Path(work, kind + ".combined.pem").write_text(Path(pem).read_text() + Path(key).read_text())
+
+
+def write_configs(work, ports, nginx_version, cutover_bin, tls=False):
     """Writes be1.conf, be2.conf, ngx-{split,blue,green}.conf, haproxy.cfg and
-    cutover.toml into work, and has each program check its own."""
+    cutover.toml into work, and has each program check its own. With `tls`,
+    each proxy also gets two TLS listeners (ECDSA and RSA certificates, made
+    here) in front of the same backends."""
     files = {}
+    if tls:
+        write_certificates(work)
     h2 = render("nginx-backend-h2.conf", listen_h2=ngx_h2_listen(nginx_version, ports.be1_h2), body="blue")
     files["be1.conf"] = backend_conf(work, 1, ports.be1, ports.be1_st, "blue", h2)
     files["be2.conf"] = backend_conf(work, 2, ports.be2, ports.be2_st, "gren")
     for name, backends in (("split", [ports.be1, ports.be2]), ("blue", [ports.be1]), ("green", [ports.be2])):
-        files["ngx-%s.conf" % name] = nginx_proxy_conf(work, ports, nginx_version, backends)
+        files["ngx-%s.conf" % name] = nginx_proxy_conf(work, ports, nginx_version, backends, tls)
     files["haproxy.cfg"] = render("haproxy.cfg", work=work, port_h1=ports.hap_h1, port_h2=ports.hap_h2,
                                   be1=ports.be1, be2=ports.be2)
     files["cutover.toml"] = render("cutover.toml", admin=ports.cut_admin, port=ports.cut,
                                    be1=ports.be1, be2=ports.be2)
+    if tls:
+        files["haproxy.cfg"] += render("haproxy-tls.cfg", work=work, port_ec=ports.hap_tls_ec,
+                                       port_rsa=ports.hap_tls_rsa)
+        files["cutover.toml"] += render("cutover-tls.toml", work=work, port_ec=ports.cut_tls_ec,
+                                        port_rsa=ports.cut_tls_rsa)
     for name, text in files.items():
         Path(work, name).write_text(text)
     check_configs(work, cutover_bin)

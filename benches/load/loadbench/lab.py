@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -30,6 +31,22 @@ def http_request(port, method="GET", path="/", body=None, timeout=10):
 
 def http_ok(port, method="GET", path="/", body=None):
     return 200 <= http_request(port, method, path, body)[0] < 400
+
+
+def https_ok(port):
+    """A GET over TLS to 127.0.0.1:port answers 2xx (the certificates are
+    the run's own self-signed ones: not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+    try:
+        conn.request("GET", "/")
+        return 200 <= conn.getresponse().status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 class Lab:
@@ -75,6 +92,11 @@ class Lab:
         for t in TARGETS:
             if not http_ok(self.ports.of(t, "h1")):
                 die(t + " does not answer")
+        if self.s.tls:
+            for t in PROXIES:
+                for proto in ("hs-ec", "hs-rsa"):
+                    if not https_ok(self.ports.of(t, proto)):
+                        die("%s does not answer over TLS on port %d" % (t, self.ports.of(t, proto)))
 
     def stop_proxies(self):
         for t in PROXIES:

@@ -69,6 +69,32 @@ def parse_h2load(text, log_text=""):
     return r
 
 
+def parse_h2load_batches(text):
+    """Back-to-back h2load runs (points.load_batches) and their "batches:" line:
+    requests done over the whole wall time, errors summed over the runs."""
+    r = {"rps": 0.0, "p50": NAN, "p99": NAN, "req": 0, "sockerr": 0, "non2xx": 0}
+    for m in re.finditer(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                         r"(\d+) failed, (\d+) errored, (\d+) timeout", text):
+        r["req"] += int(m.group(3))
+        r["sockerr"] += int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    for m in re.finditer(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text):
+        r["non2xx"] += int(m.group(3)) + int(m.group(4))
+    m = re.search(r"^batches: (\d+) runs in ([\d.]+) s", text, re.M)
+    if m and float(m.group(2)) > 0:
+        r["rps"] = r["req"] / float(m.group(2))
+    return r
+
+
+def h2load_tls(text):
+    """What h2load says it negotiated: "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519 h2" ("" if nothing)."""
+    out = []
+    for key in ("TLS Protocol", "Cipher", "Server Temp Key", "Application protocol"):
+        m = re.search(r"^%s: (\S+)" % key, text, re.M)
+        if m:
+            out.append(m.group(1))
+    return " ".join(out)
+
+
 def h2load_ok(text):
     """The 2xx count of h2load's "status codes:" line (0 if absent)."""
     return _int(re.search(r"^status codes: (\d+)", text, re.M))

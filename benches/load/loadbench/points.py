@@ -9,7 +9,17 @@ import time
 
 from . import machine, parse, report
 from .procs import log
-from .settings import TARGETS
+from .settings import TARGETS, TLS_PROTOS
+
+# TLS 1.3 suites in OpenSSL's default order, the order wrk offers: h2load's
+# own list starts with AES-128, and the proxies differ in whose order they
+# follow (HAProxy its own, nginx and rustls the client's), so h2load is told
+# this one and every target agrees on AES-256-GCM with every tool.
+TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+
+# Requests per client in one resumed-handshake batch: its first handshake is
+# full, the others resume.
+RESUME_PER_CLIENT = 20
 
 
 class Points:
@@ -23,6 +33,7 @@ class Points:
         self.flips = []  # flip rows
         self.repeats = 0  # groups repeated because other processes used the CPU
         self.idle_waits = 0  # seconds spent waiting for an idle machine
+        self.tls_seen = {}  # target -> what h2load negotiated over TLS (protocol, cipher, key exchange, ALPN)
 
     def path(self, name):
         return self.lab.path(name)
@@ -33,6 +44,8 @@ class Points:
         outlives its run by 30 s is stopped (h2load once never finished when
         connections were dropped at accept); the point then shows what it
         printed: 0 req/s when it printed nothing, which stands out."""
+        if proto in ("hs-resume", "hs-ec", "hs-rsa"):
+            return self.load_batches(proto, conns, seconds, port, out)
         cmd = ["taskset", "-c", "1"] + self.load_command(proto, conns, seconds, port, out)
         with open(out, "w") as f:
             if proto == "rate":
@@ -41,25 +54,54 @@ class Points:
             else:
                 self.lab.procs.run_limited(cmd, seconds + 30, f)
 
+    def load_batches(self, proto, conns, seconds, port, out):
+        """Handshakes per second, closed loop: h2load runs back to back on
+        CPU 1 until `seconds` have passed, each of `conns` new connections.
+        Full handshakes (hs-ec, hs-rsa): one request per connection, and a
+        new h2load process never has a session to resume. Resumed (hs-resume):
+        every request on a new connection (`Connection: close`), which h2load
+        resumes with the session its client got on the connection before.
+        `out` holds every run's output and a last line with the wall time."""
+        url = "https://127.0.0.1:%d/" % port
+        per = conns * (RESUME_PER_CLIENT if proto == "hs-resume" else 1)
+        cmd = ["taskset", "-c", "1", "h2load", "-t1", "-c%d" % conns, "-n%d" % per, "--h1",
+               "--tls13-ciphers=" + TLS13_SUITES, url]
+        if proto == "hs-resume":
+            cmd[-1:-1] = ["-H", "connection: close"]
+        start = time.time()
+        runs = 0
+        with open(out, "w") as f:
+            while time.time() - start < seconds:
+                self.lab.procs.run_limited(cmd, 30, f)
+                f.flush()
+                runs += 1
+            f.write("batches: %d runs in %.6f s\n" % (runs, time.time() - start))
+
     def load_command(self, proto, conns, seconds, port, out):
-        """wrk for HTTP/1.1 (h1), h2load with one stream per connection for
-        h2c (h2, its per-request log beside `out`), oha at a fixed rate (rate)."""
-        url = "http://127.0.0.1:%d/" % port
-        if proto == "h1":
+        """wrk for HTTP/1.1 (h1, and tls-h1 over TLS), h2load with one stream
+        per connection for h2c (h2; tls-h2 is h2 over TLS by ALPN; its
+        per-request log beside `out`), oha at a fixed rate (rate)."""
+        tls = proto in TLS_PROTOS
+        url = "%s://127.0.0.1:%d/" % ("https" if tls else "http", port)
+        if proto in ("h1", "tls-h1"):
             return ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", url]
-        if proto == "h2":
+        if proto in ("h2", "tls-h2"):
             if os.path.exists(out + ".log"):
                 os.remove(out + ".log")
-            return ["h2load", "-t1", "-c%d" % conns, "-m1", "-D%d" % seconds, "--log-file=" + out + ".log", url]
+            suites = ["--tls13-ciphers=" + TLS13_SUITES] if tls else []
+            return ["h2load", "-t1", "-c%d" % conns, "-m1", "-D%d" % seconds, "--log-file=" + out + ".log",
+                    *suites, url]
         return [self.oha, "-z", "%ds" % seconds, "-q", str(self.s.rate), "--latency-correction",
                 "-c", str(conns), "--no-tui", "--output-format", "json", url]
 
     def result(self, proto, out):
         text = read(out)
-        if proto == "h1":
+        if proto in ("h1", "tls-h1"):
             return parse.parse_wrk(text)
-        if proto == "h2":
+        if proto in ("h2", "tls-h2"):
             return parse.parse_h2load(text, read(out + ".log"))
+        if proto in ("hs-resume", "hs-ec", "hs-rsa"):
+            return parse.parse_h2load_batches(text)
         return parse.parse_oha(text)
 
     # ---------------------------------------------------------- points ---
@@ -83,6 +125,8 @@ class Points:
             new_upstream=sum(b - a - 1 for a, b in zip(before["accepts"], after["accepts"])),
             rss_kb=rss, hz=self.s.hz, foreign_max=self.s.foreign_max)
         self.rows.append(row)
+        if proto == "tls-h2":
+            self.tls_seen[target] = parse.h2load_tls(read(out))
         print(report.show_point(row), file=sys.stderr, flush=True)
 
     def before(self, pids):
@@ -169,6 +213,8 @@ class Points:
     def rounds(self):
         """Every round: wait for quiet, fresh proxies, every group in a rotated
         target order, the flips, proxies stopped."""
+        if self.s.tls:
+            return self.tls_rounds()
         for rnd in range(1, self.s.rounds + 1):
             order = target_order(rnd)
             self.idle_waits += machine.wait_idle(self.s)
@@ -183,6 +229,21 @@ class Points:
             for t in order:
                 if t != "direct":
                     self.flip_test(rnd, t)
+            self.lab.stop_proxies()
+
+
+    def tls_rounds(self):
+        """The --tls rounds: the proxies only (the backends speak plain HTTP),
+        no flips (switching does not depend on how the client connected)."""
+        groups = ([("tls-h1", c) for c in (50, 256)] + [("tls-h2", c) for c in (50, 256)]
+                  + [(p, self.s.hs_conns) for p in ("hs-resume", "hs-ec", "hs-rsa")])
+        for rnd in range(1, self.s.rounds + 1):
+            order = [t for t in target_order(rnd) if t != "direct"]
+            self.idle_waits += machine.wait_idle(self.s)
+            self.lab.start_proxies()
+            log("round %d/%d (TLS), order: %s" % (rnd, self.s.rounds, " ".join(order)))
+            for proto, c in groups:
+                self.group(rnd, proto, c, order)
             self.lab.stop_proxies()
 
 

@@ -112,8 +112,14 @@ def per_round_ratios(val, rounds, proto, c, metric, other):
     return out
 
 
+HANDSHAKES = ("hs-resume", "hs-ec", "hs-rsa")
+
+
 def label(proto, c, rate):
-    return {"h1": "HTTP/1.1", "h2": "h2c", "rate": "fixed %d/s" % rate}[proto] + " c=%d" % c
+    names = {"h1": "HTTP/1.1", "h2": "h2c", "rate": "fixed %d/s" % rate, "tls-h1": "HTTP/1.1 over TLS",
+             "tls-h2": "h2 over TLS", "hs-resume": "resumed handshakes", "hs-ec": "full handshakes ECDSA",
+             "hs-rsa": "full handshakes RSA"}
+    return names[proto] + " c=%d" % c
 
 
 # ------------------------------------------------------------ table ---
@@ -129,8 +135,17 @@ class Table:
                       "| cutover/direct |", "|" + "---|" * 9]
         for proto, c in point_keys(rows):
             for metric, name in METRICS:
-                if not (proto == "rate" and metric == "cpu_us_req"):
-                    self.lines.append(self.metric_line(proto, c, metric, name))
+                if proto == "rate" and metric == "cpu_us_req":
+                    continue
+                if proto in HANDSHAKES:
+                    # One request per handshake: per request is per handshake;
+                    # h2load's batches give no per-request latency.
+                    if metric.startswith("p"):
+                        continue
+                    name = {"rps": "handshakes/s", "cpu_us_req": "CPU µs/handshake"}[metric]
+                self.lines.append(self.metric_line(proto, c, metric, name))
+            if proto in HANDSHAKES:
+                self.lines.append(self.busy_line(proto, c))
         self.lines.append(self.rss_line())
         self.lines += self.flip_lines()
 
@@ -147,6 +162,15 @@ class Table:
         nd = 3 if metric.startswith("p") else 2
         cells = [fmt(v, nd) for v in absval] + [fmt(med(ratios[t])) for t in TARGETS[1:]]
         return "| %s | %s | %s |" % (label(proto, c, self.rate), name, " | ".join(cells))
+
+    def busy_line(self, proto, c):
+        """How busy the proxy was (handshakes/s x CPU per handshake, % of its
+        one core): well under 100% means the load generator, not the proxy,
+        set the rate, and CPU per handshake is the figure to compare."""
+        busy = [med([float(self.val[(rd, t, proto, c)]["rps"]) * float(self.val[(rd, t, proto, c)]["cpu_us_req"])
+                     / 1e4 for rd in self.rounds if (rd, t, proto, c) in self.val]) for t in TARGETS]
+        return "| %s | proxy busy %% of its core | %s | | | |" % (
+            label(proto, c, self.rate), " | ".join(fmt(v, 0) for v in busy))
 
     def peak_rss_kb(self, rd, target):
         """Per round, the maximum VmHWM seen (after the 256-connection points)."""
@@ -208,16 +232,38 @@ class Table:
         return ", ".join(fmt(x) for x in self.nginx_rounds.get(key, []))
 
     def targets(self):
-        """Each target (issue 4), met or not. Per-round ratios and nginx's own
-        spread sit beside each verdict: a ratio near 1 with rounds on both
-        sides is decided by noise, not by cutover."""
+        """Each target (issue 4; issue 18 for TLS), met or not. Per-round ratios
+        and nginx's own spread sit beside each verdict: a ratio near 1 with
+        rounds on both sides is decided by noise, not by cutover."""
         out = [self.h1_target(c) for c in (50, 256) if self.verdict("h1", c, "rps") is not None]
+        out += self.tls_targets()
         ft = self.flips_of()
         if "cutover" in ft:
             e = sum(int(f[3]) + int(f[4]) for f in ft["cutover"])
             out.append("errors under flips for cutover: %d (target 0: %s)" % (e, met(e == 0)))
         r = self.rss_ratio("nginx")
         out.append("peak RSS cutover/nginx %s (target <= 2: %s)" % (fmt(r), met(r <= 2)))
+        return out
+
+    def tls_targets(self):
+        """Over TLS: at least nginx's throughput and at most its CPU per
+        request; at least its full handshakes per second."""
+        out = []
+        for proto, c in point_keys(self.rows):
+            if not proto.startswith(("tls-", "hs-")) or self.verdict(proto, c, "rps") is None:
+                continue
+            r, u = self.verdict(proto, c, "rps"), self.verdict(proto, c, "cpu_us_req")
+            what = "handshakes/s" if proto in HANDSHAKES else "throughput"
+            text = "%s: %s cutover/nginx %s (rounds %s)" % (
+                label(proto, c, self.rate), what, fmt(r), self.rounds_text((proto, c, "rps")))
+            if proto != "hs-resume":
+                text += " (target >= 1: %s)" % met(r >= 1)
+            text += ", CPU per %s cutover/nginx %s (rounds %s)" % (
+                "handshake" if proto in HANDSHAKES else "request", fmt(u),
+                self.rounds_text((proto, c, "cpu_us_req")))
+            if proto.startswith("tls-"):
+                text += " (target <= 1: %s)" % met(u <= 1)
+            out.append(text)
         return out
 
     def h1_target(self, c):
@@ -241,11 +287,16 @@ def met(ok):
     return "met" if ok else "NOT met"
 
 
-def render(header, rows, flips, rate):
-    """The whole results file: header, table, notes, targets."""
+def render(header, rows, flips, rate, tls_seen=None):
+    """The whole results file: header, table, notes, targets. `tls_seen`:
+    target -> what h2load negotiated with it over TLS."""
     t = Table(rows, flips, rate)
-    return (header + "\n" + "\n".join(t.lines) + "\n\n" + "\n".join("- " + n for n in t.notes())
-            + "\n\nTargets (issue 4):\n\n" + "\n".join("- " + x for x in t.targets()) + "\n")
+    notes = t.notes()
+    if tls_seen:
+        notes.append("Negotiated over TLS (h2load): " + "; ".join(
+            "%s %s" % (k, v or "?") for k, v in sorted(tls_seen.items())) + ".")
+    return (header + "\n" + "\n".join(t.lines) + "\n\n" + "\n".join("- " + n for n in notes)
+            + "\n\nTargets (%s):\n\n" % ("issue 18, over TLS" if tls_seen is not None else "issue 4") + "\n".join("- " + x for x in t.targets()) + "\n")
 
 
 # ----------------------------------------------------------- header ---
@@ -281,4 +332,15 @@ def header(s, tools, title, repeats, idle_waits):
         "connections, latency-corrected (the latency figure: every target sustains that rate)" % (s.rate, conns),
         "- groups repeated because other processes used the CPU: %d; seconds spent waiting for an idle machine: %d"
         % (repeats, idle_waits),
-    ])
+    ] + ([TLS_METHOD % (s.hs_conns, s.hs_conns)] if s.tls else []))
+
+
+TLS_METHOD = (
+    "- TLS (--tls): self-signed certificates for bench.test made by openssl for the run, ECDSA P-256 for every "
+    "point but 'full handshakes RSA' (RSA-2048); the proxies terminate TLS and forward plain HTTP/1.1 to the same "
+    "backends; TLS 1.2 and 1.3 enabled everywhere, session cache and tickets on (the defaults); h2load is told "
+    "OpenSSL's default TLS 1.3 suite order, the one wrk offers; 'full handshakes': h2load runs back to back, each "
+    "%d new connections with one request (a new process has no session to resume); 'resumed handshakes': %d h2load "
+    "clients that open a new connection for every request (Connection: close) and resume the session of the one "
+    "before (1 in 20 handshakes is full); handshakes/s counts requests done, one per handshake, and CPU per "
+    "handshake includes that request")

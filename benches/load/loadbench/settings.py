@@ -21,6 +21,12 @@ Needs root for apt-get when tools are missing. All traffic is to 127.0.0.1.
 TARGETS = ["cutover", "nginx", "haproxy", "direct"]
 PROXIES = ["cutover", "nginx", "haproxy"]
 
+# The --tls points: keep-alive HTTP/1.1 (wrk) and h2 (h2load) over TLS with
+# the ECDSA certificate; resumed handshakes (h2load, a new connection per
+# request); full handshakes with the ECDSA and the RSA certificate (batches
+# of h2load runs, one request per connection, no session reuse).
+TLS_PROTOS = ["tls-h1", "tls-h2", "hs-resume", "hs-ec", "hs-rsa"]
+
 
 @dataclass
 class Ports:
@@ -36,10 +42,16 @@ class Ports:
         self.cut, self.cut_admin = b + 80, b + 90  # cutover: h1 and h2c on one port
         self.ngx_h1, self.ngx_h2 = b + 81, b + 91
         self.hap_h1, self.hap_h2 = b + 82, b + 92
+        # TLS listeners (--tls): an ECDSA P-256 and an RSA-2048 certificate
+        self.cut_tls_ec, self.cut_tls_rsa = b + 100, b + 101
+        self.ngx_tls_ec, self.ngx_tls_rsa = b + 102, b + 103
+        self.hap_tls_ec, self.hap_tls_rsa = b + 104, b + 105
 
     def all(self):
         return [self.be1, self.be2, self.be1_h2, self.be1_st, self.be2_st, self.cut,
-                self.cut_admin, self.ngx_h1, self.ngx_h2, self.hap_h1, self.hap_h2]
+                self.cut_admin, self.ngx_h1, self.ngx_h2, self.hap_h1, self.hap_h2,
+                self.cut_tls_ec, self.cut_tls_rsa, self.ngx_tls_ec, self.ngx_tls_rsa,
+                self.hap_tls_ec, self.hap_tls_rsa]
 
     def of(self, target, proto):
         """The port a load generator aims at for a target and protocol (h1|h2)."""
@@ -49,6 +61,13 @@ class Ports:
             "haproxy": (self.hap_h1, self.hap_h2),
             "direct": (self.be1, self.be1_h2),
         }
+        if proto in TLS_PROTOS:
+            tls = {
+                "cutover": (self.cut_tls_ec, self.cut_tls_rsa),
+                "nginx": (self.ngx_tls_ec, self.ngx_tls_rsa),
+                "haproxy": (self.hap_tls_ec, self.hap_tls_rsa),
+            }
+            return tls[target][1 if proto == "hs-rsa" else 0]
         return table[target][0 if proto == "h1" else 1]
 
 
@@ -69,6 +88,8 @@ class Settings:
     profile: str = ""  # h1|h2 for --profile
     syscalls: str = ""  # h1|h2 for --syscalls
     callgrind: bool = False
+    tls: bool = False
+    hs_conns: int = 100  # clients of the handshake points (a full-handshake batch's connections)
     repo: Path = Path(".")
     target_dir: Path = Path("target")
     ports: Ports = None
@@ -100,6 +121,9 @@ def _arg_parser():
                    help="no comparison: perf profile of cutover (or BENCH_PROFILE_TARGET) under load at 50 connections")
     p.add_argument("--syscalls", nargs="?", const="h1", choices=["h1", "h2"],
                    help="no timing: system calls per request of each proxy (strace -c -f, 20000 requests)")
+    p.add_argument("--tls", action="store_true",
+                   help="the TLS points instead of the plaintext ones: keep-alive HTTP/1.1 and h2 over TLS, "
+                   "resumed and full handshakes per second (ECDSA P-256 and RSA-2048); cutover, nginx, HAProxy")
     p.add_argument("--callgrind", action="store_true",
                    help="no timing: user-space instructions per request of cutover (valgrind, 20000 requests)")
     return p
@@ -108,12 +132,12 @@ def _arg_parser():
 def from_command_line(argv, repo, environ=os.environ):
     a = _arg_parser().parse_args(argv)
     s = Settings(oha=a.oha, build=a.build, keep=a.keep, profile=a.profile or "",
-                 syscalls=a.syscalls or "", callgrind=a.callgrind, quick=a.quick)
+                 syscalls=a.syscalls or "", callgrind=a.callgrind, quick=a.quick, tls=a.tls)
     if a.quick:
         s.rounds, s.warm, s.dur, s.conns, s.flips, s.flip_dur = 1, 1, 3, [50, 256], 20, 4
     if a.rounds is not None:
         s.rounds = a.rounds
-    if s.diagnostic:
+    if s.diagnostic or s.tls:
         s.oha = False
     s.repo = repo
     target = Path(environ.get("CARGO_TARGET_DIR") or repo / "target")

@@ -15,6 +15,7 @@ PACKAGES = {
     "h2load": "nghttp2-client",
     "taskset": "util-linux",
     "git": "git",
+    "openssl": "openssl",
 }
 
 

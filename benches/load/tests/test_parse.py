@@ -184,5 +184,23 @@ class Proc(unittest.TestCase):
         self.assertEqual(parse.stub_status_accepts(data("stub_status.txt")), 51)
 
 
+class TlsBatches(unittest.TestCase):
+    def test_batches_add_up_over_the_wall_time(self):
+        r = parse.parse_h2load_batches(data("h2load-batches-hs-rsa-cutover.txt"))
+        self.assertEqual((r["req"], r["sockerr"], r["non2xx"]), (1150, 0, 0))  # 23 runs of 50
+        self.assertAlmostEqual(r["rps"], 1150 / 3.023665)
+        self.assertTrue(math.isnan(r["p50"]) and math.isnan(r["p99"]))
+
+    def test_no_batches_line_is_zero_rate(self):
+        r = parse.parse_h2load_batches("requests: 50 total, 50 started, 50 done, 48 succeeded, 1 failed, "
+                                       "1 errored, 0 timeout\nstatus codes: 48 2xx, 0 3xx, 0 4xx, 2 5xx\n")
+        self.assertEqual((r["rps"], r["req"], r["sockerr"], r["non2xx"]), (0.0, 50, 2, 2))
+
+    def test_negotiated(self):
+        self.assertEqual(parse.h2load_tls(data("h2load-tls-h2-nginx.txt")),
+                         "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519 h2")
+        self.assertEqual(parse.h2load_tls(data("h2load-c50.txt")), "h2c")  # cleartext: only the ALPN line
+
+
 if __name__ == "__main__":
     unittest.main()

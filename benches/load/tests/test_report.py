@@ -121,5 +121,34 @@ class AgainstRunSh(unittest.TestCase):
         self.check("shape-before-run.sh-quick", "shape-before-run.sh-quick.flips.tsv")
 
 
+class Tls(unittest.TestCase):
+    def rows(self):
+        out = []
+        for rd, (c_rps, n_rps) in enumerate([(900, 1000), (1100, 1000), (1000, 1000)], start=1):
+            out += [row(rd, "cutover", "tls-h1", 50, rps=c_rps, cpu_us_req=20, rss_kb=1024),
+                    row(rd, "nginx", "tls-h1", 50, rps=n_rps, cpu_us_req=25, rss_kb=1024),
+                    row(rd, "cutover", "hs-rsa", 100, rps=400, cpu_us_req=1000, rss_kb=1024),
+                    row(rd, "nginx", "hs-rsa", 100, rps=500, cpu_us_req=1200, rss_kb=1024)]
+        return out
+
+    def test_handshake_rows_are_per_handshake_and_show_how_busy_the_proxy_was(self):
+        text = report.render("# head\n", self.rows(), [], 5000, {"cutover": "TLSv1.3 X h2"})
+        self.assertIn("| full handshakes RSA c=100 | handshakes/s | 400.00 | 500.00 | n/a | n/a | 0.80 |", text)
+        self.assertIn("| full handshakes RSA c=100 | CPU µs/handshake | 1000 | 1200 | n/a | n/a | 0.83 |", text)
+        # 400/s x 1000 µs = 40% of a core; nginx 500 x 1200 µs = 60%
+        self.assertIn("| full handshakes RSA c=100 | proxy busy % of its core | 40 | 60 | n/a | n/a |", text)
+        self.assertNotIn("full handshakes RSA c=100 | p99", text)
+        self.assertIn("Negotiated over TLS (h2load): cutover TLSv1.3 X h2.", text)
+
+    def test_tls_targets(self):
+        text = report.render("# head\n", self.rows(), [], 5000, {})
+        self.assertIn("Targets (issue 18, over TLS):", text)
+        self.assertIn("- HTTP/1.1 over TLS c=50: throughput cutover/nginx 1.00 (rounds 0.90, 1.10, 1.00) "
+                      "(target >= 1: met), CPU per request cutover/nginx 0.80 (rounds 0.80, 0.80, 0.80) "
+                      "(target <= 1: met)", text)
+        self.assertIn("- full handshakes RSA c=100: handshakes/s cutover/nginx 0.80 (rounds 0.80, 0.80, 0.80) "
+                      "(target >= 1: NOT met), CPU per handshake cutover/nginx 0.83", text)
+
+
 if __name__ == "__main__":
     unittest.main()
