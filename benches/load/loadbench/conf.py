@@ -53,7 +53,7 @@ def nginx_tls_servers(work, ports, nginx_version):
     """The two TLS servers (ECDSA P-256 and RSA-2048) of the nginx proxy."""
     return "".join(
         render("nginx-proxy-tls.conf", listen_tls=ngx_tls_listen(nginx_version, port),
-               cert=os.path.join(work, kind + ".pem"), key=os.path.join(work, kind + ".key"))
+               cert=os.path.join(cert_dir(work), kind + ".pem"), key=os.path.join(cert_dir(work), kind + ".key"))
         for kind, port in (("ec", ports.ngx_tls_ec), ("rsa", ports.ngx_tls_rsa)))
 
 
@@ -69,17 +69,25 @@ CERTIFICATES = (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
                 ("rsa", ["-newkey", "rsa:2048"]))
 
 
+def cert_dir(work):
+    """The certificates' own directory: cutover watches the directories of its
+    certificate files, and the work directory is written to during every
+    point (h2load's per-request log), which would wake that watch all along."""
+    return os.path.join(work, "certs")
+
+
 def write_certificates(work):
     """Self-signed certificates for bench.test, made here (no key is checked in):
     KIND.pem and KIND.key for nginx and cutover, KIND.combined.pem for HAProxy."""
+    os.makedirs(cert_dir(work), exist_ok=True)
     for kind, newkey in CERTIFICATES:
-        pem, key = os.path.join(work, kind + ".pem"), os.path.join(work, kind + ".key")
+        pem, key = os.path.join(cert_dir(work), kind + ".pem"), os.path.join(cert_dir(work), kind + ".key")
         r = subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=bench.test",
                             "-addext", "subjectAltName=DNS:bench.test", "-keyout", key, "-out", pem],
                            capture_output=True, text=True)
         if r.returncode:
             die("openssl could not make the %s certificate: %s" % (kind, r.stderr.strip()))
-        Path(work, kind + ".combined.pem").write_text(Path(pem).read_text() + Path(key).read_text())
+        Path(cert_dir(work), kind + ".combined.pem").write_text(Path(pem).read_text() + Path(key).read_text())
 
 
 def write_configs(work, ports, nginx_version, cutover_bin, tls=False):
@@ -100,9 +108,9 @@ def write_configs(work, ports, nginx_version, cutover_bin, tls=False):
     files["cutover.toml"] = render("cutover.toml", admin=ports.cut_admin, port=ports.cut,
                                    be1=ports.be1, be2=ports.be2)
     if tls:
-        files["haproxy.cfg"] += render("haproxy-tls.cfg", work=work, port_ec=ports.hap_tls_ec,
+        files["haproxy.cfg"] += render("haproxy-tls.cfg", certs=cert_dir(work), port_ec=ports.hap_tls_ec,
                                        port_rsa=ports.hap_tls_rsa)
-        files["cutover.toml"] += render("cutover-tls.toml", work=work, port_ec=ports.cut_tls_ec,
+        files["cutover.toml"] += render("cutover-tls.toml", certs=cert_dir(work), port_ec=ports.cut_tls_ec,
                                         port_rsa=ports.cut_tls_rsa)
     for name, text in files.items():
         Path(work, name).write_text(text)
