@@ -117,8 +117,9 @@ def _arg_parser():
     p.add_argument("--no-oha", dest="oha", action="store_false", help="skip the fixed-rate latency points")
     p.add_argument("--no-build", dest="build", action="store_false", help="use the existing release binary")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--profile", nargs="?", const="h1", choices=["h1", "h2"],
-                   help="no comparison: perf profile of cutover (or BENCH_PROFILE_TARGET) under load at 50 connections")
+    p.add_argument("--profile", nargs="?", const="h1", choices=["h1", "h2", "tls-h1", "tls-h2"],
+                   help="no comparison: perf profile of cutover (or BENCH_PROFILE_TARGET) under load at 50 connections "
+                   "(tls-h1, tls-h2: over TLS, as the --tls points)")
     p.add_argument("--syscalls", nargs="?", const="h1", choices=["h1", "h2"],
                    help="no timing: system calls per request of each proxy (strace -c -f, 20000 requests)")
     p.add_argument("--tls", action="store_true",
@@ -133,6 +134,8 @@ def from_command_line(argv, repo, environ=os.environ):
     a = _arg_parser().parse_args(argv)
     s = Settings(oha=a.oha, build=a.build, keep=a.keep, profile=a.profile or "",
                  syscalls=a.syscalls or "", callgrind=a.callgrind, quick=a.quick, tls=a.tls)
+    if s.profile.startswith("tls-"):
+        s.tls = True  # the proxies need their TLS listeners
     if a.quick:
         s.rounds, s.warm, s.dur, s.conns, s.flips, s.flip_dur = 1, 1, 3, [50, 256], 20, 4
     if a.rounds is not None:
