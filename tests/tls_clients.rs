@@ -78,7 +78,7 @@ async fn run(program: &'static str, args: Vec<String>, install: &'static str) ->
         }
     })
     .await
-    .unwrap()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// A harness whose main listener serves `a.test` and `b.test` (with
