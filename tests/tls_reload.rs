@@ -259,3 +259,54 @@ async fn sighup_rereads_the_certificates_of_the_running_binary() {
     let mut child = child;
     assert!(child.0.try_wait().unwrap().is_none(), "cutover exited");
 }
+
+/// `cutover_tls_certificate_reloads_total{listener=proxy,result}`.
+async fn cert_reloads(admin_addr: SocketAddr, proxy: SocketAddr, result: &str) -> f64 {
+    let key =
+        format!(r#"cutover_tls_certificate_reloads_total{{listener="{proxy}",result="{result}"}}"#);
+    metric(admin_addr, &key).await.unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_reads_a_refused_pair_once_not_again_at_each_of_its_own_reads() {
+    // The watch sees the directory's entries opened, its own reads
+    // included: a reread must not set off the next one (with a bad pair,
+    // a warning and a counted error every 200 ms until it is fixed).
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let h = Harness::new()
+        .listener(&tls::listener_table(&[pair], ""))
+        .start()
+        .await;
+    let replace = |file: &str, text: &str| {
+        let tmp = dir.path().join(format!(".{file}.new"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.path().join(file)).unwrap();
+    };
+    // A good rotation first: the watch is up once it is served.
+    let good = ca.leaf(&["a.test", "good.test"]);
+    replace("a.key", &good.key_pem);
+    replace("a.pem", &good.cert_pem);
+    let rotated = eventually(Duration::from_secs(2), || async {
+        served(h.proxy, &ca).await == ["a.test", "good.test"]
+    })
+    .await;
+    assert!(rotated, "the watch did not rotate a good pair");
+    replace("a.pem", &ca.leaf(&["bad.test"]).cert_pem);
+    let counted = eventually(Duration::from_secs(2), || async {
+        cert_reloads(h.admin, h.proxy, "error").await >= 1.0
+    })
+    .await;
+    assert!(counted, "the refused pair was not counted");
+    let once = holds_for(Duration::from_secs(1), || async {
+        cert_reloads(h.admin, h.proxy, "error").await == 1.0
+    })
+    .await;
+    assert!(
+        once,
+        "one bad file was refused {} times: the watch rereads at its own reads",
+        cert_reloads(h.admin, h.proxy, "error").await
+    );
+    assert_eq!(served(h.proxy, &ca).await, ["a.test", "good.test"]);
+}
