@@ -106,6 +106,12 @@ pub(crate) async fn run(served: Arc<Listeners>, mut shutdown: watch::Receiver<bo
                 }
             }
             watched = dirs;
+            // A change between a listener's first read of its files and
+            // the watch above made no event: read them once more now (an
+            // unchanged set changes nothing and logs nothing).
+            for l in &listeners {
+                l.reload();
+            }
         }
         let first = tokio::select! {
             paths = rx.recv() => match paths {

@@ -314,3 +314,30 @@ async fn the_watch_reads_a_refused_pair_once_not_again_at_each_of_its_own_reads(
     );
     assert_eq!(served(h.proxy, &ca).await, ["a.test", "good.test"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_as_cutover_starts_is_served() {
+    // Between the first read of the files and the watch on their
+    // directory, a change makes no event the watch could see.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let h = Harness::new()
+        .listener(&tls::listener_table(&[pair], ""))
+        .start()
+        .await;
+    let new = ca.leaf(&["a.test", "new.test"]);
+    for (file, text) in [("a.key", &new.key_pem), ("a.pem", &new.cert_pem)] {
+        let tmp = dir.path().join(format!(".{file}.new"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.path().join(file)).unwrap();
+    }
+    let rotated = eventually(Duration::from_secs(2), || async {
+        served(h.proxy, &ca).await == ["a.test", "new.test"]
+    })
+    .await;
+    assert!(
+        rotated,
+        "a certificate replaced as cutover started is not served"
+    );
+}
