@@ -238,17 +238,33 @@ async fn pythons_ssl_module_verifies_b_test_and_gets_an_answer_over_http1() {
     );
 }
 
-/// A harness whose blue pool is `backend` over TLS (verified by the CA in
-/// `ca_file`, name `backend.test`), speaking `protocol`.
-async fn tls_pool(backend: SocketAddr, ca_file: &str, protocol: &str) -> Running {
-    Harness::new()
-        .backends(&format!("[\"{backend}\"]"), "[\"127.0.0.1:9\"]")
-        .service("error_detail = \"full\"")
-        .pools(&format!(
-            "protocol = \"{protocol}\"\ntls = {{ ca_file = {ca_file:?}, server_name = \"backend.test\" }}"
-        ))
-        .start()
-        .await
+/// cutover's config: service `web` whose blue pool is `backend` over TLS
+/// (verified by the CA in `ca_file`, name `backend.test`) speaking
+/// `protocol`, with a connect timeout of `connect`.
+fn tls_pool_config(backend: SocketAddr, ca_file: &str, protocol: &str, connect: &str) -> String {
+    format!(
+        r#"[admin]
+listen = "127.0.0.1:0"
+
+[services.web]
+split = {{ blue = 100, green = 0 }}
+error_detail = "full"
+
+[services.web.timeouts]
+connect = "{connect}"
+
+[[services.web.listeners]]
+listen = "127.0.0.1:0"
+
+[services.web.pools.blue]
+backends = ["{backend}"]
+protocol = "{protocol}"
+tls = {{ ca_file = {ca_file:?}, server_name = "backend.test" }}
+
+[services.web.pools.green]
+backends = ["127.0.0.1:9"]
+"#
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,19 +272,34 @@ async fn a_second_upstream_connection_resumes_the_tls_session_over_http1_and_h2(
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("backend CA");
     let ca_file = write_ca(&ca, dir.path(), "ca.pem");
+    let path = dir.path().join("cutover.toml");
     for protocol in ["http1", "h2"] {
         let backend = TlsBackend::start(&ca.leaf(&["backend.test"]), "blue").await;
-        let h = tls_pool(backend.addr, &ca_file, protocol).await;
-        let mut conn = Conn::h1(h.proxy).await;
+        let text = |connect| tls_pool_config(backend.addr, &ca_file, protocol, connect);
+        std::fs::write(&path, text("5s")).unwrap();
+        let cfg = cutover_config::load(&path).unwrap();
+        let app = cutover::App::start_watching(&path, cfg).await.unwrap();
+        let (proxy, admin_addr) = (app.listener("web", 0).unwrap(), app.admin_addr);
+        let mut conn = Conn::h1(proxy).await;
         let a = conn.get("/", &[]).await.unwrap();
         assert_eq!(a.status, 200, "{protocol}: {}", a.body);
         assert_eq!(backend.handshakes(), (1, 0), "{protocol}: first connection");
-        // The backend drops its connections: cutover has to open another
-        // one for the next request, with the session it kept, across two
-        // snapshot rebuilds (a switch and its undoing).
+        // The backend drops its connections, and a reload changes the
+        // connect timeout, which makes a new backend object for the same
+        // address: cutover has to open another connection for the next
+        // request, with the session the pool's TLS (unchanged, kept)
+        // remembers.
         backend.close_connections().await;
-        switch(h.admin, "green").await;
-        switch(h.admin, "blue").await;
+        let before = generation(admin_addr).await;
+        std::fs::write(&path, text("4s")).unwrap();
+        let (s, report) = admin(admin_addr, "POST", "/v1/reload", None).await;
+        assert_eq!(s, 200, "{report}");
+        // (The file's watch may have applied it first.)
+        let rebuilt = eventually(Duration::from_secs(2), || async {
+            generation(admin_addr).await > before
+        })
+        .await;
+        assert!(rebuilt, "the reload did not rebuild the snapshot: {report}");
         let a = conn.get("/", &[]).await.unwrap();
         assert_eq!(a.status, 200, "{protocol}: {}", a.body);
         assert_eq!(
