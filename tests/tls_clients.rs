@@ -2,7 +2,7 @@
 //! client. curl (OpenSSL, nghttp2) over HTTP/1.1 and HTTP/2 and Python's
 //! `ssl` module against a listener with two certificates made in the test
 //! (rcgen); then cutover's own connections to a TLS backend, whose second
-//! handshake must resume the first one's session.
+//! handshake must resume the first one's session, across a reload.
 //!
 //! curl and python3 must be installed (README says so): without them these
 //! tests fail and say what to install, they are not skipped.
