@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cutover_config::TlsConfig;
 use cutover_proxy::tls::{ListenerTls, Reloaded};
-use notify::{RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::listeners::Listeners;
@@ -71,8 +71,13 @@ pub(crate) async fn run(served: Arc<Listeners>, mut shutdown: watch::Receiver<bo
     let mut changed = served.subscribe_tls();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            let _ = tx.send(ev.paths);
+        // Opens and reads change nothing, and a reload's own reads of the
+        // files would otherwise set off the next reload, forever.
+        match res {
+            Ok(ev) if !matches!(ev.kind, EventKind::Access(_)) => {
+                let _ = tx.send(ev.paths);
+            }
+            _ => {}
         }
     });
     let mut watcher = match watcher {
@@ -101,6 +106,12 @@ pub(crate) async fn run(served: Arc<Listeners>, mut shutdown: watch::Receiver<bo
                 }
             }
             watched = dirs;
+            // A change between a listener's first read of its files and
+            // the watch above made no event: read them once more now (an
+            // unchanged set changes nothing and logs nothing).
+            for l in &listeners {
+                l.reload();
+            }
         }
         let first = tokio::select! {
             paths = rx.recv() => match paths {

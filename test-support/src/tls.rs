@@ -5,7 +5,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -45,23 +46,39 @@ impl TestCa {
 
     /// A leaf for `names` (DNS names, wildcards allowed), valid now.
     pub fn leaf(&self, names: &[&str]) -> Leaf {
-        self.leaf_with(names, KeyPair::generate().expect("leaf key"), false)
+        self.leaf_with(names, KeyPair::generate().expect("leaf key"), None)
     }
 
     /// A leaf whose validity ended in 2020.
     pub fn expired_leaf(&self, names: &[&str]) -> Leaf {
-        self.leaf_with(names, KeyPair::generate().expect("leaf key"), true)
+        self.leaf_with(
+            names,
+            KeyPair::generate().expect("leaf key"),
+            Some((2019, 2020)),
+        )
     }
 
-    fn leaf_with(&self, names: &[&str], key: KeyPair, expired: bool) -> Leaf {
+    /// A leaf valid from 2020 until January 1st of `year`, 00:00 UTC (a
+    /// rotation then shows in the expiry that status reports).
+    pub fn leaf_until(&self, names: &[&str], year: i32) -> Leaf {
+        self.leaf_with(
+            names,
+            KeyPair::generate().expect("leaf key"),
+            Some((2020, year)),
+        )
+    }
+
+    /// `years`: valid from January 1st of the first until that of the
+    /// second; `None`: rcgen's default (1975 to 4096).
+    fn leaf_with(&self, names: &[&str], key: KeyPair, years: Option<(i32, i32)>) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
         if let Some(n) = names.first() {
             params.distinguished_name.push(DnType::CommonName, n);
         }
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        if let Some((from, until)) = years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(until, 1, 1);
         }
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
@@ -205,9 +222,81 @@ pub fn alpn(tls: &TlsStream<TcpStream>) -> Option<String> {
 
 /// A backend that speaks only TLS (HTTP/1.1 and HTTP/2 by ALPN) with
 /// `leaf`; answers with its pool and the version it saw.
-pub async fn backend(leaf: &Leaf, pool: &'static str) -> std::net::SocketAddr {
-    use bytes::Bytes;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+pub async fn backend(leaf: &Leaf, pool: &'static str) -> SocketAddr {
+    TlsBackend::start(leaf, pool).await.addr
+}
+
+/// A TLS backend (see [`backend`]) that counts the handshakes it completed,
+/// full and resumed, and can close the connections it has open. It can
+/// resume: TLS 1.3 tickets from a ticketer, TLS 1.2 session IDs from
+/// rustls' default in-memory session store.
+pub struct TlsBackend {
+    pub addr: SocketAddr,
+    full: Arc<AtomicU64>,
+    resumed: Arc<AtomicU64>,
+    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TlsBackend {
+    pub async fn start(leaf: &Leaf, pool: &'static str) -> TlsBackend {
+        let acceptor = tokio_rustls::TlsAcceptor::from(backend_config(leaf));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test TLS backend");
+        let b = TlsBackend {
+            addr: listener.local_addr().expect("test TLS backend"),
+            full: Arc::default(),
+            resumed: Arc::default(),
+            open: Arc::default(),
+        };
+        let (full, resumed, open) = (b.full.clone(), b.resumed.clone(), b.open.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let (full, resumed) = (full.clone(), resumed.clone());
+                let task = tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let kind = tls.get_ref().1.handshake_kind();
+                    let counter = if kind == Some(rustls::HandshakeKind::Resumed) {
+                        resumed
+                    } else {
+                        full
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    serve_backend(tls, pool).await;
+                });
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                open.retain(|t| !t.is_finished());
+                open.push(task);
+            }
+        });
+        b
+    }
+
+    /// Handshakes completed so far: `(full, resumed)`.
+    pub fn handshakes(&self) -> (u64, u64) {
+        (
+            self.full.load(Ordering::SeqCst),
+            self.resumed.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Closes every connection it has open (its socket goes away, no
+    /// close_notify: a backend restarting) and returns once they are
+    /// closed. It keeps accepting.
+    pub async fn close_connections(&self) {
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in open {
+            t.abort();
+            // Cancelled (or already done): its stream is dropped either way.
+            let _ = t.await;
+        }
+    }
+}
+
+fn backend_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
     let chain: Vec<CertificateDer<'static>> =
@@ -215,45 +304,35 @@ pub async fn backend(leaf: &Leaf, pool: &'static str) -> std::net::SocketAddr {
             .collect::<Result<_, _>>()
             .expect("test TLS backend");
     let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("test TLS backend");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("test TLS backend")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("test TLS backend");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("test TLS backend")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
         .expect("test TLS backend");
-    let addr = listener.local_addr().expect("test TLS backend");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("x-pool", pool)
-                                .header("x-seen-version", format!("{:?}", req.version()))
-                                .body(http_body_util::Full::new(Bytes::from_static(
-                                    b"tls backend\n",
-                                )))
-                                .expect("test TLS backend"),
-                        )
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().expect("test TLS backend");
+    Arc::new(config)
+}
+
+/// HTTP/1.1 or HTTP/2 on `tls` until the client closes it.
+async fn serve_backend(tls: tokio_rustls::server::TlsStream<TcpStream>, pool: &'static str) {
+    use bytes::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let svc = hyper::service::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header("x-pool", pool)
+                    .header("x-seen-version", format!("{:?}", req.version()))
+                    .body(http_body_util::Full::new(Bytes::from_static(
+                        b"tls backend\n",
+                    )))
+                    .expect("test TLS backend"),
+            )
+        },
+    );
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
 }
