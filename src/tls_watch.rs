@@ -2,7 +2,8 @@
 //! every TLS listener's certificate and key files (a directory, not the
 //! files: certbot and cert-manager replace files by renaming, or by
 //! swapping a symlinked directory) and reloads a listener's certificates
-//! when something in one of its directories changed. Bursts are gathered
+//! when one of its files, or a `..name` (Kubernetes' swapped directory),
+//! changed in one of its directories. Bursts are gathered
 //! for [`DEBOUNCE`] first, so a cert and its key written one after the
 //! other are read together. A bad pair keeps the old one (see
 //! [`ListenerTls::reload`]).
@@ -39,6 +40,24 @@ impl TlsListener {
             .map(dir_of)
     }
 
+    /// Whether a change to `path` may change its certificates: one of its
+    /// files, or a name starting with `..`, as the symlinked directories
+    /// Kubernetes swaps for a secret's new version (`..data`). Other files
+    /// in the same directory (a log, say) are not read for.
+    fn concerns(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name() else {
+            return false;
+        };
+        if name.as_encoded_bytes().starts_with(b"..") {
+            return self.dirs().any(|d| same_dir(&d, &dir_of(path)));
+        }
+        self.config
+            .certificates
+            .iter()
+            .flat_map(|c| [c.cert.as_path(), c.key.as_path()])
+            .any(|f| f.file_name() == Some(name) && same_dir(&dir_of(f), &dir_of(path)))
+    }
+
     /// Reloads its certificates and logs what changed.
     pub fn reload(&self) -> Reloaded {
         let r = self.tls.reload(&self.config);
@@ -53,6 +72,11 @@ impl TlsListener {
         }
         r
     }
+}
+
+/// `configured` (maybe relative) and `seen` (an event's, absolute) are one directory.
+fn same_dir(configured: &Path, seen: &Path) -> bool {
+    configured == seen || std::fs::canonicalize(configured).is_ok_and(|c| c == seen)
 }
 
 fn dir_of(file: &Path) -> PathBuf {
@@ -126,25 +150,20 @@ pub(crate) async fn run(served: Arc<Listeners>, mut shutdown: watch::Receiver<bo
             }
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let mut touched: BTreeSet<PathBuf> = first.iter().map(|p| dir_of(p)).collect();
+        let mut touched: BTreeSet<PathBuf> = first.into_iter().collect();
         let gather = tokio::time::sleep(DEBOUNCE);
         tokio::pin!(gather);
         loop {
             tokio::select! {
                 more = rx.recv() => match more {
-                    Some(p) => touched.extend(p.iter().map(|p| dir_of(p))),
+                    Some(p) => touched.extend(p),
                     None => break,
                 },
                 _ = &mut gather => break,
             }
         }
         for l in &listeners {
-            // Event paths are absolute; configured ones may be relative.
-            let hit = l.dirs().any(|d| {
-                touched.contains(&d)
-                    || std::fs::canonicalize(&d).is_ok_and(|c| touched.contains(&c))
-            });
-            if hit {
+            if touched.iter().any(|p| l.concerns(p)) {
                 l.reload();
             }
         }

@@ -312,6 +312,18 @@ async fn the_watch_reads_a_refused_pair_once_not_again_at_each_of_its_own_reads(
         "one bad file was refused {} times: the watch rereads at its own reads",
         errors().await - base
     );
+    // Other files in the directory (a log beside the certificates, say)
+    // are not the certificates: no reread, no new warning.
+    let unrelated = holds_for(Duration::from_secs(1), || async {
+        std::fs::write(dir.path().join("cutover.log"), "a line\n").unwrap();
+        errors().await == base + 1.0
+    })
+    .await;
+    assert!(
+        unrelated,
+        "writes to another file in the directory reread the certificates ({} refusals)",
+        errors().await - base
+    );
     assert_eq!(served(h.proxy, &ca).await, ["a.test", "good.test"]);
 }
 
@@ -340,4 +352,48 @@ async fn a_certificate_replaced_as_cutover_starts_is_served() {
         rotated,
         "a certificate replaced as cutover started is not served"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_style_secret_swap_rotates_the_certificate() {
+    // A Kubernetes secret volume: `a.pem -> ..data/a.pem`, `..data ->
+    // ..v1`; a new version is written to `..vN` and `..data` is swapped to
+    // it by a rename. No event names `a.pem`: the `..` names must do.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let swap = |version: u32, names: &[&str]| {
+        let next = dir.path().join(format!("..v{version}"));
+        std::fs::create_dir(&next).unwrap();
+        ca.leaf(names).write(&next, "a");
+        let tmp = dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.path().join("..data")).unwrap();
+    };
+    swap(1, &["a.test"]);
+    for f in ["a.pem", "a.key"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), dir.path().join(f)).unwrap();
+    }
+    let pair = (dir.path().join("a.pem"), dir.path().join("a.key"));
+    let h = Harness::new()
+        .listener(&tls::listener_table(&[pair], ""))
+        .start()
+        .await;
+    assert_eq!(served(h.proxy, &ca).await, ["a.test"]);
+    // Swapped again until served: then the watch is up (it reads the
+    // files once more after it starts watching).
+    let mut version = 1;
+    let up = eventually(Duration::from_secs(3), || {
+        version += 1;
+        swap(version, &["a.test", "up.test"]);
+        async { served(h.proxy, &ca).await == ["a.test", "up.test"] }
+    })
+    .await;
+    assert!(up, "the swapped secret was not served");
+    // One more swap, once: only the watch's event can bring it.
+    swap(version + 1, &["a.test", "swapped.test"]);
+    let rotated = eventually(Duration::from_secs(2), || async {
+        served(h.proxy, &ca).await == ["a.test", "swapped.test"]
+    })
+    .await;
+    assert!(rotated, "a swap of ..data was not seen by the watch");
 }
