@@ -121,7 +121,9 @@ pub(crate) async fn handle(
                 upgrade: upgrade.is_some(),
                 deadline,
             };
-            retry::again(at, failed).await
+            // Boxed: rare, and its future (another send) would double
+            // every request's.
+            Box::pin(retry::again(at, failed)).await
         }
         sent => (sent, None),
     };

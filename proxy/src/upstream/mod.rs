@@ -649,7 +649,9 @@ impl Upstream {
                 Err(e) => return Err(DirectError::h1(e)),
             }
         }
-        let conn = match self.connect().await {
+        // Boxed, as every dial is: a new connection is rare, and its
+        // (TLS) future would otherwise make every request's future larger.
+        let conn = match Box::pin(self.connect()).await {
             Ok(io) => h1::Conn::new(io),
             Err(error) => {
                 return Err(DirectError {
@@ -677,7 +679,7 @@ impl Upstream {
                 .metrics
                 .count_retry(RetryReason::StaleConnection);
         }
-        let mut conn = match self.dial_h1().await {
+        let mut conn = match Box::pin(self.dial_h1()).await {
             Ok(conn) => conn,
             Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
         };
@@ -793,7 +795,7 @@ impl Upstream {
                 .metrics
                 .count_retry(RetryReason::StaleConnection);
         }
-        let mut conn = match self.dial_h2().await {
+        let mut conn = match Box::pin(self.dial_h2()).await {
             Ok(conn) => conn,
             Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
         };
