@@ -195,6 +195,7 @@ impl ConnRegistry {
             epoch,
             registry: self.clone(),
             registered: true,
+            reused: false,
         }
     }
 }
@@ -249,6 +250,11 @@ pub struct TrackedIo {
     epoch: u32,
     registry: Arc<ConnRegistry>,
     registered: bool,
+    /// Has finished an exchange before (set by cutover's HTTP/1.1 client,
+    /// [`h1::Conn`]). Kept here, in this struct's padding, rather than in
+    /// `h1::Conn`: a word more there is a word more in every response body,
+    /// which hyper moves several times per request.
+    pub(crate) reused: bool,
 }
 
 impl TrackedIo {
