@@ -42,9 +42,6 @@ pub(crate) struct RequestGuard {
     /// The HTTP/1.1 upstream connection of this request, back to the
     /// backend's idle list once the response body has been read whole.
     pub upstream: Option<H1Conn>,
-    /// A gRPC exchange over HTTP/2 (request and answer): a drain cut ends
-    /// it with gRPC trailers rather than a reset.
-    pub grpc: bool,
 }
 
 impl RequestGuard {
@@ -64,7 +61,6 @@ impl RequestGuard {
             access: None,
             bytes: 0,
             upstream: None,
-            grpc: false,
         }
     }
 
@@ -140,6 +136,12 @@ pub(crate) struct BodyIdle {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A frame came since the timer was last armed.
     moved: bool,
+    /// A gRPC exchange over HTTP/2 (request and answer): a drain cut ends
+    /// it with gRPC trailers rather than a reset. Kept here, in this
+    /// struct's padding, rather than in the [`RequestGuard`]: a word more
+    /// there is a word more in every response body, which hyper moves
+    /// several times per request.
+    pub grpc: bool,
 }
 
 impl BodyIdle {
@@ -148,6 +150,7 @@ impl BodyIdle {
             limit,
             sleep: None,
             moved: true,
+            grpc: false,
         }
     }
 
@@ -205,16 +208,14 @@ fn backend_idle(
 /// stream gets the trailers to end it with (`grpc-status: 14`); any other
 /// response is cut as today (a reset, or an HTTP/1.1 connection closed).
 #[cold]
-fn drain_cut(guard: &mut RequestGuard) -> Option<http::HeaderMap> {
-    tracing::debug!(pool = %guard.pool.name, grpc = guard.grpc, "response body cut at the pool's drain deadline");
+fn drain_cut(guard: &mut RequestGuard, grpc: bool) -> Option<http::HeaderMap> {
+    tracing::debug!(pool = %guard.pool.name, grpc, "response body cut at the pool's drain deadline");
     guard
         .pool
         .metrics
         .count_error(crate::error::ErrorKind::DrainCut);
     guard.upstream = None;
-    guard
-        .grpc
-        .then(|| crate::grpc::unavailable(&guard.pool.name))
+    grpc.then(|| crate::grpc::unavailable(&guard.pool.name))
 }
 
 impl Body for ProxyBody {
@@ -244,7 +245,7 @@ impl Body for ProxyBody {
                     // the client's response is cut too, and it counts as a
                     // bad response. Its connection is unusable: dropped.
                     Poll::Ready(Some(Err(e))) if crate::upstream::is_drain_cut(&**e) => {
-                        if let Some(trailers) = drain_cut(guard) {
+                        if let Some(trailers) = drain_cut(guard, idle.grpc) {
                             // The stream ends here; dropping the guard
                             // closes the request's books.
                             self.set(ProxyBody::Full { data: None });

@@ -79,7 +79,7 @@ pub(crate) async fn handle(
     // 2-3. The request as the backend gets it; an upgrade, if asked for.
     let scanned = headers::Scan::of(req.headers());
     // Only an HTTP/2 request with a `content-type` pays a lookup.
-    guard.grpc = h2 && scanned.has_content_type() && crate::grpc::is_grpc(req.headers());
+    let grpc = h2 && scanned.has_content_type() && crate::grpc::is_grpc(req.headers());
     if let Err(err) = request::check_head(&mut req, scanned) {
         return Ok(Failed::request(err, guard, &service).respond(&ctx));
     }
@@ -121,14 +121,16 @@ pub(crate) async fn handle(
                 upgrade: upgrade.is_some(),
                 deadline,
             };
-            retry::again(at, failed).await
+            // Boxed: rare, and its future (another send) would double
+            // every request's.
+            Box::pin(retry::again(at, failed)).await
         }
         sent => (sent, None),
     };
     let (resp, conn) = match response::received(sent, &backend, &guard.pool, &service) {
         Ok(received) => received,
         Err(err) if err.kind == ErrorKind::DrainCut => {
-            return drain_cut(Failed::request(err, guard, &service), &ctx, h2)
+            return drain_cut(Failed::request(err, guard, &service), &ctx, h2, grpc)
         }
         Err(err) => return Ok(Failed::request(err.noted(retried), guard, &service).respond(&ctx)),
     };
@@ -150,7 +152,7 @@ pub(crate) async fn handle(
             let tunnel = shared.tunnels.open(&shared.snapshot, routed, idle);
             u.tunnel(resp, tunnel.holding(ctx.hold.clone()), guard)
         }
-        _ => response::forward(resp, conn, &service, &route, &ctx, guard),
+        _ => response::forward(resp, conn, &service, &route, &ctx, guard, grpc),
     })
 }
 
@@ -161,9 +163,14 @@ pub(crate) async fn handle(
 /// an HTTP/1.1 one a 503 saying the pool was drained, and its connection
 /// is closed after it. Counted and logged like any failure.
 #[cold]
-fn drain_cut(failed: Failed, ctx: &ConnCtx, h2: bool) -> Result<Response<ProxyBody>, h2::Error> {
+fn drain_cut(
+    failed: Failed,
+    ctx: &ConnCtx,
+    h2: bool,
+    grpc: bool,
+) -> Result<Response<ProxyBody>, h2::Error> {
     let grpc = match &failed.books {
-        Books::Request(guard) => guard.grpc.then(|| guard.pool.clone()),
+        Books::Request(guard) if grpc => Some(guard.pool.clone()),
         _ => None,
     };
     let mut resp = failed.respond(ctx);

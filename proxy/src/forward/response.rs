@@ -70,6 +70,7 @@ pub(super) fn forward(
     route: &Route,
     ctx: &ConnCtx,
     mut guard: RequestGuard,
+    grpc: bool,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -91,15 +92,14 @@ pub(super) fn forward(
     guard.upstream = conn;
     // A gRPC request's answer is gRPC too, unless the backend said otherwise
     // (an error page): only gRPC requests pay this lookup.
-    if guard.grpc && !crate::grpc::is_grpc(&parts.headers) {
-        guard.grpc = false;
-    }
+    let grpc = grpc && crate::grpc::is_grpc(&parts.headers);
     // No body to read (204, 304, HEAD, Content-Length: 0): hyper will not
     // poll it, so the connection is free now.
     if http_body::Body::is_end_stream(&body) {
         guard.response_complete();
     }
-    let idle = BodyIdle::new(service.config.timeouts.backend_idle);
+    let mut idle = BodyIdle::new(service.config.timeouts.backend_idle);
+    idle.grpc = grpc;
     Response::from_parts(
         parts,
         ProxyBody::Upstream {

@@ -128,6 +128,7 @@ impl ConnActivity {
         self.waker.wake();
     }
 
+    #[inline]
     fn ask(&self, seen: u32) -> Option<Ask> {
         if self.gone.load(Ordering::Acquire) {
             return Some(Ask::Drop);
@@ -138,6 +139,8 @@ impl ConnActivity {
 
     /// Ready once the client is gone, or the count of close requests
     /// exceeds `seen`.
+    /// Polled every time its connection's task wakes: inlined.
+    #[inline]
     pub(super) fn poll_ask(&self, seen: u32, cx: &mut Context<'_>) -> Poll<Ask> {
         if let Some(a) = self.ask(seen) {
             return Poll::Ready(a);

@@ -33,7 +33,7 @@ pub mod tls;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -116,13 +116,18 @@ impl<C> IdleList<C> {
     }
 }
 
+/// A [`TrackedIo`]'s epoch when it cannot be cut: above any cut count.
+const NEVER_CUT: u32 = u32::MAX;
+
 pub struct ConnRegistry {
     socks: Mutex<HashMap<u64, socket2::Socket>>,
     next: AtomicU64,
     /// How many times [`ConnRegistry::cut_all`] ran: a connection
     /// registered when it was lower has been cut (changed and read
-    /// under the `socks` lock at registration and cut).
-    cuts: AtomicU64,
+    /// under the `socks` lock at registration and cut). 32 bits, so that
+    /// a [`TrackedIo`] keeps its copy in the padding beside `registered`;
+    /// it stops at [`NEVER_CUT`] - 1 (four billion cuts) rather than wrap.
+    cuts: AtomicU32,
     metrics: UpstreamMetrics,
     /// A failed dup (out of descriptors) is logged through this.
     dup_log: crate::server::LogEvery,
@@ -133,7 +138,7 @@ impl ConnRegistry {
         ConnRegistry {
             socks: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
-            cuts: AtomicU64::new(0),
+            cuts: AtomicU32::new(0),
             metrics,
             dup_log: crate::server::LogEvery::new(),
         }
@@ -147,7 +152,11 @@ impl ConnRegistry {
     /// [`DrainCut`]); returns how many there were.
     pub fn cut_all(&self) -> usize {
         let socks = lock(&self.socks);
-        self.cuts.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .cuts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                c.checked_add(1).filter(|&c| c < NEVER_CUT)
+            });
         for s in socks.values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
@@ -177,7 +186,7 @@ impl ConnRegistry {
                     tracing::warn!(?peer, suppressed = held, "cannot duplicate an upstream connection's descriptor ({e}): it cannot be cut at a drain deadline and the drain status does not count it");
                 }
                 // Never cut, so never failed as cut.
-                u64::MAX
+                NEVER_CUT
             }
         };
         TrackedIo {
@@ -186,6 +195,7 @@ impl ConnRegistry {
             epoch,
             registry: self.clone(),
             registered: true,
+            reused: false,
         }
     }
 }
@@ -237,9 +247,14 @@ pub struct TrackedIo {
     io: UpStream,
     id: u64,
     /// The registry's cut count when this connection was registered.
-    epoch: u64,
+    epoch: u32,
     registry: Arc<ConnRegistry>,
     registered: bool,
+    /// Has finished an exchange before (set by cutover's HTTP/1.1 client,
+    /// [`h1::Conn`]). Kept here, in this struct's padding, rather than in
+    /// `h1::Conn`: a word more there is a word more in every response body,
+    /// which hyper moves several times per request.
+    pub(crate) reused: bool,
 }
 
 impl TrackedIo {
@@ -649,7 +664,9 @@ impl Upstream {
                 Err(e) => return Err(DirectError::h1(e)),
             }
         }
-        let conn = match self.connect().await {
+        // Boxed, as every dial is: a new connection is rare, and its
+        // (TLS) future would otherwise make every request's future larger.
+        let conn = match Box::pin(self.connect()).await {
             Ok(io) => h1::Conn::new(io),
             Err(error) => {
                 return Err(DirectError {
@@ -677,7 +694,7 @@ impl Upstream {
                 .metrics
                 .count_retry(RetryReason::StaleConnection);
         }
-        let mut conn = match self.dial_h1().await {
+        let mut conn = match Box::pin(self.dial_h1()).await {
             Ok(conn) => conn,
             Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
         };
@@ -793,7 +810,7 @@ impl Upstream {
                 .metrics
                 .count_retry(RetryReason::StaleConnection);
         }
-        let mut conn = match self.dial_h2().await {
+        let mut conn = match Box::pin(self.dial_h2()).await {
             Ok(conn) => conn,
             Err(e) => return Err(Failure::Unsent(e, Box::new(req))),
         };

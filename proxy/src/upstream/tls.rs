@@ -189,6 +189,7 @@ pub enum UpStream {
 
 impl UpStream {
     /// The TCP socket underneath.
+    #[inline]
     pub fn tcp(&self) -> &TcpStream {
         match self {
             UpStream::Plain(s) => s,
@@ -201,6 +202,7 @@ impl UpStream {
     /// there means the connection is not usable anyway), a TLS one only
     /// peeked at underneath (any record, a close_notify alert say, makes
     /// it unusable).
+    #[inline]
     pub fn usable(&self) -> bool {
         let outcome = match self {
             UpStream::Plain(s) => s.try_read(&mut [0u8; 1]),
@@ -218,6 +220,7 @@ impl UpStream {
 }
 
 impl AsyncRead for UpStream {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -231,6 +234,7 @@ impl AsyncRead for UpStream {
 }
 
 impl AsyncWrite for UpStream {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -242,6 +246,7 @@ impl AsyncWrite for UpStream {
         }
     }
 
+    #[inline]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -253,6 +258,7 @@ impl AsyncWrite for UpStream {
         }
     }
 
+    #[inline]
     fn is_write_vectored(&self) -> bool {
         match self {
             UpStream::Plain(s) => s.is_write_vectored(),
@@ -260,6 +266,7 @@ impl AsyncWrite for UpStream {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpStream::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -267,6 +274,7 @@ impl AsyncWrite for UpStream {
         }
     }
 
+    #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),

@@ -14,8 +14,6 @@ pub struct Conn {
     pub(super) io: TrackedIo,
     /// Bytes read and not consumed yet; empty between exchanges.
     pub(super) buf: BytesMut,
-    /// Has finished an exchange before.
-    pub(super) reused: bool,
 }
 
 impl Conn {
@@ -23,7 +21,6 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
-            reused: false,
         }
     }
 
@@ -66,7 +63,7 @@ impl IdleList<Conn> {
     }
 
     pub(super) fn give_back(&self, mut conn: Conn) {
-        conn.reused = true;
+        conn.io.reused = true;
         // An empty buffer of head size is kept (reused in place by the next
         // response when nothing else holds it); a larger one is not held
         // while idle.

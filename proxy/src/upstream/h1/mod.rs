@@ -137,7 +137,7 @@ pub async fn send(
         head_request: req.method == Method::HEAD,
         idempotent: idempotent(&req.method),
     };
-    let reused = conn.reused;
+    let reused = conn.io.reused;
     // The (empty) read buffer holds the request head while it is written;
     // sized once for that and for the response head.
     conn.buf.clear();
