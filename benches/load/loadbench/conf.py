@@ -69,6 +69,13 @@ CERTIFICATES = (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
                 ("rsa", ["-newkey", "rsa:2048"]))
 
 
+# cutover's config, in a directory of its own: cutover watches the directory
+# of its config file, and the work directory is written to during every
+# point (h2load's per-request log), which would wake that watch all along
+# (on CPU 0, beside the proxy). Relative to the work directory.
+CUTOVER_TOML = "cutover/cutover.toml"
+
+
 def cert_dir(work):
     """The certificates' own directory: cutover watches the directories of its
     certificate files, and the work directory is written to during every
@@ -92,7 +99,7 @@ def write_certificates(work):
 
 def write_configs(work, ports, nginx_version, cutover_bin, tls=False):
     """Writes be1.conf, be2.conf, ngx-{split,blue,green}.conf, haproxy.cfg and
-    cutover.toml into work, and has each program check its own. With `tls`,
+    cutover/cutover.toml into work, and has each program check its own. With `tls`,
     each proxy also gets two TLS listeners (ECDSA and RSA certificates, made
     here) in front of the same backends."""
     files = {}
@@ -105,13 +112,14 @@ def write_configs(work, ports, nginx_version, cutover_bin, tls=False):
         files["ngx-%s.conf" % name] = nginx_proxy_conf(work, ports, nginx_version, backends, tls)
     files["haproxy.cfg"] = render("haproxy.cfg", work=work, port_h1=ports.hap_h1, port_h2=ports.hap_h2,
                                   be1=ports.be1, be2=ports.be2)
-    files["cutover.toml"] = render("cutover.toml", admin=ports.cut_admin, port=ports.cut,
+    files[CUTOVER_TOML] = render("cutover.toml", admin=ports.cut_admin, port=ports.cut,
                                    be1=ports.be1, be2=ports.be2)
     if tls:
         files["haproxy.cfg"] += render("haproxy-tls.cfg", certs=cert_dir(work), port_ec=ports.hap_tls_ec,
                                        port_rsa=ports.hap_tls_rsa)
-        files["cutover.toml"] += render("cutover-tls.toml", certs=cert_dir(work), port_ec=ports.cut_tls_ec,
+        files[CUTOVER_TOML] += render("cutover-tls.toml", certs=cert_dir(work), port_ec=ports.cut_tls_ec,
                                         port_rsa=ports.cut_tls_rsa)
+    os.makedirs(os.path.join(work, os.path.dirname(CUTOVER_TOML)), exist_ok=True)
     for name, text in files.items():
         Path(work, name).write_text(text)
     check_configs(work, cutover_bin)
@@ -123,5 +131,5 @@ def check_configs(work, cutover_bin):
         die("haproxy rejects its config")
     if subprocess.run(["nginx", "-t", "-q", "-p", work, "-c", os.path.join(work, "ngx-split.conf")]).returncode:
         die("nginx rejects the proxy config")
-    if subprocess.run([str(cutover_bin), "check", os.path.join(work, "cutover.toml")], **quiet).returncode:
+    if subprocess.run([str(cutover_bin), "check", os.path.join(work, CUTOVER_TOML)], **quiet).returncode:
         die("cutover rejects its config")

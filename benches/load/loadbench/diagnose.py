@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from . import machine, parse, report
+from . import conf, machine, parse, report
 from .lab import http_ok
 from .procs import die, log, tail
 from .settings import PROXIES
@@ -114,7 +114,7 @@ def callgrind(s, lab):
     lab.start_backends()
     dump = lab.path("cg.out.%p")
     vg = lab.procs.start_on(0, "valgrind", ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + dump,
-                                      lab.cutover_bin, "run", "--config", lab.path("cutover.toml"), "--workers", "1"])
+                                      lab.cutover_bin, "run", "--config", lab.path(conf.CUTOVER_TOML), "--workers", "1"])
     wait_answer(s.ports.cut, lab.path("valgrind.out"))
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     subprocess.run(["callgrind_control", "-z", str(vg.pid)], **quiet)

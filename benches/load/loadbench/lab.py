@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import time
 
-from . import machine, parse
+from . import conf, machine, parse
 from .procs import die, port_free, tail, wait_port
 from .settings import PROXIES, TARGETS
 
@@ -78,7 +78,7 @@ class Lab:
         """The three proxies, fresh each round so that peak RSS is per round, on CPU 0."""
         shutil.copy(self.path("ngx-split.conf"), self.path("ngx.conf"))
         cmds = {
-            "cutover": [self.cutover_bin, "run", "--config", self.path("cutover.toml"), "--workers", "1"],
+            "cutover": [self.cutover_bin, "run", "--config", self.path(conf.CUTOVER_TOML), "--workers", "1"],
             "nginx": ["nginx", "-p", self.work, "-c", self.path("ngx.conf")],
             "haproxy": ["haproxy", "-db", "-f", self.path("haproxy.cfg")],
         }
