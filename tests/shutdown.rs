@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cutover_test_support::process::{cutover_json_logs, spawn_cutover, Bound, Reaped};
+use cutover_test_support::process::{run_ready, Bound, Reaped};
 use cutover_test_support::{eventually, get_once, holds_for, metric, probe, TestBackend};
 
 /// `cutover run` on a config with one listener whose pools both go to
@@ -35,19 +35,7 @@ backends = ["{backend}"]
         ),
     )
     .unwrap();
-    let mut run = cutover_json_logs(env!("CARGO_BIN_EXE_cutover"));
-    run.args(["run", "--config"]).arg(&path);
-    let (child, bound) =
-        tokio::task::block_in_place(|| spawn_cutover(run, 1, Duration::from_secs(10)));
-    let admin = bound.admin;
-    let up = eventually(Duration::from_secs(10), || async {
-        probe(admin, "/readyz")
-            .await
-            .is_some_and(|a| a.status == 200)
-    })
-    .await;
-    assert!(up, "cutover did not become ready");
-    (child, bound)
+    run_ready(env!("CARGO_BIN_EXE_cutover"), &path).await
 }
 
 fn signal(child: &Reaped, name: &str) {

@@ -305,9 +305,7 @@ fn check_reports_missing_mismatched_and_expired_certificates_with_line_and_key()
 /// renaming, as certbot and most tools do.
 fn replace(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) {
     for (ext, text) in [("pem", cert_pem), ("key", key_pem)] {
-        let tmp = dir.join(format!(".{stem}.{ext}.new"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("{stem}.{ext}"))).unwrap();
+        tls::replace_file(dir, &format!("{stem}.{ext}"), text);
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cutover::App;
-use cutover_test_support::process::{cutover_json_logs, spawn_cutover, Reaped};
+use cutover_test_support::process::{run_ready, Reaped};
 use cutover_test_support::tls::{self, Leaf, TestCa};
 use cutover_test_support::*;
 use http::StatusCode;
@@ -209,19 +209,7 @@ fn signal(child: &Reaped, name: &str) {
 
 /// `cutover run` on `config`, ready when this returns.
 async fn run_binary(config: &Path) -> (Reaped, cutover_test_support::process::Bound) {
-    let mut run = cutover_json_logs(env!("CARGO_BIN_EXE_cutover"));
-    run.args(["run", "--config"]).arg(config);
-    let (child, bound) =
-        tokio::task::block_in_place(|| spawn_cutover(run, 1, Duration::from_secs(10)));
-    let admin_addr = bound.admin;
-    let up = eventually(Duration::from_secs(10), || async {
-        probe(admin_addr, "/readyz")
-            .await
-            .is_some_and(|a| a.status == 200)
-    })
-    .await;
-    assert!(up, "cutover did not become ready");
-    (child, bound)
+    run_ready(env!("CARGO_BIN_EXE_cutover"), config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,11 +267,7 @@ async fn the_watch_reads_a_refused_pair_once_not_again_at_each_of_its_own_reads(
         .listener(&tls::listener_table(&[pair], ""))
         .start()
         .await;
-    let replace = |file: &str, text: &str| {
-        let tmp = dir.path().join(format!(".{file}.new"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.path().join(file)).unwrap();
-    };
+    let replace = |file: &str, text: &str| tls::replace_file(dir.path(), file, text);
     // A good rotation first, written again until it is served: then the
     // watch is up (a change made before it watches is seen by no event).
     let good = ca.leaf(&["a.test", "good.test"]);
@@ -340,9 +324,7 @@ async fn a_certificate_replaced_as_cutover_starts_is_served() {
         .await;
     let new = ca.leaf(&["a.test", "new.test"]);
     for (file, text) in [("a.key", &new.key_pem), ("a.pem", &new.cert_pem)] {
-        let tmp = dir.path().join(format!(".{file}.new"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.path().join(file)).unwrap();
+        tls::replace_file(dir.path(), file, text);
     }
     let rotated = eventually(Duration::from_secs(2), || async {
         served(h.proxy, &ca).await == ["a.test", "new.test"]

@@ -111,3 +111,22 @@ pub fn cutover_json_logs(binary: &str) -> Command {
     c.args(["--log-format", "json", "--log-level", "info"]);
     c
 }
+
+/// `binary run --config config` with JSON logs and one listener, ready
+/// (its `/readyz` answers 200) when this returns. Call from a
+/// multi-threaded runtime: the start blocks in place.
+pub async fn run_ready(binary: &str, config: &std::path::Path) -> (Reaped, Bound) {
+    let mut run = cutover_json_logs(binary);
+    run.args(["run", "--config"]).arg(config);
+    let (child, bound) =
+        tokio::task::block_in_place(|| spawn_cutover(run, 1, Duration::from_secs(10)));
+    let admin = bound.admin;
+    let up = crate::eventually(Duration::from_secs(10), || async {
+        crate::probe(admin, "/readyz")
+            .await
+            .is_some_and(|a| a.status == 200)
+    })
+    .await;
+    assert!(up, "cutover did not become ready");
+    (child, bound)
+}

@@ -336,3 +336,11 @@ async fn serve_backend(tls: tokio_rustls::server::TlsStream<TcpStream>, pool: &'
         .serve_connection(TokioIo::new(tls), svc)
         .await;
 }
+
+/// Replaces `dir/name` with `text` as deploy tools do: written to a hidden
+/// temporary file beside it, then renamed over it (one event naming it).
+pub fn replace_file(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.new"));
+    std::fs::write(&tmp, text).expect("write the replacement");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename it over the file");
+}
