@@ -38,14 +38,6 @@ backends = ["{backend}"]
     run_ready(env!("CARGO_BIN_EXE_cutover"), &path).await
 }
 
-fn signal(child: &Reaped, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name}");
-}
-
 async fn serves(proxy: SocketAddr) -> bool {
     get_once(proxy, "/", &[])
         .await
@@ -79,7 +71,7 @@ async fn sigterm_turns_readyz_503_at_once_serves_through_shutdown_delay_then_dra
     assert!(in_flight, "the slow request never showed as in flight");
 
     let t = Instant::now();
-    signal(&child, "TERM");
+    child.signal("TERM");
     let not_ready = eventually(Duration::from_secs(1), || async {
         status(admin, "/readyz").await == Some(503)
     })
@@ -148,7 +140,7 @@ async fn sighup_reloads_the_config_and_ctl_reload_prints_the_result() {
     let ok = format!("{}{{result=\"ok\"}}", "cutover_config_reloads_total");
     assert_eq!(metric(admin, &ok).await, Some(0.0), "no reload yet");
     // The file is unchanged (the watch sees nothing): only SIGHUP reloads.
-    signal(&child, "HUP");
+    child.signal("HUP");
     let reloaded = eventually(Duration::from_secs(5), || async {
         metric(admin, &ok).await == Some(1.0)
     })
@@ -190,7 +182,7 @@ async fn sighup_leaves_the_process_running_and_serving() {
     let (mut child, bound) = start(&dir, blue.addr, "").await;
     let (proxy, admin) = (bound.listeners[0], bound.admin);
     assert!(serves(proxy).await);
-    signal(&child, "HUP");
+    child.signal("HUP");
     let alive = holds_for(Duration::from_secs(1), || {
         let running = child.0.try_wait().unwrap().is_none();
         async move { running && serves(proxy).await }
@@ -199,7 +191,7 @@ async fn sighup_leaves_the_process_running_and_serving() {
     assert!(alive, "SIGHUP ended cutover or stopped it serving");
     assert_eq!(status(admin, "/readyz").await, Some(200));
     // A second SIGHUP too.
-    signal(&child, "HUP");
+    child.signal("HUP");
     let alive = holds_for(Duration::from_millis(500), || {
         let running = child.0.try_wait().unwrap().is_none();
         async move { running }

@@ -16,7 +16,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -199,14 +198,6 @@ async fn post_reload_rereads_the_certificates_and_a_bad_pair_keeps_the_old_one()
     drop(app);
 }
 
-fn signal(child: &Reaped, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name}");
-}
-
 /// `cutover run` on `config`, ready when this returns.
 async fn run_binary(config: &Path) -> (Reaped, cutover_test_support::process::Bound) {
     run_ready(env!("CARGO_BIN_EXE_cutover"), config).await
@@ -226,7 +217,7 @@ async fn sighup_rereads_the_certificates_of_the_running_binary() {
     files.rewrite(&new.cert_pem, &new.key_pem);
     assert_no_watch_saw_it(proxy, &ca).await;
 
-    signal(&child, "HUP");
+    child.signal("HUP");
     let rotated = eventually(Duration::from_secs(2), || async {
         served(proxy, &ca).await == ["a.test", "new.test"]
     })

@@ -35,6 +35,17 @@ impl Bound {
 /// A child killed (and reaped) on drop, if it has not exited by then.
 pub struct Reaped(pub Child);
 
+impl Reaped {
+    /// Sends it signal `name` (`TERM`, `HUP`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name}");
+    }
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         // This child only, by its own handle.
