@@ -31,13 +31,17 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// The directories its files are in.
-    fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+    /// Its certificate and key files, as configured.
+    fn files(&self) -> impl Iterator<Item = &Path> + '_ {
         self.config
             .certificates
             .iter()
             .flat_map(|c| [c.cert.as_path(), c.key.as_path()])
-            .map(dir_of)
+    }
+
+    /// The directories its files are in.
+    fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.files().map(dir_of)
     }
 
     /// Whether a change to `path` may change its certificates: one of its
@@ -51,10 +55,7 @@ impl TlsListener {
         if name.as_encoded_bytes().starts_with(b"..") {
             return self.dirs().any(|d| same_dir(&d, &dir_of(path)));
         }
-        self.config
-            .certificates
-            .iter()
-            .flat_map(|c| [c.cert.as_path(), c.key.as_path()])
+        self.files()
             .any(|f| f.file_name() == Some(name) && same_dir(&dir_of(f), &dir_of(path)))
     }
 
