@@ -313,11 +313,7 @@ fn replace(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) {
 async fn certificates_rotate_without_a_restart_and_a_bad_pair_keeps_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
-    let h = Harness::new()
-        .listener(&tls::listener_table(&[pair], ""))
-        .start()
-        .await;
+    let h = tls::a_test_harness(&ca, dir.path()).await;
     // A keep-alive TLS connection opened before the rotation.
     let config = tls::client_config(&ca.pem(), &["h2"]);
     let stream = tls::connect(h.proxy, config, Some("a.test")).await.unwrap();

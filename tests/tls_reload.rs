@@ -253,11 +253,7 @@ async fn the_watch_reads_a_refused_pair_once_not_again_at_each_of_its_own_reads(
     // a warning and a counted error every 200 ms until it is fixed).
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
-    let h = Harness::new()
-        .listener(&tls::listener_table(&[pair], ""))
-        .start()
-        .await;
+    let h = tls::a_test_harness(&ca, dir.path()).await;
     let replace = |file: &str, text: &str| tls::replace_file(dir.path(), file, text);
     // A good rotation first, written again until it is served: then the
     // watch is up (a change made before it watches is seen by no event).
@@ -308,11 +304,7 @@ async fn a_certificate_replaced_as_cutover_starts_is_served() {
     // directory, a change makes no event the watch could see.
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test CA");
-    let pair = ca.leaf(&["a.test"]).write(dir.path(), "a");
-    let h = Harness::new()
-        .listener(&tls::listener_table(&[pair], ""))
-        .start()
-        .await;
+    let h = tls::a_test_harness(&ca, dir.path()).await;
     let new = ca.leaf(&["a.test", "new.test"]);
     for (file, text) in [("a.key", &new.key_pem), ("a.pem", &new.cert_pem)] {
         tls::replace_file(dir.path(), file, text);

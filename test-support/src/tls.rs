@@ -344,3 +344,15 @@ pub fn replace_file(dir: &Path, name: &str, text: &str) {
     std::fs::write(&tmp, text).expect("write the replacement");
     std::fs::rename(&tmp, dir.join(name)).expect("rename it over the file");
 }
+
+/// A harness whose one listener serves a certificate for `a.test` from
+/// `dir/a.pem` and `dir/a.key` (signed by `ca`): the set-up of the
+/// certificate rotation tests.
+#[cfg(feature = "harness")]
+pub async fn a_test_harness(ca: &TestCa, dir: &Path) -> crate::Running {
+    let pair = ca.leaf(&["a.test"]).write(dir, "a");
+    crate::Harness::new()
+        .listener(&listener_table(&[pair], ""))
+        .start()
+        .await
+}
